@@ -1,0 +1,48 @@
+"""Command line: ``python -m fastsockserver run ...`` and ``python -m fastsockserver bench ...``."""
+import runpy
+import sys
+
+
+RUN_USAGE = """usage: python -m fastsockserver run script.py [args ...]
+       python -m fastsockserver run -m module [args ...]
+
+Runs an unmodified program with fastsockserver installed as socketserver."""
+
+
+def _run(argv):
+    import os
+    if not argv or argv[0] in ("-h", "--help"):
+        print(RUN_USAGE, file=sys.stderr if not argv else sys.stdout)
+        return 2 if not argv else 0
+    from . import install
+    if argv[0] == "-m":
+        if len(argv) < 2:
+            print(RUN_USAGE, file=sys.stderr)
+            return 2
+        install()
+        sys.argv = argv[1:]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        return 0
+    script = argv[0]
+    if not os.path.isfile(script):
+        print("fastsockserver run: no such file: {}".format(script), file=sys.stderr)
+        return 2
+    install()
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    runpy.run_path(script, run_name="__main__")
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"run": _run}
+    if not argv or argv[0] not in commands:
+        names = " | ".join(sorted(commands))
+        print("usage: python -m fastsockserver {%s} ..." % names, file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""``install()``: make ``import socketserver`` give fastsockserver."""
+import sys
+import warnings
+
+
+def _stdlib_socketserver_users(stdlib_module):
+    """Names of loaded modules that hold the stdlib module or subclass its classes."""
+    stdlib_classes = tuple(
+        obj for obj in vars(stdlib_module).values()
+        if isinstance(obj, type) and obj.__module__ == "socketserver")
+    users = []
+    for name, module in list(sys.modules.items()):
+        if module is None or module is stdlib_module or name == "socketserver":
+            continue
+        try:
+            values = list(vars(module).values())
+        except TypeError:
+            continue
+        for value in values:
+            if value is stdlib_module or (
+                    isinstance(value, type) and stdlib_classes
+                    and issubclass(value, stdlib_classes)):
+                users.append(name)
+                break
+    return sorted(users)
+
+
+def install():
+    """Make ``import socketserver`` return fastsockserver from now on.
+
+    Call it before importing ``http.server``, ``xmlrpc.server``,
+    ``wsgiref.simple_server`` or any other module built on socketserver.
+    Modules imported earlier keep the stdlib classes they already hold: if
+    there are any, a ``RuntimeWarning`` names them. Calling it again is a
+    no-op. Returns None.
+    """
+    fast = sys.modules[__name__.rpartition(".")[0]]
+    previous = sys.modules.get("socketserver")
+    if previous is fast:
+        return
+    sys.modules["socketserver"] = fast
+    if previous is None:
+        return
+    users = _stdlib_socketserver_users(previous)
+    if users:
+        warnings.warn(
+            "fastsockserver.install() was called after these modules had "
+            "imported the stdlib socketserver, so they still use it: "
+            + ", ".join(users)
+            + ". Call install() before importing them, or start the program "
+            "with 'python -m fastsockserver run'.",
+            RuntimeWarning, stacklevel=2)
