@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Run the test suite on every Python 3.9-3.13 found on this machine.
+
+    python3 tools/run_tests.py [--pythons 3.11,3.13] [pytest args ...]
+
+For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
+with the compiled core required (a failed compile fails the run), then
+pytest. Behaviour tests run on stdlib, pure and compiled in that one run;
+on the first interpreter the package is also installed pure
+(FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
+compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
+under ~/.pyenv/versions (or $PYENV_ROOT/versions).
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+def _works(python, version):
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def find_python(version):
+    candidates = [shutil.which("python" + version)]
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    pattern = os.path.join(pyenv_root, "versions", version + ".*", "bin", "python" + version)
+    candidates += sorted(glob.glob(pattern), reverse=True)
+    for python in candidates:
+        if python and _works(python, version):
+            return python
+    return None
+
+
+def run(cmd, env=None, log=None):
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if log is not None:
+        log.append(proc.stdout)
+    return proc
+
+
+def test_one(python, version, mode, pytest_args):
+    """Install into a new venv and run pytest; returns (ok, summary line)."""
+    venv = os.path.join(ROOT, ".venvs", "py{}-{}".format(version, mode))
+    shutil.rmtree(venv, ignore_errors=True)
+    env = dict(os.environ)
+    env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
+    env.pop("PYTHONPATH", None)
+    if mode == "pure":
+        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
+    else:
+        env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
+    vpython = os.path.join(venv, "bin", "python")
+    steps = [
+        [python, "-m", "venv", venv],
+        [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        [vpython, "-m", "pip", "install", "-q", ".[test]"],
+    ]
+    for step in steps:
+        proc = run(step, env=env)
+        if proc.returncode != 0:
+            print(proc.stdout[-4000:])
+            return False, "install failed"
+    # Test the installed package, not the source tree.
+    cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider", "--import-mode=importlib"] + pytest_args
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+    summary = lines[-1] if lines else "(no output)"
+    return proc.returncode == 0, summary
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pythons", default=",".join(VERSIONS),
+                        help="comma-separated versions to try (default: %(default)s)")
+    parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
+    options, pytest_args = parser.parse_known_args()
+    results = []
+    found = [(v, find_python(v)) for v in options.pythons.split(",")]
+    for version, python in found:
+        if python is None:
+            print("Python {}: not found, skipped".format(version))
+    found = [(v, p) for v, p in found if p]
+    if not found:
+        print("no Python 3.9-3.13 found")
+        return 1
+    runs = [(v, p, "compiled") for v, p in found]
+    if not options.no_pure:
+        runs.append(found[-1] + ("pure",))
+    for version, python, mode in runs:
+        start = time.monotonic()
+        print("=" * 70 + "\nPython {} ({}), {} install\n".format(version, python, mode) + "=" * 70, flush=True)
+        ok, summary = test_one(python, version, mode, pytest_args)
+        results.append((version, mode, ok, summary, time.monotonic() - start))
+    print("\n" + "=" * 70)
+    passed = failed = 0
+    for version, mode, ok, summary, seconds in results:
+        print("Python {:5} {:8} {:4} {:6.0f}s  {}".format(version, mode, "ok" if ok else "FAIL", seconds, summary))
+        for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
+            if word == "passed":
+                passed += int(count)
+            else:
+                failed += int(count)
+        if not ok and not re.search(r"\d+ (failed|errors?)", summary):
+            failed += 1  # an install failure or crash counts as a failure
+    print("total: {} passed, {} failed".format(passed, failed))
+    return 0 if all(ok for _, _, ok, _, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
