@@ -13,6 +13,7 @@ from io import BufferedIOBase
 from time import monotonic as _time
 
 from ._impl import loop as _loop
+from ._pool import WorkerPool
 
 _HAS_FORK = hasattr(os, "fork")
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
@@ -29,6 +30,46 @@ def _server_fd(server):
     if fd < 0:
         raise ValueError("Invalid file descriptor: {}".format(fd))
     return fd
+
+
+class _Waker:
+    """A self-pipe: shutdown() interrupts serve_forever's wait at once.
+
+    The stdlib only notices shutdown() after up to ``poll_interval``. The
+    pipe exists only while serve_forever() runs; the lock keeps wake() from
+    writing to a descriptor that close() has released (and the OS reused).
+    """
+
+    __slots__ = ("_lock", "_read_fd", "_write_fd")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._read_fd = self._write_fd = -1
+
+    def open(self):
+        """Create the pipe; returns the descriptor to wait on."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        with self._lock:
+            self._read_fd, self._write_fd = read_fd, write_fd
+        return read_fd
+
+    def wake(self):
+        with self._lock:
+            if self._write_fd >= 0:
+                try:
+                    os.write(self._write_fd, b"\0")
+                except OSError:  # pipe full: a wake-up is pending anyway
+                    pass
+
+    def close(self):
+        with self._lock:
+            read_fd, write_fd = self._read_fd, self._write_fd
+            self._read_fd = self._write_fd = -1
+        if read_fd >= 0:
+            os.close(read_fd)
+            os.close(write_fd)
 
 
 class BaseServer:
@@ -50,6 +91,7 @@ class BaseServer:
         self.RequestHandlerClass = RequestHandlerClass
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
+        self.__waker = _Waker()
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -64,7 +106,12 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         try:
-            _loop.serve(self, _server_fd(self), poll_interval)
+            fd = _server_fd(self)
+            wake_fd = self.__waker.open()
+            try:
+                _loop.serve(self, fd, poll_interval, wake_fd)
+            finally:
+                self.__waker.close()
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
@@ -77,6 +124,7 @@ class BaseServer:
         deadlock.
         """
         self.__shutdown_request = True
+        self.__waker.wake()
         self.__is_shut_down.wait()
 
     def service_actions(self):
@@ -202,7 +250,9 @@ class TCPServer(BaseServer):
 
     socket_type = socket.SOCK_STREAM
 
-    request_queue_size = 5
+    # The stdlib's 5 overflows under a few dozen concurrent connects and sends
+    # clients into 1-3 s SYN retransmits; CPython 3.15 makes the same change.
+    request_queue_size = socket.SOMAXCONN
 
     allow_reuse_address = False
 
@@ -425,6 +475,11 @@ class ThreadingMixIn:
     block_on_close = True
     # Replaced per instance by a _Threads when block_on_close is true.
     _threads = _NoThreads()
+    # Handler threads are reused (see _pool). A reused thread keeps its
+    # threading.local() state from one request to the next; False restores
+    # the stdlib's one new thread per request.
+    reuse_threads = True
+    __pool = None
 
     def process_request_thread(self, request, client_address):
         """Same as in BaseServer but as a thread.
@@ -439,17 +494,31 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def process_request(self, request, client_address):
-        """Start a new thread to process the request."""
+        """Run process_request_thread on a thread: a reused idle one, or a new one."""
         if self.block_on_close:
             vars(self).setdefault('_threads', _Threads())
-        t = threading.Thread(target=self.process_request_thread,
-                             args=(request, client_address))
-        t.daemon = self.daemon_threads
-        self._threads.append(t)
-        t.start()
+        if not self.reuse_threads:
+            t = threading.Thread(target=self.process_request_thread,
+                                 args=(request, client_address))
+            t.daemon = self.daemon_threads
+            self._threads.append(t)
+            t.start()
+            return
+        pool = self.__pool
+        if pool is None or pool.daemon != self.daemon_threads or pool.pid != os.getpid():
+            if pool is not None:
+                pool.close()
+            pool = self.__pool = WorkerPool(self.daemon_threads)
+        t = pool.submit(self.process_request_thread, (request, client_address))
+        if t is not None:
+            self._threads.append(t)
 
     def server_close(self):
         super().server_close()
+        pool = self.__pool
+        if pool is not None:
+            self.__pool = None
+            pool.close()
         self._threads.join()
 
 
