@@ -8,7 +8,74 @@ from libc.limits cimport INT_MAX
 from libc.math cimport ceil
 from libc.string cimport strerror
 from posix.unistd cimport read
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from libc.errno cimport EAGAIN
+from posix.unistd cimport close
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from socket import socket as _socket_class
+from math import ceil as _ceil
+
+cdef extern from *:
+    """
+    #include <sys/types.h>
+    #include <sys/socket.h>
+    #include <sys/un.h>
+    #include <netinet/in.h>
+    #include <arpa/inet.h>
+    #include <netdb.h>
+    #include <fcntl.h>
+    #include <stddef.h>
+    #ifdef __linux__
+    #define FSS_IS_LINUX 1
+    #else
+    #define FSS_IS_LINUX 0
+    #endif
+    /* accept() whose new descriptor is close-on-exec, as Python's socket.accept() makes it. */
+    static int fss_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *len) {
+    #ifdef __linux__
+        return accept4(fd, addr, len, SOCK_CLOEXEC);
+    #else
+        int s = accept(fd, addr, len);
+        if (s >= 0) fcntl(s, F_SETFD, FD_CLOEXEC);
+        return s;
+    #endif
+    }
+    static size_t fss_offsetof_sun_path(void) { return offsetof(struct sockaddr_un, sun_path); }
+    """
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct sockaddr_storage:
+        sa_family_t ss_family
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    struct sockaddr_un:
+        char sun_path[1]
+    const int AF_INET, AF_INET6, AF_UNIX, SOCK_STREAM, MSG_DONTWAIT, NI_NUMERICHOST
+    const bint IS_LINUX "FSS_IS_LINUX"
+    const int EWOULDBLOCK
+    object PyUnicode_DecodeFSDefault(const char *)
+    int _accept_cloexec "fss_accept_cloexec"(int fd, sockaddr *addr, socklen_t *length) nogil
+    size_t offsetof_sun_path "fss_offsetof_sun_path"()
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    int getnameinfo(const sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen,
+                    char *serv, socklen_t servlen, int flags)
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)
+    ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *length) nogil
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -33,15 +100,19 @@ cdef inline double _now() noexcept nogil:
 
 
 cdef int _timeout_ms(object timeout) except -2:
-    """A selector timeout in seconds as poll() milliseconds (-1: forever), rounded up."""
+    """A selector timeout in seconds as poll() milliseconds (-1: forever).
+
+    Converted as selectors.PollSelector does, with the same errors for a
+    value poll() cannot take (OverflowError, ValueError for NaN, TypeError).
+    """
     if timeout is None:
         return -1
-    cdef double seconds = timeout
-    if seconds <= 0:
+    if timeout <= 0:
         return 0
-    if seconds * 1e3 >= INT_MAX:
-        return INT_MAX
-    return <int>ceil(seconds * 1e3)
+    milliseconds = _ceil(timeout * 1e3)
+    if milliseconds > INT_MAX:
+        raise OverflowError("timeout is too large")
+    return milliseconds
 
 
 cdef int _poll(pollfd *fds, int nfds, int timeout_ms) except -1:
@@ -79,27 +150,175 @@ cdef void _drain(int fd) noexcept nogil:
         pass
 
 
-def serve(server, int fd, poll_interval, int wake_fd):
+# Requests taken per wake-up: enough to drain a burst of connects, few
+# enough that service_actions() and shutdown() are not held up.
+cdef enum:
+    MAX_BATCH = 64
+
+
+cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
+    """A peer address as socket.accept()/recvfrom() report it."""
+    cdef char host[64]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    cdef sockaddr_un *unix_addr
+    cdef Py_ssize_t path_length
+    cdef int family = addr.ss_family
+    if family == AF_INET:
+        v4 = <sockaddr_in *>addr
+        inet_ntop(AF_INET, &v4.sin_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v4.sin_port))
+    if family == AF_INET6:
+        v6 = <sockaddr_in6 *>addr
+        # getnameinfo, as CPython does: it adds the %scope of link-local addresses.
+        if getnameinfo(<sockaddr *>addr, length, host, sizeof(host), NULL, 0, NI_NUMERICHOST):
+            inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+    if family == AF_UNIX:
+        unix_addr = <sockaddr_un *>addr
+        path_length = <Py_ssize_t>length - <Py_ssize_t>offsetof_sun_path()
+        if path_length <= 0:
+            return ""  # an unbound client
+        if unix_addr.sun_path[0] == 0 and IS_LINUX:
+            return PyBytes_FromStringAndSize(unix_addr.sun_path, path_length)  # abstract name
+        return PyUnicode_DecodeFSDefault(unix_addr.sun_path)
+    raise OSError("unsupported address family {}".format(family))
+
+
+cdef int _readable_now(int fd) noexcept nogil:
+    cdef pollfd entry
+    entry.fd = fd
+    entry.events = POLLIN
+    entry.revents = 0
+    return poll(&entry, 1, 0) > 0
+
+
+cdef int _accept_batch(server, int fd, listener, dispatch) except -1:
+    """Accept up to MAX_BATCH connections, handing each to dispatch(sock, address).
+
+    The first accept follows a readable poll, as the stdlib's does; later ones
+    only when a poll(0) says another connection waits, so the listener keeps
+    its blocking mode. Accept errors are what get_request() raising OSError
+    is to the stdlib: the batch ends (and resource errors start the back-off).
+    """
+    cdef sockaddr_storage addr
+    cdef socklen_t length
+    cdef int client_fd, err, accepted = 0
+    family, kind, proto = listener.family, listener.type, listener.proto
+    while accepted < MAX_BATCH:
+        if accepted:
+            with nogil:
+                err = _readable_now(fd)
+            if not err:
+                break
+        length = sizeof(addr)
+        memset(&addr, 0, sizeof(addr))
+        with nogil:
+            client_fd = _accept_cloexec(fd, <sockaddr *>&addr, &length)
+            err = errno
+        if client_fd < 0:
+            if err == EINTR:
+                if PyErr_CheckSignals() < 0:
+                    return -1
+                continue
+            if err != EAGAIN and err != EWOULDBLOCK:
+                server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
+            break
+        accepted += 1
+        try:
+            address = _sockaddr_to_python(&addr, length)
+            request = _socket_class(family, kind, proto, fileno=client_fd)
+        except BaseException:
+            close(client_fd)
+            raise
+        if server._BaseServer__accept_backoff:
+            server._BaseServer__accept_recovered()
+        dispatch(request, address)
+    return accepted
+
+
+cdef int _receive_batch(server, int fd, listener, dispatch) except -1:
+    """Receive up to MAX_BATCH datagrams, handing each to dispatch((data, sock), address)."""
+    cdef sockaddr_storage addr
+    cdef socklen_t length
+    cdef Py_ssize_t size = server.max_packet_size, n
+    cdef int err, received = 0
+    cdef char *buffer = <char *>malloc(size if size > 0 else 1)
+    if buffer == NULL:
+        raise MemoryError()
+    try:
+        while received < MAX_BATCH:
+            length = sizeof(addr)
+            memset(&addr, 0, sizeof(addr))
+            with nogil:
+                n = recvfrom(fd, buffer, size, MSG_DONTWAIT, <sockaddr *>&addr, &length)
+                err = errno
+            if n < 0:
+                if err == EINTR:
+                    if PyErr_CheckSignals() < 0:
+                        return -1
+                    continue
+                if err != EAGAIN and err != EWOULDBLOCK:
+                    server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
+                break
+            received += 1
+            request = (PyBytes_FromStringAndSize(buffer, n), listener)
+            address = _sockaddr_to_python(&addr, length)
+            if server._BaseServer__accept_backoff:
+                server._BaseServer__accept_recovered()
+            dispatch(request, address)
+    finally:
+        free(buffer)
+    return received
+
+
+def serve(server, int fd, poll_interval, int wake_fd, listener):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
-    once instead of after ``poll_interval``.
+    once instead of after ``poll_interval``. With a ``listener`` (see
+    _server._own_receive_path) connections or datagrams are taken in here,
+    in batches, and handed to ``server._verify_and_process``; without one
+    each wake-up calls ``server._handle_request_noblock()`` as the stdlib
+    does. While the server backs off after an out-of-resources accept
+    error, only ``wake_fd`` is watched.
     """
-    cdef int interval_ms = _timeout_ms(poll_interval)
+    cdef int interval_ms = _timeout_ms(poll_interval), wait_ms
+    cdef double pause
     cdef pollfd fds[2]
-    fds[0].fd = fd
+    cdef bint stream = False
+    fds[0].fd = wake_fd
     fds[0].events = POLLIN
-    fds[1].fd = wake_fd
+    fds[1].fd = fd
     fds[1].events = POLLIN
+    dispatch = None
+    if listener is not None:
+        dispatch = server._verify_and_process
+        stream = listener.type == SOCK_STREAM
     while not server._BaseServer__shutdown_request:
-        _poll(fds, 2, interval_ms)
+        pause = server._BaseServer__accept_resume_at
+        if pause:
+            pause -= _now()
+        if pause > 0:
+            wait_ms = <int>ceil(pause * 1e3)
+            if 0 <= interval_ms < wait_ms:
+                wait_ms = interval_ms
+            _poll(fds, 1, wait_ms)
+            fds[1].revents = 0
+        else:
+            _poll(fds, 2, interval_ms)
         # bpo-35017: shutdown() called during the wait, exit immediately.
         if server._BaseServer__shutdown_request:
             break
         if fds[0].revents:
-            server._handle_request_noblock()
-        if fds[1].revents:
             _drain(wake_fd)
+        if fds[1].revents:
+            if dispatch is None:
+                server._handle_request_noblock()
+            elif stream:
+                _accept_batch(server, fd, listener, dispatch)
+            else:
+                _receive_batch(server, fd, listener, dispatch)
         server.service_actions()
 
 

@@ -7,6 +7,7 @@ descriptor, ``_handle_request_noblock()`` when it is readable, then
 """
 import os
 import selectors
+from time import monotonic
 
 if hasattr(selectors, "PollSelector"):
     _ServerSelector = selectors.PollSelector
@@ -14,24 +15,36 @@ else:
     _ServerSelector = selectors.SelectSelector
 
 
-def serve(server, fd, poll_interval, wake_fd):
+def serve(server, fd, poll_interval, wake_fd, listener):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
-    once instead of after ``poll_interval``.
+    once instead of after ``poll_interval``. ``listener`` is what the
+    compiled core may read from itself; here every request goes through
+    ``_handle_request_noblock()``, as in the stdlib. While the server backs
+    off after an out-of-resources accept error, only ``wake_fd`` is watched.
     """
-    with _ServerSelector() as selector:
+    with _ServerSelector() as selector, _ServerSelector() as wake_only:
         selector.register(fd, selectors.EVENT_READ)
         selector.register(wake_fd, selectors.EVENT_READ)
+        wake_only.register(wake_fd, selectors.EVENT_READ)
         while not server._BaseServer__shutdown_request:
-            ready = selector.select(poll_interval)
+            pause = server._BaseServer__accept_resume_at
+            if pause:
+                pause -= monotonic()
+            if pause > 0:
+                ready = wake_only.select(
+                    pause if poll_interval is None else min(pause, poll_interval))
+            else:
+                ready = selector.select(poll_interval)
             # bpo-35017: shutdown() called during select(), exit immediately.
             if server._BaseServer__shutdown_request:
                 break
-            if any(key.fd == fd for key, _ in ready):
-                server._handle_request_noblock()
-            if any(key.fd == wake_fd for key, _ in ready):
-                _drain(wake_fd)
+            for key, _ in ready:
+                if key.fd == wake_fd:
+                    _drain(wake_fd)
+                else:
+                    server._handle_request_noblock()
             server.service_actions()
 
 

@@ -5,6 +5,7 @@ follow the ``socketserver`` module of the running Python (3.9-3.13). The
 waiting in ``serve_forever()`` and ``handle_request()`` is delegated to
 ``_impl.loop``: the compiled core, or its pure-Python twin.
 """
+import errno
 import os
 import socket
 import sys
@@ -30,6 +31,13 @@ def _server_fd(server):
     if fd < 0:
         raise ValueError("Invalid file descriptor: {}".format(fd))
     return fd
+
+
+_RESOURCE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+    if hasattr(errno, name))
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 1.0
 
 
 class _Waker:
@@ -72,6 +80,40 @@ class _Waker:
             os.close(write_fd)
 
 
+def _own_receive_path(server, fd):
+    """The listening socket, if the compiled core may accept/receive on it itself.
+
+    That is when taking a request in is the library's own code: get_request,
+    _handle_request_noblock and _verify_and_process neither overridden nor
+    assigned on the instance, a plain blocking socket.socket behind fileno().
+    The core then calls _verify_and_process(request, client_address), so
+    verify_request, process_request and every later hook run as usual.
+    Otherwise None: the core calls _handle_request_noblock() as the stdlib does.
+    """
+    cls = type(server)
+    assigned = getattr(server, "__dict__", {})
+    for name in ("get_request", "_handle_request_noblock", "_verify_and_process"):
+        if name in assigned:
+            return None
+    if (cls._handle_request_noblock is not BaseServer._handle_request_noblock
+            or cls._verify_and_process is not BaseServer._verify_and_process):
+        return None
+    listener = getattr(server, "socket", None)
+    if (type(listener) is not socket.socket or listener.gettimeout() is not None
+            or listener.fileno() != fd or listener.family not in _CORE_FAMILIES):
+        return None
+    get_request = getattr(cls, "get_request", None)
+    if get_request is TCPServer.get_request and listener.type == socket.SOCK_STREAM:
+        return listener
+    if get_request is UDPServer.get_request and listener.type == socket.SOCK_DGRAM:
+        return listener
+    return None
+
+
+_CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
+                       if hasattr(socket, name))
+
+
 class BaseServer:
     """Base class for server classes.
 
@@ -109,7 +151,7 @@ class BaseServer:
             fd = _server_fd(self)
             wake_fd = self.__waker.open()
             try:
-                _loop.serve(self, fd, poll_interval, wake_fd)
+                _loop.serve(self, fd, poll_interval, wake_fd, _own_receive_path(self, fd))
             finally:
                 self.__waker.close()
         finally:
@@ -166,8 +208,31 @@ class BaseServer:
         """
         try:
             request, client_address = self.get_request()
-        except OSError:
+        except OSError as exc:
+            self.__accept_failed(exc)
             return
+        if self.__accept_backoff:
+            self.__accept_recovered()
+        self._verify_and_process(request, client_address)
+
+    # After an accept error that means "out of resources" (EMFILE...), the
+    # listener stays readable: retrying at once would spin the CPU. The loop
+    # stops waiting on it until __accept_resume_at; the pause doubles from
+    # 10 ms to 1 s while the error lasts, and a successful accept ends it.
+    __accept_backoff = 0.0
+    __accept_resume_at = 0.0
+
+    def __accept_failed(self, exc):
+        if exc.errno in _RESOURCE_ERRNOS:
+            backoff = min(max(self.__accept_backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
+            self.__accept_backoff = backoff
+            self.__accept_resume_at = _time() + backoff
+
+    def __accept_recovered(self):
+        self.__accept_backoff = self.__accept_resume_at = 0.0
+
+    def _verify_and_process(self, request, client_address):
+        """verify_request, then process_request, as the stdlib does once a request is in."""
         if self.verify_request(request, client_address):
             try:
                 self.process_request(request, client_address)
