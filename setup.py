@@ -1,4 +1,5 @@
-"""Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``).
+"""Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``) and of the
+benchmark's load generator ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``).
 
 Switches, all environment variables (one place for build settings):
   FASTSOCKSERVER_NO_EXTENSIONS=1     build no extension: a pure-Python install
@@ -75,12 +76,19 @@ def _extensions():
     if NO_EXTENSIONS:
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if TRACE else []
-    extension = Extension(
-        "fastsockserver._core",
-        sources=["src/_core.pyx"],
-        define_macros=macros,
-        extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
-    )
+    extensions = [
+        Extension(
+            name,
+            sources=[source],
+            define_macros=macros,
+            extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
+        )
+        for name, source in (
+            ("fastsockserver._core", "src/_core.pyx"),
+            # the load generator of ``python -m fastsockserver bench``
+            ("fastsockserver._loadgen", "src/_loadgen.pyx"),
+        )
+    ]
     try:
         from Cython.Build import cythonize
     except ImportError:
@@ -89,7 +97,7 @@ def _extensions():
         print("fastsockserver: Cython is not available; installing pure Python.", file=sys.stderr)
         return []
     return cythonize(
-        [extension],
+        extensions,
         compiler_directives=COMPILER_DIRECTIVES,
         annotate=ANNOTATE,
         build_dir="build/cython",

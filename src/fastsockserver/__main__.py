@@ -34,9 +34,14 @@ def _run(argv):
     return 0
 
 
+def _bench(argv):
+    from ._bench import main  # imported only when asked for
+    return main(argv)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": _run}
+    commands = {"run": _run, "bench": _bench}
     if not argv or argv[0] not in commands:
         names = " | ".join(sorted(commands))
         print("usage: python -m fastsockserver {%s} ..." % names, file=sys.stderr)

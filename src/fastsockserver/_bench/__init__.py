@@ -1,0 +1,331 @@
+"""``python -m fastsockserver bench``: the stdlib, fastsockserver and peers under the same load.
+
+Each server runs in its own process (``servers.py``), pinned to one core; the
+compiled load generator (``fastsockserver._loadgen``) runs in this process,
+pinned to another. Implementations are alternated (A B C A B C ...) over the
+repetitions; the warm-up is not measured; every run stops by itself.
+"""
+import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from .. import _env
+from . import report
+from .workloads import (ALL_IMPLS, CASES, HOST, PEER_IMPLS, WORKLOADS, ServerError,
+                        ServerProcess, Settings, measure, measure_shutdown, select_cases)
+
+PROG = "python -m fastsockserver bench"
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Benchmark socketserver implementations on loopback.")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated, from: {} (or a case such as echo/base); "
+                             "default: all".format(", ".join(WORKLOADS)))
+    parser.add_argument("--impls", default=",".join(ALL_IMPLS),
+                        help="comma-separated, from: {}; default: all (peers when "
+                             "installed)".format(", ".join(ALL_IMPLS)))
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--duration", type=float, default=1.0,
+                        help="measured seconds per repetition (default 1.0)")
+    parser.add_argument("--warmup", type=float, default=0.25,
+                        help="unmeasured seconds before each repetition (default 0.25)")
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="timeout of each request, seconds (default 5)")
+    parser.add_argument("--shutdown-count", type=int, default=3,
+                        help="shutdown() timings per repetition (default 3)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="first server port (servers take PORT, PORT+1, ...); "
+                             "default 0: the kernel picks")
+    parser.add_argument("--json", metavar="FILE", help="write every figure and the metadata")
+    parser.add_argument("--plot", metavar="FILE.png", help="a chart (needs matplotlib)")
+    parser.add_argument("--wrk", action="store_true",
+                        help="also run wrk against the http case, as a cross-check")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    if not 0 < args.duration <= 600:
+        parser.error("--duration must be in (0, 600]")
+    if not 0 < args.warmup <= 60:
+        parser.error("--warmup must be in (0, 60]")
+    if not 0 < args.timeout <= 60:
+        parser.error("--timeout must be in (0, 60]")
+    if args.shutdown_count < 1:
+        parser.error("--shutdown-count must be at least 1")
+    if not 0 <= args.port < 65536:
+        parser.error("--port must be in 0..65535")
+    return args
+
+
+def _split(text):
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class Run:
+    """One bench invocation: progress on stderr, messages collected for the report."""
+
+    def __init__(self, args):
+        self.args = args
+        self.messages = []
+        self.failed = False
+        self.started = time.monotonic()
+        self.done = 0
+        self.total = 0
+        self.next_port = args.port
+
+    def say(self, line, keep=True):
+        """A line for the user: on stderr at once, and in the report (keep)."""
+        print(line, file=sys.stderr, flush=True)
+        if keep:
+            self.messages.append(line)
+
+    def progress(self, line):
+        if not self.args.quiet:
+            print("[{:>3}/{}] {:5.0f}s  {}".format(self.done, self.total,
+                                                   time.monotonic() - self.started, line),
+                  file=sys.stderr, flush=True)
+
+    def port(self):
+        if not self.next_port:
+            return 0
+        port = self.next_port
+        self.next_port += 1
+        return port
+
+
+def _peer_missing(impl):
+    module = {"asyncio": "asyncio", "uvloop": "uvloop", "gevent": "gevent"}[impl]
+    return importlib.util.find_spec(module) is None
+
+
+def _pin(args):
+    """(server core, client core); pins this process (the client) when there are two cores."""
+    if args.no_pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    server_cpu, client_cpu = cpus[0], cpus[1]
+    os.sched_setaffinity(0, {client_cpu})
+    return server_cpu, client_cpu
+
+
+def _fmt_rate(value):
+    return "{:,.0f}".format(value)
+
+
+def run_load_case(run, case, impls, settings):
+    results = {impl: {"status": "pending", "reps": []} for impl in impls}
+    per_run = settings.warmup + settings.duration + 1.0
+    max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
+    servers = {}
+    run.progress("{}: starting {} server(s)".format(case.name, len(impls)))
+    for impl in impls:
+        servers[impl] = ServerProcess(case, impl, port=run.port(), cpu=settings.server_cpu,
+                                      max_seconds=max_seconds)
+    try:
+        live = []
+        for impl in impls:
+            try:
+                servers[impl].wait_ready()
+                live.append(impl)
+            except ServerError as exc:
+                reason = "server failed to start: {}".format(exc)
+                results[impl].update(status="failed", reason=reason)
+                run.say("{} {}: {}".format(case.name, impl, reason))
+                run.failed = True
+                run.done += settings.reps
+        for rep in range(settings.reps):
+            for impl in list(live):
+                run.done += 1
+                try:
+                    figures = measure(case, servers[impl], settings)
+                except ServerError as exc:
+                    reason = "server stopped answering: {}".format(exc)
+                    results[impl].update(status="failed", reason=reason)
+                    run.say("{} {}: {}".format(case.name, impl, reason))
+                    run.failed = True
+                    live.remove(impl)
+                    run.done += settings.reps - rep - 1
+                    continue
+                results[impl]["reps"].append(figures)
+                flag = " client SATURATED" if figures["client_cpu_pct"] > \
+                    report.SATURATED_CLIENT_PCT else ""
+                errs = " errors {}".format(figures["errors_total"]) \
+                    if figures["errors_total"] else ""
+                run.progress("{} {} rep {}/{}: {} {}  p99 {} ms  srv {} us/req{}{}".format(
+                    case.name, impl, rep + 1, settings.reps, _fmt_rate(figures["rps"]),
+                    case.unit, report._ms(figures["lat_p99_ms"]),
+                    report._num(figures["server_us_per_req"], 1), errs, flag))
+        if run.args.wrk and case.name == "http":
+            for impl in live:
+                wrk = run_wrk(servers[impl].port, settings.duration, settings.client_cpu)
+                results[impl]["wrk"] = wrk
+    finally:
+        for impl, server in servers.items():
+            server.stop()
+            results[impl]["server_tracebacks"] = server.tracebacks()
+            server.close()
+    for impl, entry in results.items():
+        if entry["reps"]:
+            entry["summary"] = report.summarize_load(entry["reps"])
+            if entry["status"] == "pending":
+                entry["status"] = "ok"
+            wrk = entry.get("wrk")
+            if wrk and "rps" in wrk and entry["summary"]["rps"]:
+                wrk["agreement"] = wrk["rps"] / entry["summary"]["rps"]
+    return results
+
+
+def run_shutdown_case(run, case, impls, settings):
+    results = {impl: {"status": "pending", "reps": []} for impl in impls}
+    live = list(impls)
+    for rep in range(settings.reps):
+        for impl in list(live):
+            run.done += 1
+            try:
+                figures = measure_shutdown(case, impl, settings, port=run.port())
+            except ServerError as exc:
+                reason = "failed: {}".format(exc)
+                results[impl].update(status="failed", reason=reason)
+                run.say("{} {}: {}".format(case.name, impl, reason))
+                run.failed = True
+                live.remove(impl)
+                run.done += settings.reps - rep - 1
+                continue
+            results[impl]["reps"].append(figures)
+            run.progress("shutdown {} rep {}/{}: {} ms".format(
+                impl, rep + 1, settings.reps,
+                ", ".join(report._ms(ms) for ms in figures["shutdown_ms"])))
+    for entry in results.values():
+        if entry["reps"]:
+            entry["summary"] = report.summarize_shutdown(entry["reps"])
+            if entry["status"] == "pending":
+                entry["status"] = "ok"
+    return results
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _wrk_ms(text):
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    return float(match.group(1)) * _WRK_UNITS[match.group(2)] if match else None
+
+
+def run_wrk(port, duration, cpu=None):
+    """wrk against the http server (one thread, 32 connections): its figures, or an error."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return {"error": "wrk not installed"}
+    seconds = max(1, int(round(duration)))
+    cmd = [wrk, "-t1", "-c32", "-d{}s".format(seconds), "--latency",
+           "http://{}:{}/".format(HOST, port)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        return {"error": "wrk did not finish in time"}
+    match = re.search(r"Requests/sec:\s*([\d.]+)", out.stdout)
+    if out.returncode != 0 or not match:
+        return {"error": "wrk failed: {}".format((out.stderr or out.stdout).strip()[-200:])}
+    result = {"rps": float(match.group(1)), "command": " ".join(cmd)}
+    for name, key in (("50%", "lat_p50_ms"), ("99%", "lat_p99_ms")):
+        found = re.search(r"^\s*{}\s+(\S+)".format(re.escape(name)), out.stdout, re.M)
+        result[key] = _wrk_ms(found.group(1)) if found else None
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       out.stdout)
+    result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    return result
+
+
+def main(argv=None):
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if _env.NO_EXTENSIONS:
+        print("fastsockserver bench: the load generator needs the compiled build "
+              "({} is set: pure-Python mode)".format(_env.ENV_VAR), file=sys.stderr)
+        return 1
+    try:
+        from .. import _loadgen  # noqa: F401
+    except ImportError as exc:
+        print("fastsockserver bench: the load generator needs the compiled build "
+              "(fastsockserver._loadgen is not built: {})".format(exc), file=sys.stderr)
+        return 1
+
+    run = Run(args)
+    bad_input = False
+    cases, unknown = select_cases(_split(args.workloads))
+    for name in unknown:
+        run.say("unknown workload {!r} (known: {}); skipping it".format(
+            name, ", ".join(WORKLOADS)))
+        bad_input = True
+    impls = []
+    for name in _split(args.impls):
+        if name not in ALL_IMPLS:
+            run.say("unknown implementation {!r} (known: {}); skipping it".format(
+                name, ", ".join(ALL_IMPLS)))
+            bad_input = True
+        elif name in PEER_IMPLS and _peer_missing(name):
+            run.say("skipped: {} not installed".format(name))
+        elif name not in impls:
+            impls.append(name)
+    if not cases or not impls:
+        run.say("fastsockserver bench: nothing to run")
+        return 2
+
+    server_cpu, client_cpu = _pin(args)
+    settings = Settings(duration=args.duration, warmup=args.warmup, timeout=args.timeout,
+                        reps=args.reps, shutdown_count=args.shutdown_count,
+                        server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port)
+    plan = [(case, [impl for impl in impls if impl in case.impls]) for case in cases]
+    run.total = sum(len(case_impls) * args.reps for _, case_impls in plan)
+    document = {
+        "meta": report.metadata(),
+        "settings": {
+            "workloads": [case.name for case in cases], "impls": impls,
+            "reps": args.reps, "duration": args.duration, "warmup": args.warmup,
+            "timeout": args.timeout, "shutdown_count": args.shutdown_count,
+            "concurrency": 32, "host": HOST, "server_cpu": server_cpu,
+            "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
+        },
+        "cases": [],
+        "messages": run.messages,
+    }
+    for case, case_impls in plan:
+        if not case_impls:
+            run.say("{}: none of the chosen implementations applies (it takes: {})".format(
+                case.name, ", ".join(case.impls)))
+            continue
+        if case.mode == "shutdown":
+            results = run_shutdown_case(run, case, case_impls, settings)
+        else:
+            results = run_load_case(run, case, case_impls, settings)
+        report.add_ratios(case, results)
+        document["cases"].append({
+            "case": case.name, "workload": case.workload, "description": case.description,
+            "mode": case.mode, "unit": case.unit, "results": results,
+        })
+    document["elapsed_s"] = time.monotonic() - run.started
+    document["meta"]["loadavg_after"] = report._read("/proc/loadavg")
+    if args.plot:
+        problem = report.write_plot(document, args.plot)
+        if problem:
+            run.say(problem)
+            run.failed = True
+    if args.json:
+        report.write_json(document, args.json)
+    print(report.format_report(document), flush=True)
+    if args.json:
+        print("figures written to {}".format(args.json), file=sys.stderr)
+    if bad_input:
+        return 2
+    return 1 if run.failed else 0

@@ -1,0 +1,299 @@
+"""Summaries, the printed table, the JSON document and the optional chart of a bench run."""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+SATURATED_CLIENT_PCT = 90.0
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize_load(reps):
+    """Medians (min–max where it matters) over the repetitions of one case and implementation."""
+    if not reps:
+        return None
+    rps = [r["rps"] for r in reps]
+    errors = {}
+    for r in reps:
+        for kind, count in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    client = [r["client_cpu_pct"] for r in reps]
+    lat_max = [r["lat_max_ms"] for r in reps if r["lat_max_ms"] is not None]
+    return {
+        "rps": _median(rps),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
+        "requests": sum(r["requests"] for r in reps),
+        "lat_p50_ms": _median(r["lat_p50_ms"] for r in reps),
+        "lat_p99_ms": _median(r["lat_p99_ms"] for r in reps),
+        "lat_p999_ms": _median(r["lat_p999_ms"] for r in reps),
+        "lat_max_ms": max(lat_max) if lat_max else None,
+        "server_us_per_req": _median(r["server_us_per_req"] for r in reps),
+        "server_cpu_pct": _median(r["server_cpu_pct"] for r in reps),
+        "server_rss_mib": max(r["server_rss_mib"] for r in reps),
+        "server_children_rss_mib": max(r["server_children_rss_mib"] for r in reps),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "client_cpu_pct": _median(client),
+        "client_cpu_pct_max": max(client),
+        "client_saturated": max(client) > SATURATED_CLIENT_PCT,
+        "reps": len(reps),
+    }
+
+
+def summarize_shutdown(reps):
+    samples = [ms for r in reps for ms in r["shutdown_ms"]]
+    if not samples:
+        return None
+    return {"shutdown_ms": _median(samples), "shutdown_ms_min": min(samples),
+            "shutdown_ms_max": max(samples), "samples": len(samples), "reps": len(reps)}
+
+
+def add_ratios(case, results):
+    """Each implementation against the stdlib: > 1 is better (faster, less CPU, quicker)."""
+    base = results.get("stdlib", {}).get("summary")
+    for impl, entry in results.items():
+        summary = entry.get("summary")
+        if not summary:
+            continue
+        if case.mode == "shutdown":
+            if base and summary["shutdown_ms"]:
+                summary["ratio"] = base["shutdown_ms"] / summary["shutdown_ms"]
+            else:
+                summary["ratio"] = None
+            continue
+        summary["ratio"] = (summary["rps"] / base["rps"]
+                            if base and base["rps"] else None)
+        if base and base["server_us_per_req"] and summary["server_us_per_req"]:
+            summary["cpu_ratio"] = base["server_us_per_req"] / summary["server_us_per_req"]
+        else:
+            summary["cpu_ratio"] = None
+
+
+# ---------------------------------------------------------------- text
+
+def _num(value, digits=0):
+    if value is None:
+        return "-"
+    if digits == 0:
+        return "{:,.0f}".format(value)
+    return "{:,.{}f}".format(value, digits)
+
+
+def _ms(value):
+    if value is None:
+        return "-"
+    if value >= 100:
+        return "{:,.0f}".format(value)
+    if value >= 10:
+        return "{:.1f}".format(value)
+    return "{:.2f}".format(value)
+
+
+def _ratio(value):
+    return "-" if value is None else "{:.2f}x".format(value)
+
+
+def _table(header, rows, right):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = []
+        for i, cell in enumerate(row):
+            cell = str(cell)
+            cells.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def format_report(document):
+    """The printed table: one block per case."""
+    out = []
+    meta = document["meta"]
+    settings = document["settings"]
+    out.append("fastsockserver bench: Python {} ({}), {} cores, server on core {}, client on core {}"
+               .format(meta["python_version"], meta["python_implementation"], meta["cpu_count"],
+                       _dash(settings["server_cpu"]), _dash(settings["client_cpu"])))
+    out.append("{} repetitions x {} s after {} s warm-up; medians (min-max); 'x stdlib' > 1 is "
+               "better; srv us/req = server CPU per request".format(
+                   settings["reps"], settings["duration"], settings["warmup"]))
+    for case in document["cases"]:
+        out.append("")
+        out.append("{}: {}".format(case["case"], case["description"]))
+        results = case["results"]
+        if case["mode"] == "shutdown":
+            header = ["impl", "shutdown ms (min-max)", "x stdlib", "samples"]
+            rows = []
+            for impl, entry in results.items():
+                s = entry.get("summary")
+                if not s:
+                    rows.append([impl, entry.get("reason") or entry["status"], "", ""])
+                    continue
+                rows.append([impl, "{} ({}-{})".format(_ms(s["shutdown_ms"]),
+                                                        _ms(s["shutdown_ms_min"]),
+                                                        _ms(s["shutdown_ms_max"])),
+                             _ratio(s.get("ratio")), s["samples"]])
+            out.extend(_table(header, rows, right={2, 3}))
+            continue
+        header = ["impl", case["unit"] + " (min-max)", "x stdlib", "p50 ms", "p99 ms",
+                  "p99.9 ms", "srv us/req", "x stdlib cpu", "srv RSS MiB", "errors",
+                  "client cpu"]
+        rows = []
+        notes = []
+        for impl, entry in results.items():
+            s = entry.get("summary")
+            if not s:
+                rows.append([impl, entry.get("reason") or entry["status"]] + [""] * 9)
+                continue
+            rss = s["server_rss_mib"]
+            if s.get("server_children_rss_mib") and case["case"] == "fork":
+                rss_text = "{:.1f}+{:.1f}".format(rss, s["server_children_rss_mib"])
+            else:
+                rss_text = "{:.1f}".format(rss)
+            client = "{:.0f}%".format(s["client_cpu_pct"])
+            if s["client_saturated"]:
+                client += " SATURATED"
+            errors = str(s["errors_total"])
+            if s["errors_total"]:
+                errors += " (" + ", ".join("{} {}".format(k, v) for k, v in s["errors"].items()
+                                           if v) + ")"
+            if entry.get("server_tracebacks"):
+                notes.append("{}: the server printed {} traceback(s)".format(
+                    impl, entry["server_tracebacks"]))
+            rows.append([
+                impl,
+                "{} ({}-{})".format(_num(s["rps"]), _num(s["rps_min"]), _num(s["rps_max"])),
+                _ratio(s.get("ratio")),
+                _ms(s["lat_p50_ms"]), _ms(s["lat_p99_ms"]), _ms(s["lat_p999_ms"]),
+                _num(s["server_us_per_req"], 1), _ratio(s.get("cpu_ratio")),
+                rss_text, errors, client,
+            ])
+            wrk = entry.get("wrk")
+            if wrk:
+                if "error" in wrk:
+                    notes.append("{}: wrk: {}".format(impl, wrk["error"]))
+                else:
+                    notes.append("{}: wrk {} req/s ({:+.1f}% against the built-in generator), "
+                                 "p50 {} ms, p99 {} ms".format(
+                                     impl, _num(wrk["rps"]), 100 * (wrk["agreement"] - 1),
+                                     _ms(wrk.get("lat_p50_ms")), _ms(wrk.get("lat_p99_ms"))))
+        out.extend(_table(header, rows, right=set(range(1, 11))))
+        for note in notes:
+            out.append("  note: " + note)
+    if document["messages"]:
+        out.append("")
+        out.extend(document["messages"])
+    return "\n".join(out)
+
+
+def _dash(value):
+    return "-" if value is None else value
+
+
+# ---------------------------------------------------------------- metadata, JSON, chart
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _version(name):
+    try:
+        from importlib import metadata
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def metadata():
+    import fastsockserver
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_build": list(platform.python_build()),
+        "python_compiler": platform.python_compiler(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_allowed": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else None,
+        "loadavg": _read("/proc/loadavg"),
+        "ip_local_port_range": _read("/proc/sys/net/ipv4/ip_local_port_range"),
+        "tcp_tw_reuse": _read("/proc/sys/net/ipv4/tcp_tw_reuse"),
+        "somaxconn": _read("/proc/sys/net/core/somaxconn"),
+        "fastsockserver_version": fastsockserver.__version__,
+        "fastsockserver_compiled": fastsockserver.COMPILED,
+        "peers": {name: _version(name) for name in ("uvloop", "gevent")},
+        "matplotlib": _version("matplotlib"),
+    }
+
+
+def write_json(document, path):
+    with open(path, "w") as f:
+        json.dump(document, f, indent=1, sort_keys=False)
+        f.write("\n")
+
+
+def write_plot(document, path):
+    """A bar chart of each implementation's ratio to the stdlib; returns an error line or None."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib not installed (pip install fastsockserver[plot])"
+    cases = [c for c in document["cases"]
+             if any((e.get("summary") or {}).get("ratio") for e in c["results"].values())]
+    if not cases:
+        return "plot skipped: no figures to plot"
+    impls = []
+    for case in cases:
+        for impl in case["results"]:
+            if impl not in impls:
+                impls.append(impl)
+    width = 0.8 / max(1, len(impls))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cases)), 4.5))
+    for i, impl in enumerate(impls):
+        xs, ys = [], []
+        for x, case in enumerate(cases):
+            summary = (case["results"].get(impl) or {}).get("summary") or {}
+            if summary.get("ratio"):
+                xs.append(x + (i - (len(impls) - 1) / 2) * width)
+                ys.append(summary["ratio"])
+        ax.bar(xs, ys, width, label=impl)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels([c["case"] for c in cases], rotation=20)
+    ax.set_ylabel("x stdlib (higher is better)")
+    meta = document["meta"]
+    ax.set_title("fastsockserver bench, Python {}, {}".format(
+        meta["python_version"], meta.get("cpu_model") or ""), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None

@@ -1,0 +1,356 @@
+"""The server side of ``python -m fastsockserver bench``: one server per process.
+
+Run as ``python -m fastsockserver._bench.servers --kind KIND --impl IMPL``.
+The process binds (port 0: the kernel picks), prints one JSON line
+``{"port": N, ...}`` (or ``{"error": "..."}`` and exits 1), then serves and
+answers commands read line by line on stdin, each with one JSON line on stdout:
+
+``mark``   start of a measurement: note the process's CPU times.
+``stats``  CPU seconds since ``mark`` (self, and reaped children for fork),
+           peak RSS, thread count.
+``quit``   (or end of input) exit at once.
+
+It also exits by itself after ``--max-seconds``. The ``shutdown`` kind
+measures in-process how long ``shutdown()`` takes, prints the times and exits.
+
+The handler code is the same for the three ``socketserver`` implementations
+(``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
+The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import threading
+import time
+
+SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
+PEER_IMPLS = ("asyncio", "uvloop", "gevent")
+KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
+         "http", "fork", "shutdown")
+
+HTTP_BODY = b"Hello, world!"  # 13 bytes
+
+
+class StartError(Exception):
+    """The server could not start; the message says why, in one line."""
+
+
+def _emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def socketserver_module(impl):
+    """The ``socketserver`` module of the implementation under test."""
+    if impl == "stdlib":
+        import socketserver
+        return socketserver
+    import fastsockserver
+    if impl == "compiled" and not fastsockserver.COMPILED:
+        raise StartError("the compiled core of fastsockserver is not built (or "
+                         "FASTSOCKSERVER_NO_EXTENSIONS is set)")
+    if impl == "pure" and fastsockserver.COMPILED:
+        raise StartError("pure mode asked for but the compiled core was loaded")
+    return fastsockserver
+
+
+# ---------------------------------------------------------------- socketserver servers
+
+def make_socketserver(kind, impl, address):
+    mod = socketserver_module(impl)
+
+    class LineEcho(mod.StreamRequestHandler):
+        """connrate / fork: one line in, the same line out, done."""
+        def handle(self):
+            self.wfile.write(self.rfile.readline())
+
+    class StreamEcho(mod.StreamRequestHandler):
+        """echo-stream: echo line after line until the client closes."""
+        def handle(self):
+            readline = self.rfile.readline
+            write = self.wfile.write
+            while True:
+                line = readline()
+                if not line:
+                    break
+                write(line)
+
+    class BaseEcho(mod.BaseRequestHandler):
+        """echo-base: recv / sendall until the client closes."""
+        def handle(self):
+            recv = self.request.recv
+            sendall = self.request.sendall
+            while True:
+                data = recv(65536)
+                if not data:
+                    break
+                sendall(data)
+
+    class DatagramEcho(mod.DatagramRequestHandler):
+        def handle(self):
+            self.wfile.write(self.rfile.read())
+
+    if kind == "connrate":
+        return mod.ThreadingTCPServer(address, LineEcho)
+    if kind == "echo-stream":
+        return mod.ThreadingTCPServer(address, StreamEcho)
+    if kind == "echo-base":
+        return mod.ThreadingTCPServer(address, BaseEcho)
+    if kind == "udp-threading":
+        return mod.ThreadingUDPServer(address, DatagramEcho)
+    if kind == "udp-sync":
+        return mod.UDPServer(address, DatagramEcho)
+    if kind == "fork":
+        if not hasattr(mod, "ForkingTCPServer"):
+            raise StartError("no ForkingTCPServer on this platform")
+        return mod.ForkingTCPServer(address, LineEcho)
+    if kind == "http":
+        if impl != "stdlib":
+            mod.install()  # before http.server is imported
+        if "http.server" in sys.modules:
+            raise StartError("http.server was imported before install()")
+        import http.server
+        if impl != "stdlib" and http.server.socketserver is not mod:
+            raise StartError("install() did not take: http.server uses the stdlib")
+
+        class Hello(http.server.BaseHTTPRequestHandler):
+            # The only change from the defaults: HTTP/1.1, for keep-alive.
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(HTTP_BODY)))
+                self.end_headers()
+                self.wfile.write(HTTP_BODY)
+
+        return http.server.ThreadingHTTPServer(address, Hello)
+    raise StartError("no {} server for {}".format(kind, impl))
+
+
+def measure_shutdown(impl, address, count, sleep):
+    """Seconds each ``shutdown()`` took to return, ``count`` times, ``sleep`` s after serving."""
+    mod = socketserver_module(impl)
+    times = []
+    with mod.TCPServer(address, mod.BaseRequestHandler) as server:
+        for _ in range(count):
+            thread = threading.Thread(target=server.serve_forever)  # default poll_interval
+            thread.start()
+            time.sleep(sleep)
+            start = time.perf_counter()
+            server.shutdown()
+            times.append(time.perf_counter() - start)
+            thread.join(10)
+    return times
+
+
+# ---------------------------------------------------------------- peers
+
+def _asyncio_server(kind, impl, address):
+    import asyncio
+    if impl == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise StartError("uvloop not installed") from None
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    class LineEcho(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data):
+            self.buffer += data
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                self.transport.write(self.buffer[:end + 1])
+                self.transport.close()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class DatagramEcho(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data, addr)
+
+    host, port = address
+    if kind == "connrate":
+        server = loop.run_until_complete(loop.create_server(LineEcho, host, port))
+    elif kind in ("echo-stream", "echo-base"):
+        server = loop.run_until_complete(loop.create_server(Echo, host, port))
+    elif kind in ("udp-threading", "udp-sync"):
+        transport, _ = loop.run_until_complete(
+            loop.create_datagram_endpoint(DatagramEcho, local_addr=(host, port)))
+        return loop, transport.get_extra_info("sockname")[1]
+    else:
+        raise StartError("no {} server for {}".format(kind, impl))
+    return loop, server.sockets[0].getsockname()[1]
+
+
+def _gevent_server(kind, address):
+    try:
+        from gevent.server import DatagramServer, StreamServer
+    except ImportError:
+        raise StartError("gevent not installed") from None
+
+    def line_echo(sock, addr):
+        rfile = sock.makefile("rb")
+        sock.sendall(rfile.readline())
+        rfile.close()
+        sock.close()
+
+    def echo(sock, addr):
+        recv = sock.recv
+        sendall = sock.sendall
+        while True:
+            data = recv(65536)
+            if not data:
+                break
+            sendall(data)
+        sock.close()
+
+    class DatagramEcho(DatagramServer):
+        def handle(self, data, address):
+            self.socket.sendto(data, address)
+
+    if kind == "connrate":
+        server = StreamServer(address, line_echo)
+    elif kind in ("echo-stream", "echo-base"):
+        server = StreamServer(address, echo)
+    elif kind in ("udp-threading", "udp-sync"):
+        server = DatagramEcho(address)
+    else:
+        raise StartError("no {} server for gevent".format(kind))
+    server.init_socket()
+    return server, server.socket.getsockname()[1]
+
+
+# ---------------------------------------------------------------- control
+
+class Accounting:
+    """CPU and memory of this process (and its reaped children) from getrusage."""
+
+    def __init__(self):
+        self.mark()
+
+    @staticmethod
+    def _times():
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me, kids
+
+    def mark(self):
+        self.start = self._times()
+        self.start_wall = time.monotonic()
+
+    def stats(self):
+        me, kids = self._times()
+        me0, kids0 = self.start
+        return {
+            "cpu_user": me.ru_utime - me0.ru_utime,
+            "cpu_sys": me.ru_stime - me0.ru_stime,
+            "children_cpu_user": kids.ru_utime - kids0.ru_utime,
+            "children_cpu_sys": kids.ru_stime - kids0.ru_stime,
+            "wall": time.monotonic() - self.start_wall,
+            "maxrss_kib": me.ru_maxrss,
+            "children_maxrss_kib": kids.ru_maxrss,
+            "threads": threading.active_count(),
+        }
+
+
+def control_loop(accounting):
+    """Answer ``mark`` / ``stats`` / ``quit`` on stdin; exit the process on quit or EOF."""
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "mark":
+            accounting.mark()
+            _emit({"ok": True})
+        elif command == "stats":
+            _emit(accounting.stats())
+        elif command == "quit":
+            break
+        else:
+            _emit({"error": "unknown command {!r}".format(command)})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _pin(cpu):
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastsockserver._bench.servers")
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--impl", required=True, choices=SOCKETSERVER_IMPLS + PEER_IMPLS)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
+    parser.add_argument("--max-seconds", type=float, default=600.0,
+                        help="exit by itself after this long")
+    parser.add_argument("--shutdown-count", type=int, default=3)
+    parser.add_argument("--shutdown-sleep", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    _pin(args.cpu)
+    # Whatever happens, this process does not outlive its time bound.
+    killer = threading.Timer(args.max_seconds, os._exit, (3,))
+    killer.daemon = True
+    killer.start()
+
+    address = (args.host, args.port)
+    try:
+        if args.kind == "shutdown":
+            if args.impl not in SOCKETSERVER_IMPLS:
+                raise StartError("no shutdown measurement for {}".format(args.impl))
+            times = measure_shutdown(args.impl, address, args.shutdown_count,
+                                     args.shutdown_sleep)
+            _emit({"shutdown_s": times, "pid": os.getpid()})
+            return 0
+        if args.impl in SOCKETSERVER_IMPLS:
+            server = make_socketserver(args.kind, args.impl, address)
+            port = server.server_address[1]
+            serve = server.serve_forever
+        elif args.impl == "gevent":
+            server, port = _gevent_server(args.kind, address)
+            serve = server.serve_forever
+        else:
+            loop, port = _asyncio_server(args.kind, args.impl, address)
+            serve = loop.run_forever
+    except StartError as exc:
+        _emit({"error": str(exc)})
+        return 1
+    except OSError as exc:
+        _emit({"error": "{} (binding {}:{})".format(exc, args.host, args.port)})
+        return 1
+    except Exception as exc:
+        _emit({"error": "{}: {}".format(type(exc).__name__, exc)})
+        return 1
+
+    accounting = Accounting()
+    threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
+    _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0]})
+    serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

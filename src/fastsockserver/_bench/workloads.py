@@ -1,0 +1,257 @@
+"""Workloads of ``python -m fastsockserver bench`` and how one measurement runs.
+
+A workload (``echo``) has one or more cases (``echo/stream``, ``echo/base``);
+each case names a server kind (see ``servers.py``), a load-generator mode and
+the message, and the implementations it applies to.
+"""
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from .._env import ENV_VAR
+
+HOST = "127.0.0.1"
+SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
+PEER_IMPLS = ("asyncio", "uvloop", "gevent")
+ALL_IMPLS = SOCKETSERVER_IMPLS + PEER_IMPLS
+CONCURRENCY = 32
+
+LINE64 = b"x" * 63 + b"\n"
+LINE1K = b"x" * 1023 + b"\n"
+DATAGRAM64 = b"x" * 64
+HTTP_KEEPALIVE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+HTTP_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str            # "echo/stream"
+    workload: str        # "echo"
+    kind: str            # the server kind of servers.py
+    mode: str            # load generator mode, or "shutdown"
+    message: bytes
+    description: str
+    impls: tuple = SOCKETSERVER_IMPLS
+    http: bool = False
+    unit: str = "req/s"
+
+
+CASES = (
+    Case("connrate", "connrate", "connrate", "connrate", LINE64,
+         "connect, 64-byte line echo, close; 32 clients "
+         "(ThreadingTCPServer + StreamRequestHandler)", ALL_IMPLS, unit="conn/s"),
+    Case("echo/stream", "echo", "echo-stream", "persistent", LINE1K,
+         "32 persistent connections, 1 KiB request/response "
+         "(ThreadingTCPServer + StreamRequestHandler readline/write)", ALL_IMPLS),
+    Case("echo/base", "echo", "echo-base", "persistent", LINE1K,
+         "32 persistent connections, 1 KiB request/response "
+         "(ThreadingTCPServer + BaseRequestHandler recv/sendall)"),
+    Case("udp/threading", "udp", "udp-threading", "udp", DATAGRAM64,
+         "64-byte datagrams, 32 outstanding "
+         "(ThreadingUDPServer + DatagramRequestHandler)", ALL_IMPLS, unit="dgram/s"),
+    Case("udp/sync", "udp", "udp-sync", "udp", DATAGRAM64,
+         "64-byte datagrams, 32 outstanding (UDPServer + DatagramRequestHandler)",
+         unit="dgram/s"),
+    Case("http", "http", "http", "persistent", HTTP_KEEPALIVE,
+         "http.server.ThreadingHTTPServer, HTTP/1.1 keep-alive, 13-byte body, "
+         "32 connections", http=True),
+    Case("http-close", "http-close", "http", "connrate", HTTP_CLOSE,
+         "http.server.ThreadingHTTPServer, a connection per request, 13-byte body, "
+         "32 clients", http=True),
+    Case("fork", "fork", "fork", "connrate", LINE64,
+         "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
+    Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
+         "time for shutdown() to return, 0.1 s after serve_forever() started "
+         "(default poll_interval)", unit="ms"),
+)
+CASES_BY_NAME = {case.name: case for case in CASES}
+WORKLOADS = tuple(dict.fromkeys(case.workload for case in CASES))
+
+
+def select_cases(names):
+    """The cases for workload or case names; returns (cases, unknown names)."""
+    chosen, unknown = [], []
+    for name in names:
+        matches = [c for c in CASES if c.workload == name or c.name == name]
+        if not matches:
+            unknown.append(name)
+        for case in matches:
+            if case not in chosen:
+                chosen.append(case)
+    chosen.sort(key=CASES.index)
+    return chosen, unknown
+
+
+class ServerError(Exception):
+    """A server process that failed to start or stopped answering (one-line message)."""
+
+
+class ServerProcess:
+    """One server of ``servers.py`` in a subprocess, spoken to over its stdin/stdout."""
+
+    def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
+        self.case = case
+        self.impl = impl
+        self.port = None
+        self.info = {}
+        env = dict(os.environ)
+        env.pop(ENV_VAR, None)
+        if impl == "pure":
+            env[ENV_VAR] = "1"
+        cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
+               "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
+               "--max-seconds", "{:.0f}".format(max_seconds)]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        cmd += list(extra)
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, env=env, close_fds=True)
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def _readline(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerError("no answer from the server within {:.0f} s".format(timeout))
+            if self._selector.select(left):
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise ServerError("the server exited ({})".format(self._why_dead()))
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise ServerError("unreadable answer from the server: {!r}".format(line[:200]))
+
+    def _why_dead(self):
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+        lines = self.stderr_text().strip().splitlines()
+        last = lines[-1] if lines else "no message"
+        code = self.proc.returncode
+        return "exit code {}: {}".format(code, last) if code is not None else last
+
+    def stderr_text(self):
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+
+    def wait_ready(self, timeout=30.0):
+        """The server's first line: its port (raises ServerError if it failed to start)."""
+        info = self._readline(timeout)
+        if "error" in info:
+            raise ServerError(info["error"])
+        self.info = info
+        self.port = info.get("port")
+        return info
+
+    def request(self, command, timeout=15.0):
+        if self.proc.poll() is not None:
+            raise ServerError("the server exited ({})".format(self._why_dead()))
+        try:
+            self.proc.stdin.write(command.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            raise ServerError("the server exited ({})".format(self._why_dead())) from None
+        answer = self._readline(timeout)
+        if "error" in answer:
+            raise ServerError(answer["error"])
+        return answer
+
+    def tracebacks(self):
+        """How many tracebacks the server printed (handle_error and the like)."""
+        text = self.stderr_text()
+        return text.count("Traceback (most recent call last)")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self._selector.close()
+
+    def close(self):
+        self.stop()
+        self.stderr.close()
+
+
+@dataclass
+class Settings:
+    duration: float = 1.0
+    warmup: float = 0.25
+    timeout: float = 5.0
+    reps: int = 3
+    shutdown_count: int = 3
+    server_cpu: int = None
+    client_cpu: int = None
+    base_port: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def measure(case, server, settings):
+    """One repetition of a load case against a running server: a dict of figures."""
+    from .. import _loadgen
+    lg = _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
+                          concurrency=CONCURRENCY, timeout=settings.timeout, http=case.http)
+    try:
+        lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
+        server.request("mark")
+        result = lg.run(settings.duration)
+        stats = server.request("stats")
+        lg.drain(min(settings.timeout, 2.0))
+    finally:
+        lg.close()
+    cpu = (stats["cpu_user"] + stats["cpu_sys"]
+           + stats["children_cpu_user"] + stats["children_cpu_sys"])
+    requests = result["requests"]
+    result.update({
+        "server_cpu_s": cpu,
+        "server_cpu_self_s": stats["cpu_user"] + stats["cpu_sys"],
+        "server_cpu_children_s": stats["children_cpu_user"] + stats["children_cpu_sys"],
+        "server_cpu_pct": 100.0 * cpu / result["elapsed"],
+        "server_us_per_req": cpu / requests * 1e6 if requests else None,
+        "server_rss_mib": stats["maxrss_kib"] / 1024.0,
+        "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
+        "server_threads_at_end": stats["threads"],
+    })
+    return result
+
+
+def measure_shutdown(case, impl, settings, port=0):
+    """One repetition of the shutdown case: a new process measures ``shutdown_count`` times."""
+    server = ServerProcess(case, impl, port=port, cpu=settings.server_cpu,
+                           max_seconds=60 + settings.shutdown_count * 2,
+                           extra=["--shutdown-count", str(settings.shutdown_count)])
+    try:
+        info = server._readline(30 + settings.shutdown_count * 2)
+        if "error" in info:
+            raise ServerError(info["error"])
+        return {"shutdown_ms": [t * 1e3 for t in info["shutdown_s"]]}
+    finally:
+        server.close()

@@ -1,0 +1,276 @@
+"""``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import fastsockserver
+from fastsockserver import _env
+
+loadgen = pytest.importorskip("fastsockserver._loadgen",
+                              reason="the load generator is not built (pure install)")
+pytestmark = pytest.mark.skipif(_env.NO_EXTENSIONS, reason="pure-Python mode")
+
+
+def bench(*args, env=None, timeout=120):
+    environ = dict(os.environ)
+    environ.pop(_env.ENV_VAR, None)
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "fastsockserver", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout, env=environ)
+
+
+def _free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_unknown_workload_and_impl_one_line_each_rest_runs():
+    out = bench("--workloads", "shutdown,bogus", "--impls", "stdlib,nope",
+                "--reps", "1", "--shutdown-count", "1", "-q")
+    assert out.returncode == 2
+    bogus = [line for line in out.stderr.splitlines() if "bogus" in line]
+    nope = [line for line in out.stderr.splitlines() if "nope" in line]
+    assert len(bogus) == 1 and "unknown workload" in bogus[0]
+    assert len(nope) == 1 and "unknown implementation" in nope[0]
+    assert "shutdown:" in out.stdout and "stdlib" in out.stdout   # the rest ran
+
+
+def test_nothing_valid_to_run():
+    out = bench("--workloads", "bogus", "-q")
+    assert out.returncode == 2
+    assert "unknown workload 'bogus'" in out.stderr
+
+
+def test_pure_mode_needs_compiled_build():
+    out = bench("--workloads", "udp", env={_env.ENV_VAR: "1"})
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs the compiled build" in lines[0]
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_tiny_run_has_every_figure(tmp_path):
+    path = tmp_path / "out.json"
+    plot = tmp_path / "out.png"
+    started = time.monotonic()
+    out = bench("--workloads", "connrate,udp,shutdown", "--reps", "1", "--duration", "0.5",
+                "--impls", "stdlib,compiled", "--shutdown-count", "1", "--json", str(path),
+                "--plot", str(plot))
+    assert time.monotonic() - started < 60
+    assert out.returncode in (0, 1), out.stderr   # 1: only when matplotlib is missing
+    assert "rep 1/1" in out.stderr    # progress on stderr
+    doc = json.loads(path.read_text())
+    for key in ("python_version", "platform", "cpu_count", "cpu_model", "kernel",
+                "fastsockserver_version", "fastsockserver_compiled"):
+        assert key in doc["meta"]
+    assert doc["settings"]["reps"] == 1
+    cases = {c["case"]: c for c in doc["cases"]}
+    assert set(cases) == {"connrate", "udp/threading", "udp/sync", "shutdown"}
+    for name in ("connrate", "udp/threading", "udp/sync"):
+        for impl in ("stdlib", "compiled"):
+            entry = cases[name]["results"][impl]
+            assert entry["status"] == "ok", entry
+            s = entry["summary"]
+            for key in ("rps", "lat_p50_ms", "lat_p99_ms", "lat_p999_ms", "server_us_per_req",
+                        "server_rss_mib", "ratio", "client_cpu_pct"):
+                assert s[key] > 0, (name, impl, key, s[key])
+            assert s["lat_p50_ms"] <= s["lat_p99_ms"] <= s["lat_p999_ms"]
+            assert set(s["errors"]) >= {"refused", "reset", "timeout"}
+            assert s["errors_total"] == 0, s["errors"]
+            assert isinstance(s["client_saturated"], bool)
+            rep = entry["reps"][0]
+            assert rep["server_cpu_s"] > 0 and rep["client_cpu"] > 0
+        assert cases[name]["results"]["stdlib"]["summary"]["ratio"] == 1.0
+    for impl in ("stdlib", "compiled"):
+        s = cases["shutdown"]["results"][impl]["summary"]
+        assert s["shutdown_ms"] > 0 and s["ratio"] > 0
+    table = out.stdout
+    assert "connrate" in table and "x stdlib" in table and "p99.9 ms" in table
+    if out.returncode == 0:
+        assert plot.stat().st_size > 1000
+
+
+def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
+    # The first server's port is taken: that server fails with one line, the next one runs.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = bench("--workloads", "echo/base", "--impls", "stdlib,pure", "--reps", "1",
+                    "--duration", "0.2", "--warmup", "0.1", "--port", str(port), "-q",
+                    "--json", str(tmp_path / "o.json"))
+    assert out.returncode == 1
+    failed = [line for line in out.stderr.splitlines() if "failed to start" in line]
+    assert len(failed) == 1 and "stdlib" in failed[0] and "in use" in failed[0]
+    doc = json.loads((tmp_path / "o.json").read_text())
+    results = doc["cases"][0]["results"]
+    assert results["stdlib"]["status"] == "failed"
+    assert results["pure"]["status"] == "ok" and results["pure"]["summary"]["rps"] > 0
+
+
+def test_missing_peer_is_skipped(monkeypatch, capsys):
+    from fastsockserver import _bench
+    monkeypatch.setattr(_bench, "_peer_missing", lambda impl: impl == "uvloop")
+    code = _bench.main(["--workloads", "shutdown", "--impls", "uvloop,stdlib", "--reps", "1",
+                        "--shutdown-count", "1", "--no-pin", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "skipped: uvloop not installed" in captured.err.splitlines()
+    assert "stdlib" in captured.out
+
+
+# ---------------------------------------------------------------- the load generator
+
+def test_loadgen_counts_refused_and_stops_by_time():
+    port = _free_port()   # nothing listens there
+    with loadgen.LoadGen("connrate", "127.0.0.1", port, b"x\n", concurrency=4,
+                         timeout=1.0) as lg:
+        started = time.monotonic()
+        result = lg.run(0.3)
+    assert time.monotonic() - started < 1.0
+    assert result["requests"] == 0
+    assert result["errors"]["refused"] > 0
+    assert result["errors_total"] == result["errors"]["refused"]
+    # one back-off per error and slot: a bounded count, not a spin
+    assert result["errors"]["refused"] < 4 * 0.3 / 0.01 + 8
+
+
+def test_loadgen_times_out_on_a_silent_server():
+    with socket.socket() as silent:   # listens, never accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"x\n", concurrency=2,
+                             timeout=0.1) as lg:
+            started = time.monotonic()
+            result = lg.run(0.35)
+            assert time.monotonic() - started < 1.0
+    assert result["requests"] == 0
+    assert result["errors"]["timeout"] >= 2
+
+
+def _echo_server(kind=socket.SOCK_STREAM, http=False, stop_after=None):
+    """A tiny echo (or HTTP) server in a thread; returns (port, stop)."""
+    srv = socket.socket(socket.AF_INET, kind)
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stopping = threading.Event()
+    body = b"Hello, world!"
+    response = (b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\nX: y\r\n\r\n" + body)
+
+    def serve_conn(conn):
+        with conn:
+            data = b""
+            while not stopping.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                if http:
+                    data += chunk
+                    while b"\r\n\r\n" in data:
+                        _, _, data = data.partition(b"\r\n\r\n")
+                        conn.sendall(response)
+                else:
+                    conn.sendall(chunk)
+
+    def serve():
+        srv.settimeout(0.05)
+        while not stopping.is_set():
+            try:
+                if kind == socket.SOCK_DGRAM:
+                    data, addr = srv.recvfrom(65536)
+                    srv.sendto(data, addr)
+                else:
+                    conn, _ = srv.accept()
+                    conn.settimeout(None)
+                    threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    if kind == socket.SOCK_STREAM:
+        srv.listen(64)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(2)
+        srv.close()
+    return port, stop
+
+
+@pytest.mark.parametrize("mode,kind,http", [
+    ("persistent", socket.SOCK_STREAM, False),
+    ("connrate", socket.SOCK_STREAM, False),
+    ("persistent", socket.SOCK_STREAM, True),
+    ("udp", socket.SOCK_DGRAM, False),
+])
+def test_loadgen_modes_complete_requests(mode, kind, http):
+    port, stop = _echo_server(kind, http=http)
+    message = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" if http else b"y" * 63 + b"\n"
+    try:
+        with loadgen.LoadGen(mode, "127.0.0.1", port, message, concurrency=4, timeout=2.0,
+                             http=http) as lg:
+            lg.warm_up(0.05, 1.0)
+            result = lg.run(0.3)
+            lg.drain(1.0)
+    finally:
+        stop()
+    assert result["requests"] > 10, result
+    assert result["errors_total"] == 0, result["errors"]
+    assert 0 < result["lat_p50_ms"] <= result["lat_p99_ms"] <= result["lat_max_ms"]
+    assert result["samples"] == result["requests"]
+
+
+def test_loadgen_server_gone_mid_run():
+    port, stop = _echo_server()
+    with loadgen.LoadGen("connrate", "127.0.0.1", port, b"z\n", concurrency=4,
+                         timeout=0.5) as lg:
+        threading.Timer(0.15, stop).start()
+        started = time.monotonic()
+        result = lg.run(0.5)
+        assert time.monotonic() - started < 1.5
+    assert result["requests"] > 0
+    assert result["errors_total"] > 0
+
+
+def test_loadgen_loopback_only():
+    with pytest.raises(ValueError, match="loopback"):
+        loadgen.LoadGen("connrate", "192.0.2.1", 80, b"x\n")
+
+
+def test_source_ports_are_outside_the_ephemeral_range():
+    lo, hi = loadgen.ephemeral_range()
+    for first, last in loadgen.default_source_ports():
+        assert first <= last and (last < lo or first > hi) and first > 1024
+
+
+# ---------------------------------------------------------------- cross-check with wrk
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_http_agrees_with_wrk(tmp_path):
+    path = tmp_path / "wrk.json"
+    out = bench("--workloads", "http", "--impls", "compiled", "--reps", "1", "--duration", "2",
+                "--wrk", "-q", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    entry = json.loads(path.read_text())["cases"][0]["results"]["compiled"]
+    wrk = entry["wrk"]
+    assert "error" not in wrk, wrk
+    assert wrk["socket_errors"] == 0 and wrk["non_2xx"] == 0
+    assert abs(wrk["agreement"] - 1) <= 0.15, (wrk["rps"], entry["summary"]["rps"])
