@@ -16,8 +16,8 @@ import time
 
 from .. import _env
 from . import report
-from .workloads import (ALL_IMPLS, CASES, HOST, PEER_IMPLS, WORKLOADS, ServerError,
-                        ServerProcess, Settings, measure, measure_shutdown, select_cases)
+from .workloads import (ALL_IMPLS, HOST, PEER_IMPLS, WORKLOADS, ServerError, ServerProcess,
+                        Settings, measure, measure_shutdown, new_loadgen, select_cases)
 
 PROG = "python -m fastsockserver bench"
 
@@ -34,12 +34,12 @@ def _parse(argv):
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--duration", type=float, default=1.0,
                         help="measured seconds per repetition (default 1.0)")
-    parser.add_argument("--warmup", type=float, default=0.25,
-                        help="unmeasured seconds before each repetition (default 0.25)")
+    parser.add_argument("--warmup", type=float, default=0.2,
+                        help="unmeasured seconds before each repetition (default 0.2)")
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="timeout of each request, seconds (default 5)")
-    parser.add_argument("--shutdown-count", type=int, default=3,
-                        help="shutdown() timings per repetition (default 3)")
+    parser.add_argument("--shutdown-count", type=int, default=2,
+                        help="shutdown() timings per repetition (default 2)")
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -127,6 +127,7 @@ def run_load_case(run, case, impls, settings):
     per_run = settings.warmup + settings.duration + 1.0
     max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
     servers = {}
+    loadgens = {}   # persistent connections are kept across repetitions
     run.progress("{}: starting {} server(s)".format(case.name, len(impls)))
     for impl in impls:
         servers[impl] = ServerProcess(case, impl, port=run.port(), cpu=settings.server_cpu,
@@ -147,7 +148,9 @@ def run_load_case(run, case, impls, settings):
             for impl in list(live):
                 run.done += 1
                 try:
-                    figures = measure(case, servers[impl], settings)
+                    if case.mode == "persistent" and impl not in loadgens:
+                        loadgens[impl] = new_loadgen(case, servers[impl], settings)
+                    figures = measure(case, servers[impl], settings, loadgens.get(impl))
                 except ServerError as exc:
                     reason = "server stopped answering: {}".format(exc)
                     results[impl].update(status="failed", reason=reason)
@@ -161,6 +164,8 @@ def run_load_case(run, case, impls, settings):
                     report.SATURATED_CLIENT_PCT else ""
                 errs = " errors {}".format(figures["errors_total"]) \
                     if figures["errors_total"] else ""
+                if figures["contended"]:
+                    flag += " (another process used the cores: figures may be low)"
                 run.progress("{} {} rep {}/{}: {} {}  p99 {} ms  srv {} us/req{}{}".format(
                     case.name, impl, rep + 1, settings.reps, _fmt_rate(figures["rps"]),
                     case.unit, report._ms(figures["lat_p99_ms"]),
@@ -170,9 +175,14 @@ def run_load_case(run, case, impls, settings):
                 wrk = run_wrk(servers[impl].port, settings.duration, settings.client_cpu)
                 results[impl]["wrk"] = wrk
     finally:
+        for lg in loadgens.values():
+            lg.close()
         for impl, server in servers.items():
             server.stop()
-            results[impl]["server_tracebacks"] = server.tracebacks()
+            count, last = server.tracebacks()
+            results[impl]["server_tracebacks"] = count
+            if last:
+                results[impl]["server_last_traceback"] = last
             server.close()
     for impl, entry in results.items():
         if entry["reps"]:

@@ -43,6 +43,8 @@ def summarize_load(reps):
         "client_cpu_pct": _median(client),
         "client_cpu_pct_max": max(client),
         "client_saturated": max(client) > SATURATED_CLIENT_PCT,
+        "contended_reps": sum(1 for r in reps if r.get("contended")),
+        "inflight_at_end": _median(r["inflight_at_end"] for r in reps),
         "reps": len(reps),
     }
 
@@ -163,6 +165,10 @@ def format_report(document):
             if s["errors_total"]:
                 errors += " (" + ", ".join("{} {}".format(k, v) for k, v in s["errors"].items()
                                            if v) + ")"
+            if s.get("contended_reps"):
+                notes.append("{}: in {} of {} repetitions another process used the pinned "
+                             "cores: figures may be low".format(impl, s["contended_reps"],
+                                                                s["reps"]))
             if entry.get("server_tracebacks"):
                 notes.append("{}: the server printed {} traceback(s)".format(
                     impl, entry["server_tracebacks"]))

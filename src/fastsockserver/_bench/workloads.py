@@ -173,9 +173,14 @@ class ServerProcess:
         return answer
 
     def tracebacks(self):
-        """How many tracebacks the server printed (handle_error and the like)."""
+        """(count, last one) of the tracebacks the server printed (handle_error and such)."""
         text = self.stderr_text()
-        return text.count("Traceback (most recent call last)")
+        marker = "Traceback (most recent call last)"
+        count = text.count(marker)
+        if not count:
+            return 0, None
+        last = text[text.rindex(marker):]
+        return count, "\n".join(last.splitlines()[:40])
 
     def stop(self):
         if self.proc.poll() is None:
@@ -214,19 +219,59 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
 
-def measure(case, server, settings):
-    """One repetition of a load case against a running server: a dict of figures."""
+def core_times():
+    """{cpu: (busy, total)} jiffies of each core, from /proc/stat ({} where unreadable)."""
+    times = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *values = line.split()
+                user, nice, system, idle, iowait, irq, softirq, steal = (
+                    int(v) for v in (values + ["0"] * 8)[:8])
+                busy = user + nice + system + irq + softirq + steal
+                times[int(name[3:])] = (busy, busy + idle + iowait)
+    except (OSError, ValueError):
+        pass
+    return times
+
+
+def _busy_pct(before, after, cpu):
+    if cpu is None or cpu not in before or cpu not in after:
+        return None
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return 100.0 * busy / total if total > 0 else None
+
+
+def new_loadgen(case, server, settings):
     from .. import _loadgen
-    lg = _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
-                          concurrency=CONCURRENCY, timeout=settings.timeout, http=case.http)
+    return _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
+                            concurrency=CONCURRENCY, timeout=settings.timeout, http=case.http)
+
+
+def measure(case, server, settings, lg=None):
+    """One repetition of a load case against a running server: a dict of figures.
+
+    ``lg``: a load generator kept from an earlier repetition (persistent connections stay
+    open between repetitions, so connection set-up is paid once); else a new one is made
+    and closed.
+    """
+    own = lg is None
+    if own:
+        lg = new_loadgen(case, server, settings)
     try:
         lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
         server.request("mark")
+        before = core_times()
         result = lg.run(settings.duration)
+        after = core_times()
         stats = server.request("stats")
         lg.drain(min(settings.timeout, 2.0))
     finally:
-        lg.close()
+        if own:
+            lg.close()
     cpu = (stats["cpu_user"] + stats["cpu_sys"]
            + stats["children_cpu_user"] + stats["children_cpu_sys"])
     requests = result["requests"]
@@ -239,8 +284,36 @@ def measure(case, server, settings):
         "server_rss_mib": stats["maxrss_kib"] / 1024.0,
         "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
         "server_threads_at_end": stats["threads"],
+        # How busy the two cores were, whoever used them: well above what the server or
+        # the client used means another process competed and the figures may be low.
+        "server_core_busy_pct": _busy_pct(before, after, settings.server_cpu),
+        "client_core_busy_pct": _busy_pct(before, after, settings.client_cpu),
+        "loadavg": _loadavg(),
     })
+    result["contended"] = _contended(result)
     return result
+
+
+CONTENTION_POINTS = 25.0
+
+
+def _contended(result):
+    """True when a pinned core was busier than our process on it by CONTENTION_POINTS."""
+    server_busy = result["server_core_busy_pct"]
+    client_busy = result["client_core_busy_pct"]
+    return bool(
+        (server_busy is not None
+         and server_busy - result["server_cpu_pct"] > CONTENTION_POINTS)
+        or (client_busy is not None
+            and client_busy - result["client_cpu_pct"] > CONTENTION_POINTS))
+
+
+def _loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def measure_shutdown(case, impl, settings, port=0):
