@@ -206,16 +206,15 @@ cdef int _accept_batch(server, int fd, listener, dispatch) except -1:
     cdef int client_fd, err, accepted = 0
     family, kind, proto = listener.family, listener.type, listener.proto
     while accepted < MAX_BATCH:
-        if accepted:
-            with nogil:
-                err = _readable_now(fd)
-            if not err:
-                break
+        # Neither call can block here (the listener is readable), so both
+        # keep the GIL: releasing it would hand it to a handler thread and
+        # cost a context switch per connection.
+        if accepted and not _readable_now(fd):
+            break
         length = sizeof(addr)
         memset(&addr, 0, sizeof(addr))
-        with nogil:
-            client_fd = _accept_cloexec(fd, <sockaddr *>&addr, &length)
-            err = errno
+        client_fd = _accept_cloexec(fd, <sockaddr *>&addr, &length)
+        err = errno
         if client_fd < 0:
             if err == EINTR:
                 if PyErr_CheckSignals() < 0:
@@ -250,9 +249,9 @@ cdef int _receive_batch(server, int fd, listener, dispatch) except -1:
         while received < MAX_BATCH:
             length = sizeof(addr)
             memset(&addr, 0, sizeof(addr))
-            with nogil:
-                n = recvfrom(fd, buffer, size, MSG_DONTWAIT, <sockaddr *>&addr, &length)
-                err = errno
+            # MSG_DONTWAIT: never blocks, so the GIL stays (see _accept_batch).
+            n = recvfrom(fd, buffer, size, MSG_DONTWAIT, <sockaddr *>&addr, &length)
+            err = errno
             if n < 0:
                 if err == EINTR:
                     if PyErr_CheckSignals() < 0:
@@ -328,3 +327,79 @@ def wait_readable(int fd, timeout):
     entry.fd = fd
     entry.events = POLLIN
     return _poll(&entry, 1, _timeout_ms(timeout)) > 0
+
+
+# ---------------------------------------------------------------- rfile / wfile
+# A handler thread that releases the GIL for every recv/send hands it to
+# another handler thread, a context switch per call under load. Data is
+# usually there already (or the send buffer has room), so each call first
+# tries a recv/send that cannot block, keeping the GIL; only when it would
+# block does it take the stdlib's path, which waits with the GIL released
+# and applies the socket's timeout.
+
+from socket import SocketIO as _SocketIO
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #ifndef MSG_NOSIGNAL
+    #define MSG_NOSIGNAL 0  /* macOS: Python ignores SIGPIPE anyway */
+    #endif
+    """
+    ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
+    ssize_t send(int fd, const void *buf, size_t n, int flags) nogil
+    const int MSG_NOSIGNAL
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
+
+
+def socketio_readinto(self, b):
+    """socket.SocketIO.readinto, trying a non-blocking recv first."""
+    cdef Py_buffer view
+    cdef ssize_t n
+    cdef int fd, err
+    if self.closed:
+        return _SocketIO.readinto(self, b)  # raises as the stdlib does
+    if self._timeout_occurred:
+        raise OSError("cannot read from timed out object")
+    fd = self._sock.fileno()
+    if fd < 0:
+        return _SocketIO.readinto(self, b)
+    PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
+    try:
+        n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
+        err = errno
+    finally:
+        PyBuffer_Release(&view)
+    if n >= 0:
+        return n
+    if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
+        return _SocketIO.readinto(self, b)  # wait as the stdlib does
+    raise OSError(err, strerror(err).decode())
+
+
+def socket_writer_write(self, b):
+    """_SocketWriter.write: sendall(b), trying a non-blocking send first."""
+    cdef Py_buffer view
+    cdef ssize_t n, total
+    cdef int fd, err
+    sock = self._sock
+    fd = sock.fileno()
+    PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
+    try:
+        total = view.len
+        n = 0
+        if fd >= 0 and total > 0:
+            n = send(fd, view.buf, total, MSG_DONTWAIT | MSG_NOSIGNAL)
+            err = errno
+            if n < 0:
+                if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:
+                    raise OSError(err, strerror(err).decode())
+                n = 0
+        if n < total or fd < 0:
+            # The rest, or all of it: sendall waits and raises as the stdlib does.
+            with memoryview(b) as rest:
+                sock.sendall(rest.cast("B")[n:])
+        return total
+    finally:
+        PyBuffer_Release(&view)

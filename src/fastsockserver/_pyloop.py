@@ -7,6 +7,7 @@ descriptor, ``_handle_request_noblock()`` when it is readable, then
 """
 import os
 import selectors
+import socket
 from time import monotonic
 
 if hasattr(selectors, "PollSelector"):
@@ -61,3 +62,15 @@ def wait_readable(fd, timeout):
     with _ServerSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         return bool(selector.select(timeout))
+
+
+# rfile / wfile: the stdlib's own code (the core's versions first try a
+# recv/send that cannot block, keeping the GIL).
+socketio_readinto = socket.SocketIO.readinto
+
+
+def socket_writer_write(self, b):
+    """_SocketWriter.write."""
+    self._sock.sendall(b)
+    with memoryview(b) as view:
+        return view.nbytes

@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import threading
+import io
 from io import BufferedIOBase
 from time import monotonic as _time
 
@@ -110,6 +111,7 @@ def _own_receive_path(server, fd):
     return None
 
 
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
                        if hasattr(socket, name))
 
@@ -651,16 +653,25 @@ class StreamRequestHandler(BaseRequestHandler):
 
     timeout = None
 
-    disable_nagle_algorithm = False
+    # True here (False in the stdlib): with Nagle on, a response written in
+    # two parts (http.server: headers, then body) waits for the client's
+    # delayed ACK, ~40 ms per response. TCP_NODELAY holds nothing back: each
+    # write goes to the kernel and onto the wire at once. Set it False to
+    # restore the stdlib's behaviour. Applied to TCP connections only.
+    disable_nagle_algorithm = True
 
     def setup(self):
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
-        if self.disable_nagle_algorithm:
+        if (self.disable_nagle_algorithm
+                and getattr(self.connection, "family", None) in _TCP_FAMILIES):
             self.connection.setsockopt(socket.IPPROTO_TCP,
                                        socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile('rb', self.rbufsize)
+        if self.rbufsize == -1 and type(self.connection) is socket.socket:
+            self.rfile = _make_reader(self.connection)
+        else:
+            self.rfile = self.connection.makefile('rb', self.rbufsize)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:
@@ -677,6 +688,19 @@ class StreamRequestHandler(BaseRequestHandler):
         self.rfile.close()
 
 
+class _SocketReaderIO(socket.SocketIO):
+    """The raw stream under rfile: socket.SocketIO with the core's readinto."""
+
+    readinto = _loop.socketio_readinto
+
+
+def _make_reader(sock):
+    """What sock.makefile('rb') returns, over _SocketReaderIO."""
+    raw = _SocketReaderIO(sock, "rb")
+    sock._io_refs += 1
+    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+
 class _SocketWriter(BufferedIOBase):
     """Simple writable BufferedIOBase implementation for a socket.
 
@@ -689,10 +713,7 @@ class _SocketWriter(BufferedIOBase):
     def writable(self):
         return True
 
-    def write(self, b):
-        self._sock.sendall(b)
-        with memoryview(b) as view:
-            return view.nbytes
+    write = _loop.socket_writer_write
 
     def fileno(self):
         return self._sock.fileno()
