@@ -266,11 +266,17 @@ def test_source_ports_are_outside_the_ephemeral_range():
 @pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
 def test_http_agrees_with_wrk(tmp_path):
     path = tmp_path / "wrk.json"
-    out = bench("--workloads", "http", "--impls", "compiled", "--reps", "1", "--duration", "2",
-                "--wrk", "-q", "--json", str(path))
-    assert out.returncode == 0, out.stderr
-    entry = json.loads(path.read_text())["cases"][0]["results"]["compiled"]
-    wrk = entry["wrk"]
-    assert "error" not in wrk, wrk
-    assert wrk["socket_errors"] == 0 and wrk["non_2xx"] == 0
-    assert abs(wrk["agreement"] - 1) <= 0.15, (wrk["rps"], entry["summary"]["rps"])
+    seen = []
+    for _ in range(2):   # a second try: shared machines have single slow runs
+        out = bench("--workloads", "http", "--impls", "compiled", "--reps", "1",
+                    "--duration", "2", "--wrk", "-q", "--json", str(path))
+        assert out.returncode == 0, out.stderr
+        entry = json.loads(path.read_text())["cases"][0]["results"]["compiled"]
+        wrk = entry["wrk"]
+        assert "error" not in wrk, wrk
+        assert wrk["socket_errors"] == 0 and wrk["non_2xx"] == 0
+        seen.append((wrk["rps"], entry["summary"]["rps"]))
+        if abs(wrk["agreement"] - 1) <= 0.15:
+            return
+    pytest.fail("wrk and the built-in generator disagree by more than 15%: "
+                "(wrk, built-in) req/s = {}".format(seen))

@@ -292,9 +292,10 @@ def write_plot(document, path):
                 ys.append(summary["ratio"])
         ax.bar(xs, ys, width, label=impl)
     ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")   # shutdown's ratios are in the thousands, the rest near 1
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([c["case"] for c in cases], rotation=20)
-    ax.set_ylabel("x stdlib (higher is better)")
+    ax.set_ylabel("x stdlib, log scale (higher is better)")
     meta = document["meta"]
     ax.set_title("fastsockserver bench, Python {}, {}".format(
         meta["python_version"], meta.get("cpu_model") or ""), fontsize=9)
