@@ -1,4 +1,5 @@
 """``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,28 @@ def _free_port(kind=socket.SOCK_STREAM):
 
 
 # ---------------------------------------------------------------- the CLI
+
+@contextlib.contextmanager
+def _busy_port_followed_by_a_free_one():
+    """A listening port P such that P + 1 could be bound when we looked."""
+    for _ in range(50):
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            busy.close()
+            continue
+        busy.listen()
+        try:
+            yield port
+        finally:
+            busy.close()
+        return
+    pytest.skip("no port P with P + 1 free found")
+
 
 def test_unknown_workload_and_impl_one_line_each_rest_runs():
     out = bench("--workloads", "shutdown,bogus", "--impls", "stdlib,nope",
@@ -102,10 +125,7 @@ def test_tiny_run_has_every_figure(tmp_path):
 
 def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
     # The first server's port is taken: that server fails with one line, the next one runs.
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with _busy_port_followed_by_a_free_one() as port:
         out = bench("--workloads", "echo/base", "--impls", "stdlib,pure", "--reps", "1",
                     "--duration", "0.2", "--warmup", "0.1", "--port", str(port), "-q",
                     "--json", str(tmp_path / "o.json"))
