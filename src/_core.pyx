@@ -8,7 +8,6 @@ from libc.limits cimport INT_MAX
 from libc.math cimport ceil
 from libc.string cimport strerror
 from posix.unistd cimport read
-from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.errno cimport EAGAIN
 from posix.unistd cimport close
@@ -65,6 +64,8 @@ cdef extern from *:
     struct sockaddr_un:
         char sun_path[1]
     const int AF_INET, AF_INET6, AF_UNIX, SOCK_STREAM, MSG_DONTWAIT, NI_NUMERICHOST
+    const int F_GETFL, F_SETFL, O_NONBLOCK
+    int fcntl(int fd, int cmd, ...) nogil
     const bint IS_LINUX "FSS_IS_LINUX"
     const int EWOULDBLOCK
     object PyUnicode_DecodeFSDefault(const char *)
@@ -150,12 +151,6 @@ cdef void _drain(int fd) noexcept nogil:
         pass
 
 
-# Requests taken per wake-up: enough to drain a burst of connects, few
-# enough that service_actions() and shutdown() are not held up.
-cdef enum:
-    MAX_BATCH = 64
-
-
 cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     """A peer address as socket.accept()/recvfrom() report it."""
     cdef char host[64]
@@ -185,104 +180,82 @@ cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     raise OSError("unsupported address family {}".format(family))
 
 
-cdef int _readable_now(int fd) noexcept nogil:
-    cdef pollfd entry
-    entry.fd = fd
-    entry.events = POLLIN
-    entry.revents = 0
-    return poll(&entry, 1, 0) > 0
+cdef object _take_one(server, int fd, listener, bint stream):
+    """One connection or datagram, as (request, client_address); None when none waits.
 
-
-cdef int _accept_batch(server, int fd, listener, dispatch) except -1:
-    """Accept up to MAX_BATCH connections, handing each to dispatch(sock, address).
-
-    The first accept follows a readable poll, as the stdlib's does; later ones
-    only when a poll(0) says another connection waits, so the listener keeps
-    its blocking mode. Accept errors are what get_request() raising OSError
-    is to the stdlib: the batch ends (and resource errors start the back-off).
+    Never blocks: during serve_forever the listener is O_NONBLOCK, datagrams
+    use MSG_DONTWAIT. So it keeps the GIL: releasing it would hand it to a
+    handler thread and cost a context switch. An error is what get_request()
+    raising OSError is to the stdlib: nothing taken (resource errors start
+    the accept back-off).
     """
     cdef sockaddr_storage addr
     cdef socklen_t length
-    cdef int client_fd, err, accepted = 0
-    family, kind, proto = listener.family, listener.type, listener.proto
-    while accepted < MAX_BATCH:
-        # Neither call can block here (the listener is readable), so both
-        # keep the GIL: releasing it would hand it to a handler thread and
-        # cost a context switch per connection.
-        if accepted and not _readable_now(fd):
-            break
+    cdef int client_fd, err
+    cdef Py_ssize_t n, max_size = 0
+    cdef bytes data
+    if not stream:
+        max_size = server.max_packet_size  # per datagram, as get_request reads it
+    while True:
         length = sizeof(addr)
         memset(&addr, 0, sizeof(addr))
-        client_fd = _accept_cloexec(fd, <sockaddr *>&addr, &length)
+        if stream:
+            client_fd = _accept_cloexec(fd, <sockaddr *>&addr, &length)
+            n = client_fd
+        else:
+            data = PyBytes_FromStringAndSize(NULL, max_size)
+            n = recvfrom(fd, <char *>data, max_size, MSG_DONTWAIT, <sockaddr *>&addr, &length)
         err = errno
-        if client_fd < 0:
-            if err == EINTR:
-                if PyErr_CheckSignals() < 0:
-                    return -1
-                continue
-            if err != EAGAIN and err != EWOULDBLOCK:
-                server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
+        if n >= 0:
             break
-        accepted += 1
+        if err == EINTR:
+            PyErr_CheckSignals()
+            continue
+        if err != EAGAIN and err != EWOULDBLOCK:
+            server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
+        return None
+    if stream:
         try:
             address = _sockaddr_to_python(&addr, length)
-            request = _socket_class(family, kind, proto, fileno=client_fd)
+            request = _socket_class(listener.family, listener.type, listener.proto,
+                                    fileno=client_fd)
         except BaseException:
             close(client_fd)
             raise
-        if server._BaseServer__accept_backoff:
-            server._BaseServer__accept_recovered()
-        dispatch(request, address)
-    return accepted
+    else:
+        address = _sockaddr_to_python(&addr, length)
+        request = (data[:n] if n < max_size else data, listener)
+    if server._BaseServer__accept_backoff:
+        server._BaseServer__accept_recovered()
+    return (request, address)
 
 
-cdef int _receive_batch(server, int fd, listener, dispatch) except -1:
-    """Receive up to MAX_BATCH datagrams, handing each to dispatch((data, sock), address)."""
-    cdef sockaddr_storage addr
-    cdef socklen_t length
-    cdef Py_ssize_t size = server.max_packet_size, n
-    cdef int err, received = 0
-    cdef char *buffer = <char *>malloc(size if size > 0 else 1)
-    if buffer == NULL:
-        raise MemoryError()
-    try:
-        while received < MAX_BATCH:
-            length = sizeof(addr)
-            memset(&addr, 0, sizeof(addr))
-            # MSG_DONTWAIT: never blocks, so the GIL stays (see _accept_batch).
-            n = recvfrom(fd, buffer, size, MSG_DONTWAIT, <sockaddr *>&addr, &length)
-            err = errno
-            if n < 0:
-                if err == EINTR:
-                    if PyErr_CheckSignals() < 0:
-                        return -1
-                    continue
-                if err != EAGAIN and err != EWOULDBLOCK:
-                    server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
-                break
-            received += 1
-            request = (PyBytes_FromStringAndSize(buffer, n), listener)
-            address = _sockaddr_to_python(&addr, length)
-            if server._BaseServer__accept_backoff:
-                server._BaseServer__accept_recovered()
-            dispatch(request, address)
-    finally:
-        free(buffer)
-    return received
+def take_pending(server, listener):
+    """A request waiting on ``listener`` while ``server`` serves it, or None.
+
+    Handler threads call this when their request is done: taking the next
+    waiting request themselves saves two context switches per request (the
+    loop's wake-up and the hand-over). Only while serve_forever() serves
+    ``listener`` (checked under the GIL, so server_close() cannot close the
+    descriptor in between).
+    """
+    if server._BaseServer__receive_path is not listener or listener is None:
+        return None
+    return _take_one(server, listener.fileno(), listener, listener.type == SOCK_STREAM)
 
 
-def serve(server, int fd, poll_interval, int wake_fd, listener):
+def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
     once instead of after ``poll_interval``. With a ``listener`` (see
     _server._own_receive_path) connections or datagrams are taken in here,
-    in batches, and handed to ``server._verify_and_process``; without one
-    each wake-up calls ``server._handle_request_noblock()`` as the stdlib
-    does. While the server backs off after an out-of-resources accept
-    error, only ``wake_fd`` is watched.
+    up to ``batch`` per wake-up, and handed to ``server._verify_and_process``;
+    without one each wake-up calls ``server._handle_request_noblock()`` as
+    the stdlib does. While the server backs off after an out-of-resources
+    accept error, only ``wake_fd`` is watched.
     """
-    cdef int interval_ms = _timeout_ms(poll_interval), wait_ms
+    cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
     cdef double pause
     cdef pollfd fds[2]
     cdef bint stream = False
@@ -294,31 +267,44 @@ def serve(server, int fd, poll_interval, int wake_fd, listener):
     if listener is not None:
         dispatch = server._verify_and_process
         stream = listener.type == SOCK_STREAM
-    while not server._BaseServer__shutdown_request:
-        pause = server._BaseServer__accept_resume_at
-        if pause:
-            pause -= _now()
-        if pause > 0:
-            wait_ms = <int>ceil(pause * 1e3)
-            if 0 <= interval_ms < wait_ms:
-                wait_ms = interval_ms
-            _poll(fds, 1, wait_ms)
-            fds[1].revents = 0
-        else:
-            _poll(fds, 2, interval_ms)
-        # bpo-35017: shutdown() called during the wait, exit immediately.
-        if server._BaseServer__shutdown_request:
-            break
-        if fds[0].revents:
-            _drain(wake_fd)
-        if fds[1].revents:
-            if dispatch is None:
-                server._handle_request_noblock()
-            elif stream:
-                _accept_batch(server, fd, listener, dispatch)
+        if stream:
+            # Non-blocking accepts without touching the socket object's own
+            # mode (gettimeout() stays None); restored when serving ends.
+            flags = fcntl(fd, F_GETFL)
+            if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
+                raise OSError(errno, strerror(errno).decode())
+    try:
+        while not server._BaseServer__shutdown_request:
+            pause = server._BaseServer__accept_resume_at
+            if pause:
+                pause -= _now()
+            if pause > 0:
+                wait_ms = <int>ceil(pause * 1e3)
+                if 0 <= interval_ms < wait_ms:
+                    wait_ms = interval_ms
+                _poll(fds, 1, wait_ms)
+                fds[1].revents = 0
             else:
-                _receive_batch(server, fd, listener, dispatch)
-        server.service_actions()
+                _poll(fds, 2, interval_ms)
+            # bpo-35017: shutdown() called during the wait, exit immediately.
+            if server._BaseServer__shutdown_request:
+                break
+            if fds[0].revents:
+                _drain(wake_fd)
+            if fds[1].revents:
+                if dispatch is None:
+                    server._handle_request_noblock()
+                else:
+                    for taken in range(batch):
+                        item = _take_one(server, fd, listener, stream)
+                        if item is None:
+                            break
+                        dispatch(*item)
+                        item = None
+            server.service_actions()
+    finally:
+        if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
+            fcntl(fd, F_SETFL, flags)
 
 
 def wait_readable(int fd, timeout):
@@ -362,7 +348,10 @@ def socketio_readinto(self, b):
         return _SocketIO.readinto(self, b)  # raises as the stdlib does
     if self._timeout_occurred:
         raise OSError("cannot read from timed out object")
-    fd = self._sock.fileno()
+    sock = self._sock
+    if type(sock) is not _socket_class:  # e.g. an ssl.SSLSocket: decrypt through it
+        return _SocketIO.readinto(self, b)
+    fd = sock.fileno()
     if fd < 0:
         return _SocketIO.readinto(self, b)
     PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
@@ -384,6 +373,11 @@ def socket_writer_write(self, b):
     cdef ssize_t n, total
     cdef int fd, err
     sock = self._sock
+    if type(sock) is not _socket_class:
+        # e.g. an ssl.SSLSocket: its bytes must go through its own sendall.
+        sock.sendall(b)
+        with memoryview(b) as rest:
+            return rest.nbytes
     fd = sock.fileno()
     PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
     try:

@@ -65,16 +65,6 @@ def wait_for(predicate, timeout=WAIT, interval=0.01):
     return True
 
 
-def xfail_compiled(request, reason):
-    """Known bug of the compiled core: strict xfail on the ``c`` run only."""
-    if request.node.callspec.params.get("impl") == "c":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-BATCH_BUG = ("compiled serve_forever takes up to 64 connections/datagrams per wake-up "
-             "and calls service_actions() once per batch, not after every request")
-
-
 def ipv6_available():
     if not socket.has_ipv6:
         return False
@@ -1904,7 +1894,6 @@ def _batch_log(mod, cls_name, n_clients):
 @pytest.mark.parametrize("cls_name", ["TCPServer", "UDPServer", "ThreadingTCPServer"])
 def test_service_actions_after_every_request(impl, request, cls_name):
     """The stdlib calls service_actions() after each request it takes in."""
-    xfail_compiled(request, BATCH_BUG)
     expected = _batch_log(stdlib, cls_name, 4)
     assert expected == ["process_request", "service_actions"] * 4
     assert _batch_log(impl, cls_name, 4) == expected
@@ -1914,7 +1903,6 @@ def test_service_actions_after_every_request(impl, request, cls_name):
 def test_forking_max_children_with_clients_already_waiting(impl, request, harness):
     """collect_children() runs after every fork, so no more than max_children
     children exist even when many clients are waiting at once."""
-    xfail_compiled(request, BATCH_BUG + ": ForkingMixIn forks past max_children")
     class Server(impl.ForkingTCPServer):
         max_children = 2
 
@@ -1964,8 +1952,6 @@ def test_udp_truncation_and_empty_datagram_in_serve_forever(impl, harness):
 def test_udp_max_packet_size_changed_while_serving(impl, request, harness):
     """get_request() reads self.max_packet_size for every datagram: a handler
     that lowers it affects the very next datagram, even one already queued."""
-    xfail_compiled(request, "compiled receive path reads max_packet_size once per "
-                            "batch of queued datagrams, not per datagram")
 
     class Handler(impl.DatagramRequestHandler):
         def handle(self):
@@ -2020,8 +2006,6 @@ CERTFILE = os.path.join(os.path.dirname(stdlib.__file__), "test", "certdata", "k
 @pytest.mark.skipif(not os.path.exists(CERTFILE), reason="no CPython test certificate")
 def test_tls_wrapped_listener(impl, request, harness):
     """The common HTTPS pattern: server.socket replaced by an SSLSocket."""
-    xfail_compiled(request, "compiled _SocketWriter.write sends on the descriptor of an "
-                            "SSLSocket: the reply goes out in plaintext")
     import ssl
     server = harness.server(impl.ThreadingTCPServer, ("127.0.0.1", 0), stream_echo(impl))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -6,15 +6,18 @@ Use it as ``import fastsockserver as socketserver``, or call
 core is in use (False with ``FASTSOCKSERVER_NO_EXTENSIONS=1`` or when it
 could not be built).
 """
-# The stdlib module exposes these modules as attributes; code that reaches
-# through them (``socketserver.socket.AF_INET``) keeps working.
+# The stdlib module exposes these as attributes; code that reaches through
+# them (``socketserver.socket.AF_INET``) keeps working.
 import os
 import selectors
 import socket
 import sys
 import threading
+from io import BufferedIOBase
+from time import monotonic as time
 
 from . import _server
+from ._pyloop import _ServerSelector
 from ._impl import COMPILED
 from ._install import install
 from ._server import (

@@ -16,12 +16,12 @@ else:
     _ServerSelector = selectors.SelectSelector
 
 
-def serve(server, fd, poll_interval, wake_fd, listener):
+def serve(server, fd, poll_interval, wake_fd, listener, batch):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
-    once instead of after ``poll_interval``. ``listener`` is what the
-    compiled core may read from itself; here every request goes through
+    once instead of after ``poll_interval``. ``listener`` and ``batch`` are
+    for the compiled core's own receive path; here every request goes through
     ``_handle_request_noblock()``, as in the stdlib. While the server backs
     off after an out-of-resources accept error, only ``wake_fd`` is watched.
     """
@@ -55,6 +55,12 @@ def _drain(fd):
             pass
     except BlockingIOError:
         pass
+
+
+# Handler threads taking the next waiting request themselves (see
+# _core.take_pending) is a compiled-only saving; here each request goes
+# through the loop as in the stdlib.
+take_pending = None
 
 
 def wait_readable(fd, timeout):

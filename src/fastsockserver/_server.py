@@ -111,6 +111,20 @@ def _own_receive_path(server, fd):
     return None
 
 
+def _own_service_actions(server):
+    """True when service_actions is the library's no-op.
+
+    Only then may requests be taken in batches (and by handler threads):
+    the stdlib calls service_actions() after every request, and ForkingMixIn
+    relies on it to keep below max_children.
+    """
+    return ("service_actions" not in getattr(server, "__dict__", {})
+            and type(server).service_actions is BaseServer.service_actions)
+
+
+# Requests taken per wake-up: enough to drain a burst of connects, few enough
+# that shutdown() is not held up.
+_MAX_BATCH = 64
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
                        if hasattr(socket, name))
@@ -152,9 +166,12 @@ class BaseServer:
         try:
             fd = _server_fd(self)
             wake_fd = self.__waker.open()
+            self.__receive_path = _own_receive_path(self, fd)
             try:
-                _loop.serve(self, fd, poll_interval, wake_fd, _own_receive_path(self, fd))
+                _loop.serve(self, fd, poll_interval, wake_fd, self.__receive_path,
+                            _MAX_BATCH if _own_service_actions(self) else 1)
             finally:
+                self.__receive_path = None
                 self.__waker.close()
         finally:
             self.__shutdown_request = False
@@ -223,6 +240,9 @@ class BaseServer:
     # 10 ms to 1 s while the error lasts, and a successful accept ends it.
     __accept_backoff = 0.0
     __accept_resume_at = 0.0
+    # While serve_forever() runs: the listener the compiled core reads from
+    # itself (see _own_receive_path), else None.
+    __receive_path = None
 
     def __accept_failed(self, exc):
         if exc.errno in _RESOURCE_ERRNOS:
@@ -576,9 +596,37 @@ class ThreadingMixIn:
             if pool is not None:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
-        t = pool.submit(self.process_request_thread, (request, client_address))
+        listener = self._BaseServer__receive_path
+        if listener is not None and _loop.take_pending is not None and self.__takes_pending():
+            t = pool.submit(self.__process_then_take_pending,
+                            (request, client_address, listener))
+        else:
+            t = pool.submit(self.process_request_thread, (request, client_address))
         if t is not None:
             self._threads.append(t)
+
+    def __takes_pending(self):
+        # A thread may take the next request itself only where skipping the
+        # loop is invisible: verify_request, process_request and
+        # service_actions are the library's own (the loop would call them in
+        # serve_forever's thread).
+        cls = type(self)
+        assigned = self.__dict__
+        return (_own_service_actions(self)
+                and cls.verify_request is BaseServer.verify_request
+                and cls.process_request is ThreadingMixIn.process_request
+                and "verify_request" not in assigned and "process_request" not in assigned)
+
+    def __process_then_take_pending(self, request, client_address, listener):
+        """process_request_thread, then the requests waiting on listener, in this thread."""
+        take_pending = _loop.take_pending
+        while True:
+            self.process_request_thread(request, client_address)
+            request = client_address = None
+            item = take_pending(self, listener)
+            if item is None:
+                return
+            request, client_address = item
 
     def server_close(self):
         super().server_close()
