@@ -563,13 +563,8 @@ def run_tls_scenario(impl_name, class_name, cert, key):
 
 @pytest.mark.parametrize("impl_name", IMPLS)
 @pytest.mark.parametrize("class_name", ["TCPServer", "ThreadingTCPServer"])
-def test_tls_listener_hook_sequence(class_name, impl_name, tls_cert, request):
-    if impl_name == "c":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: the compiled core's _SocketWriter.write (_core.socket_writer_write) "
-            "send()s on the descriptor directly, bypassing SSLSocket.sendall: the "
-            "handler's wfile writes PLAINTEXT into a TLS connection (client: "
-            "WRONG_VERSION_NUMBER). _make_reader checks type(sock) is socket.socket; "
-            "the writer does not.")))
+def test_tls_listener_hook_sequence(class_name, impl_name, tls_cert):
+    # Regression: at 595e9c1 the compiled core's _SocketWriter.write send()s on
+    # the descriptor directly, so TLS replies went out in plaintext (fixed in c6e6d53).
     got = assert_same_as_stdlib(run_tls_scenario, impl_name, class_name, *tls_cert)
     assert got["client"] == b"SECRET\n"
