@@ -196,6 +196,8 @@ cdef object _take_one(server, int fd, listener, bint stream):
     cdef bytes data
     if not stream:
         max_size = server.max_packet_size  # per datagram, as get_request reads it
+        if max_size < 0:
+            raise ValueError("negative buffersize in recvfrom")  # socket.recvfrom's error
     while True:
         length = sizeof(addr)
         memset(&addr, 0, sizeof(addr))

@@ -46,12 +46,16 @@ import time
 
 import pytest
 
+import fastsockserver
+
 from conftest import load_pure_copy
 
 WAIT = 5.0
 POLL = 0.02
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
+# Subprocesses import the fastsockserver this test run imports (installed or
+# editable), never the source tree, which may hold no compiled core.
+SRC = os.path.dirname(os.path.dirname(fastsockserver.__file__))
 
 HOOKS = ("verify_request", "process_request", "process_request_thread",
          "finish_request", "shutdown_request", "close_request", "handle_error",

@@ -77,7 +77,7 @@ def test_one(python, version, mode, pytest_args):
             print(proc.stdout[-4000:])
             return False, "install failed"
     # Test the installed package, not the source tree.
-    cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider", "--import-mode=importlib"] + pytest_args
+    cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider"] + pytest_args
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
