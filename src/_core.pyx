@@ -37,7 +37,12 @@ cdef extern from *:
         return accept4(fd, addr, len, SOCK_CLOEXEC);
     #else
         int s = accept(fd, addr, len);
-        if (s >= 0) fcntl(s, F_SETFD, FD_CLOEXEC);
+        if (s >= 0) {
+            fcntl(s, F_SETFD, FD_CLOEXEC);
+            /* BSDs pass the listener's O_NONBLOCK on; Python's socket object
+               expects a blocking descriptor (its timeout is None). */
+            fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK);
+        }
         return s;
     #endif
     }

@@ -81,6 +81,13 @@ class _Waker:
             os.close(write_fd)
 
 
+def _uses_own(server, name, function):
+    """True when ``server.<name>`` is the library's ``function``: neither
+    overridden in a subclass nor assigned on the instance."""
+    return (name not in getattr(server, "__dict__", ())
+            and getattr(type(server), name, None) is function)
+
+
 def _own_receive_path(server, fd):
     """The listening socket, if the compiled core may accept/receive on it itself.
 
@@ -91,22 +98,16 @@ def _own_receive_path(server, fd):
     verify_request, process_request and every later hook run as usual.
     Otherwise None: the core calls _handle_request_noblock() as the stdlib does.
     """
-    cls = type(server)
-    assigned = getattr(server, "__dict__", {})
-    for name in ("get_request", "_handle_request_noblock", "_verify_and_process"):
-        if name in assigned:
-            return None
-    if (cls._handle_request_noblock is not BaseServer._handle_request_noblock
-            or cls._verify_and_process is not BaseServer._verify_and_process):
+    if not (_uses_own(server, "_handle_request_noblock", BaseServer._handle_request_noblock)
+            and _uses_own(server, "_verify_and_process", BaseServer._verify_and_process)):
         return None
     listener = getattr(server, "socket", None)
     if (type(listener) is not socket.socket or listener.gettimeout() is not None
             or listener.fileno() != fd or listener.family not in _CORE_FAMILIES):
         return None
-    get_request = getattr(cls, "get_request", None)
-    if get_request is TCPServer.get_request and listener.type == socket.SOCK_STREAM:
+    if listener.type == socket.SOCK_STREAM and _uses_own(server, "get_request", TCPServer.get_request):
         return listener
-    if get_request is UDPServer.get_request and listener.type == socket.SOCK_DGRAM:
+    if listener.type == socket.SOCK_DGRAM and _uses_own(server, "get_request", UDPServer.get_request):
         return listener
     return None
 
@@ -118,8 +119,7 @@ def _own_service_actions(server):
     the stdlib calls service_actions() after every request, and ForkingMixIn
     relies on it to keep below max_children.
     """
-    return ("service_actions" not in getattr(server, "__dict__", {})
-            and type(server).service_actions is BaseServer.service_actions)
+    return _uses_own(server, "service_actions", BaseServer.service_actions)
 
 
 # Requests taken per wake-up: enough to drain a burst of connects, few enough
@@ -156,20 +156,20 @@ class BaseServer:
         pass
 
     def serve_forever(self, poll_interval=0.5):
-        """Handle one request at a time until shutdown.
+        """Handle requests until shutdown() is called.
 
-        Polls for shutdown every poll_interval seconds.  Ignores
-        self.timeout.  If you need to do periodic tasks, do them in
-        another thread.
+        shutdown() interrupts the wait at once; service_actions() runs at
+        least every poll_interval seconds. Ignores self.timeout.
         """
         self.__is_shut_down.clear()
         try:
             fd = _server_fd(self)
+            receive_path = _own_receive_path(self, fd)
+            batch = _MAX_BATCH if _own_service_actions(self) else 1
             wake_fd = self.__waker.open()
-            self.__receive_path = _own_receive_path(self, fd)
+            self.__receive_path = receive_path
             try:
-                _loop.serve(self, fd, poll_interval, wake_fd, self.__receive_path,
-                            _MAX_BATCH if _own_service_actions(self) else 1)
+                _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch)
             finally:
                 self.__receive_path = None
                 self.__waker.close()
@@ -197,10 +197,7 @@ class BaseServer:
         pass
 
     def handle_request(self):
-        """Handle one request, possibly blocking.
-
-        Respects self.timeout.
-        """
+        """Wait for one request (up to self.timeout, or the socket's timeout) and handle it."""
         # The smaller of the socket's timeout and self.timeout, as in the stdlib.
         timeout = self.socket.gettimeout()
         if timeout is None:
@@ -219,12 +216,7 @@ class BaseServer:
                     return self.handle_timeout()
 
     def _handle_request_noblock(self):
-        """Handle one request, without blocking.
-
-        I assume that selector.select() has returned that the socket is
-        readable before this function was called, so there should be no risk of
-        blocking in get_request().
-        """
+        """Take one request in and process it; called once the socket is readable."""
         try:
             request, client_address = self.get_request()
         except OSError as exc:
@@ -610,12 +602,9 @@ class ThreadingMixIn:
         # loop is invisible: verify_request, process_request and
         # service_actions are the library's own (the loop would call them in
         # serve_forever's thread).
-        cls = type(self)
-        assigned = self.__dict__
         return (_own_service_actions(self)
-                and cls.verify_request is BaseServer.verify_request
-                and cls.process_request is ThreadingMixIn.process_request
-                and "verify_request" not in assigned and "process_request" not in assigned)
+                and _uses_own(self, "verify_request", BaseServer.verify_request)
+                and _uses_own(self, "process_request", ThreadingMixIn.process_request))
 
     def __process_then_take_pending(self, request, client_address, listener):
         """process_request_thread, then the requests waiting on listener, in this thread."""
