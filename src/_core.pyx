@@ -83,6 +83,9 @@ cdef extern from *:
     unsigned int ntohl(unsigned int)
     ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *length) nogil
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
         int fd
@@ -103,6 +106,29 @@ cdef inline double _now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# The fast paths below keep the GIL across system calls that cannot block.
+# A handler thread that goes from request to request (or read to write)
+# that way would let go of the GIL only at the interpreter's switch
+# interval (5 ms): with many threads waiting for it, a request handed to
+# one of them waits several intervals. So at most every GIL_SHARE_SECONDS
+# the fast paths release the GIL and yield the CPU: a waiting thread runs,
+# and when none waits it costs a system call.
+cdef double GIL_SHARE_SECONDS = 0.0001
+cdef double _last_shared = 0
+
+
+cdef bint _share_gil() noexcept:
+    """Let threads waiting for the GIL run if none could for a while; True if it did."""
+    global _last_shared
+    cdef double now = _now()
+    if now - _last_shared < GIL_SHARE_SECONDS:
+        return False
+    with nogil:
+        sched_yield()
+    _last_shared = _now()
+    return True
 
 
 cdef int _timeout_ms(object timeout) except -2:
@@ -248,6 +274,8 @@ def take_pending(server, listener):
     """
     if server._BaseServer__receive_path is not listener or listener is None:
         return None
+    if _share_gil() and server._BaseServer__receive_path is not listener:
+        return None
     return _take_one(server, listener.fileno(), listener, listener.type == SOCK_STREAM)
 
 
@@ -368,6 +396,7 @@ def socketio_readinto(self, b):
     finally:
         PyBuffer_Release(&view)
     if n >= 0:
+        _share_gil()
         return n
     if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
         return _SocketIO.readinto(self, b)  # wait as the stdlib does
@@ -401,6 +430,8 @@ def socket_writer_write(self, b):
             # The rest, or all of it: sendall waits and raises as the stdlib does.
             with memoryview(b) as rest:
                 sock.sendall(rest.cast("B")[n:])
+        else:
+            _share_gil()
         return total
     finally:
         PyBuffer_Release(&view)
