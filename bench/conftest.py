@@ -17,33 +17,9 @@ pytest.importorskip("pytest_benchmark", reason="pip install pytest-benchmark")
 import fastsockserver  # noqa: E402
 from fastsockserver import _env  # noqa: E402
 
-PURE_COPY_NAME = "_fastsockserver_pure"   # the same name as tests/conftest.py uses
-
-
-def load_pure_copy():
-    """fastsockserver imported again, under another name, in pure-Python mode."""
-    if PURE_COPY_NAME in sys.modules:
-        return sys.modules[PURE_COPY_NAME]
-    package_dir = os.path.dirname(fastsockserver.__file__)
-    spec = importlib.util.spec_from_file_location(
-        PURE_COPY_NAME, os.path.join(package_dir, "__init__.py"),
-        submodule_search_locations=[package_dir])
-    module = importlib.util.module_from_spec(spec)
-    saved = os.environ.get(_env.ENV_VAR)
-    os.environ[_env.ENV_VAR] = "1"
-    sys.modules[PURE_COPY_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[PURE_COPY_NAME]
-        raise
-    finally:
-        if saved is None:
-            del os.environ[_env.ENV_VAR]
-        else:
-            os.environ[_env.ENV_VAR] = saved
-    assert not module.COMPILED
-    return module
+# The pure-Python copy of the package, loaded as the tests load it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
+from support import load_pure_copy  # noqa: E402
 
 
 @pytest.fixture(params=["stdlib", "pure", "compiled"])

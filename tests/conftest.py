@@ -6,48 +6,18 @@ The pure implementation is a second copy of the package loaded with
 FASTSOCKSERVER_NO_EXTENSIONS=1, so both modes run in one process.
 ``--no-c-extensions`` (or the variable itself) skips the ``c`` runs.
 """
-import importlib.util
-import os
 import socketserver as stdlib_socketserver
-import sys
 
 import pytest
 
 import fastsockserver
 from fastsockserver import _env
-
-PURE_COPY_NAME = "_fastsockserver_pure"
+from support import load_pure_copy  # noqa: F401  (also imported from here by test modules)
 
 
 def pytest_addoption(parser):
     parser.addoption("--no-c-extensions", action="store_true", default=False,
                      help="skip the tests of the compiled core")
-
-
-def load_pure_copy():
-    """fastsockserver imported again, under another name, in pure-Python mode."""
-    if PURE_COPY_NAME in sys.modules:
-        return sys.modules[PURE_COPY_NAME]
-    package_dir = os.path.dirname(fastsockserver.__file__)
-    spec = importlib.util.spec_from_file_location(
-        PURE_COPY_NAME, os.path.join(package_dir, "__init__.py"),
-        submodule_search_locations=[package_dir])
-    module = importlib.util.module_from_spec(spec)
-    saved = os.environ.get(_env.ENV_VAR)
-    os.environ[_env.ENV_VAR] = "1"
-    sys.modules[PURE_COPY_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[PURE_COPY_NAME]
-        raise
-    finally:
-        if saved is None:
-            del os.environ[_env.ENV_VAR]
-        else:
-            os.environ[_env.ENV_VAR] = saved
-    assert not module.COMPILED
-    return module
 
 
 def _compiled_module(config):

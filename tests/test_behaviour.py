@@ -23,6 +23,7 @@ import threading
 import time
 
 import pytest
+from support import wait_for
 
 WAIT = 5.0          # upper bound of any single wait
 POLL = 0.02         # poll_interval for serve_forever in tests
@@ -56,13 +57,6 @@ def bounded(fn, *args, timeout=WAIT * 2):
     return result.get("value")
 
 
-def wait_for(predicate, timeout=WAIT, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def ipv6_available():

@@ -45,6 +45,7 @@ import threading
 import time
 
 import pytest
+from support import wait_for
 
 import fastsockserver
 
@@ -215,13 +216,6 @@ def recv_all(sock, timeout=WAIT):
         return b"".join(chunks) + b"<reset>"
 
 
-def wait_for(predicate, timeout=WAIT, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 SERVER_CLASSES = ["TCPServer", "ThreadingTCPServer", "ForkingTCPServer",

@@ -21,6 +21,7 @@ import threading
 import time
 
 import pytest
+from support import wait_for
 
 import fastsockserver
 
@@ -39,13 +40,6 @@ def fd_count():
     return len(os.listdir("/proc/self/fd"))
 
 
-def wait_for(predicate, timeout=WAIT, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def impl_name(mod):
