@@ -435,3 +435,57 @@ def socket_writer_write(self, b):
         return total
     finally:
         PyBuffer_Release(&view)
+
+
+
+# ---------------------------------------------------------------- end of a request
+# TCPServer.shutdown_request/close_request: shutdown(SHUT_WR) and close()
+# cannot block on a plain socket without SO_LINGER, so they keep the GIL too.
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #include <unistd.h>
+    """
+    int c_shutdown "shutdown"(int fd, int how) nogil
+    int c_close "close"(int fd) nogil
+    int getsockopt(int fd, int level, int name, void *value, socklen_t *length) nogil
+    const int SHUT_WR, SOL_SOCKET, SO_LINGER, ECONNRESET
+    struct linger:
+        int l_onoff
+        int l_linger
+
+
+def shutdown_write(sock):
+    """TCPServer.shutdown_request's sock.shutdown(SHUT_WR), OSError ignored."""
+    cdef int fd
+    if type(sock) is _socket_class:
+        fd = sock.fileno()
+        if fd >= 0:
+            c_shutdown(fd, SHUT_WR)  # errors ignored, as the stdlib ignores OSError
+            return
+    try:
+        sock.shutdown(SHUT_WR)
+    except OSError:
+        pass
+
+
+def close_socket(sock):
+    """TCPServer.close_request's sock.close()."""
+    cdef linger value
+    cdef socklen_t length = sizeof(value)
+    cdef int fd, err
+    # socket.close() closes the descriptor only once no makefile() object
+    # holds it; with SO_LINGER set, close() may wait: both left to the stdlib.
+    if type(sock) is not _socket_class or sock._io_refs > 0:
+        sock.close()
+        return
+    fd = sock.fileno()
+    if fd < 0 or getsockopt(fd, SOL_SOCKET, SO_LINGER, &value, &length) != 0 or value.l_onoff:
+        sock.close()
+        return
+    fd = sock.detach()  # marks the object closed, as close() does
+    if c_close(fd) != 0:
+        err = errno
+        if err != ECONNRESET:  # as socket.close() ignores it
+            raise OSError(err, strerror(err).decode())

@@ -80,3 +80,16 @@ def socket_writer_write(self, b):
     self._sock.sendall(b)
     with memoryview(b) as view:
         return view.nbytes
+
+
+def shutdown_write(sock):
+    """TCPServer.shutdown_request's sock.shutdown(SHUT_WR), OSError ignored."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def close_socket(sock):
+    """TCPServer.close_request's sock.close()."""
+    sock.close()

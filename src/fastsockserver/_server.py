@@ -399,16 +399,15 @@ class TCPServer(BaseServer):
 
     def shutdown_request(self, request):
         """Called to shutdown and close an individual request."""
-        try:
-            # close() alone may leave the connection open while other references live
-            request.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # some platforms may raise ENOTCONN here
+        # request.shutdown(SHUT_WR), OSError ignored (ENOTCONN on some
+        # platforms): close() alone may leave the connection open while
+        # other references live.
+        _loop.shutdown_write(request)
         self.close_request(request)
 
     def close_request(self, request):
         """Called to clean up an individual request."""
-        request.close()
+        _loop.close_socket(request)
 
 
 class UDPServer(TCPServer):
