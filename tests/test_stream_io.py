@@ -1,0 +1,995 @@
+"""StreamRequestHandler's rfile/wfile against the stdlib's, byte for byte.
+
+fastsockserver gives the handler an rfile whose raw stream is
+``_SocketReaderIO`` (socket.SocketIO with the core's ``socketio_readinto``)
+and a wfile whose ``write`` is the core's ``socket_writer_write``. Every test
+here runs the same scenario over ``socketserver.StreamRequestHandler`` and
+over ``impl.StreamRequestHandler`` and compares what each operation returned
+or raised (type, errno, message).
+
+The reader scenarios are deterministic on purpose: chunks are sent either
+before the first operation, or one at a time by a feeder thread that sends
+the next chunk only when the reading thread is blocked in recvfrom/poll
+(read from /proc/self/task/<tid>/syscall) and every byte sent so far has
+been received; so each raw read sees the same bytes in every run, and
+read1/peek/readinto1 results can be compared exactly. Without that
+/proc file (not Linux) the scenarios that need the feeder are skipped.
+"""
+import array
+import errno
+import fcntl
+import os
+import platform
+import socket
+import socketserver
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import fastsockserver
+
+WAIT = 5.0
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SIOCINQ = 0x541B   # FIONREAD: bytes in the receive queue
+SIOCOUTQ = 0x5411  # TIOCOUTQ: TCP: bytes sent and not yet acknowledged
+
+# System calls in which a thread waiting for socket data sleeps.
+_WAIT_SYSCALLS = {
+    "x86_64": {"45": "recvfrom", "7": "poll", "271": "ppoll", "23": "select", "270": "pselect6"},
+    "aarch64": {"207": "recvfrom", "73": "ppoll", "72": "pselect6"},
+}.get(platform.machine())
+
+
+def _can_watch_syscalls():
+    if not _WAIT_SYSCALLS or not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/task/{}/syscall".format(threading.get_native_id())) as f:
+            f.read()
+        return True
+    except OSError:
+        return False
+
+
+CAN_FEED = _can_watch_syscalls()
+
+
+def is_compiled(mod):
+    return mod is fastsockserver and fastsockserver.COMPILED
+
+
+def xfail_for_compiled(request, mod, reason):
+    if is_compiled(mod):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+# ---------------------------------------------------------------- sockets
+
+def unix_pair():
+    a, b = socket.socketpair()
+    return a, b
+
+
+def tcp_pair():
+    """(server side, client side) of a loopback TCP connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=WAIT)
+        client.settimeout(None)
+        listener.settimeout(WAIT)
+        server, _ = listener.accept()
+        server.settimeout(None)
+    return server, client
+
+
+def make_pair(transport):
+    return unix_pair() if transport == "unix" else tcp_pair()
+
+
+def ioctl_int(sock, request):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+
+
+def tcp_state(sock):
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+TCP_ESTABLISHED = 1
+
+
+def wait_until(predicate, timeout=WAIT, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.0005)
+
+
+def set_linger_zero(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def make_handler(mod, sock, timeout=None, rbufsize=-1, wbufsize=0):
+    """impl.StreamRequestHandler.setup() on ``sock``, as the server runs it."""
+
+    class Handler(mod.StreamRequestHandler):
+        def handle(self):
+            pass
+
+        def finish(self):  # the test closes rfile/wfile itself
+            pass
+
+    Handler.timeout = timeout
+    Handler.rbufsize = rbufsize
+    Handler.wbufsize = wbufsize
+    return Handler(sock, ("test", 0), None)
+
+
+def close_handler(h):
+    for f in (h.wfile, h.rfile):
+        try:
+            f.close()
+        except OSError:
+            pass
+
+
+def outcome(func):
+    """What func() returned, or the exception's type, errno and message."""
+    try:
+        return ("ok", func())
+    except Exception as e:  # noqa: BLE001 - we record every Python exception
+        return ("raise", type(e).__name__, getattr(e, "errno", None), str(e))
+
+
+def check_handler_objects(mod, h):
+    if type(h.connection) is socket.socket and h.rbufsize == -1 and is_compiled(mod):
+        from fastsockserver import _core
+        assert type(h.rfile.raw).__name__ == "_SocketReaderIO"
+        assert type(h.rfile.raw).readinto is _core.socketio_readinto
+        assert type(h.wfile).write is _core.socket_writer_write
+
+
+# ---------------------------------------------------------------- reader model
+
+BUFFER_SIZE = 8192  # io.DEFAULT_BUFFER_SIZE: rfile's buffer
+
+
+def needs_more(op, arg, avail, inq=0):
+    """Whether ``op`` must wait for bytes beyond ``avail`` (no EOF yet);
+    ``inq`` of them are still in the socket, the rest in rfile's buffer."""
+    if op == "read":
+        return arg is None or arg < 0 or len(avail) < arg
+    if op == "readinto":
+        return arg > 0 and len(avail) < arg
+    if op == "readinto1":
+        # CPython's readinto1 reads the socket once, directly into the
+        # caller's buffer, when more than a buffer's worth is still wanted
+        # after the buffered bytes, even if some were buffered.
+        buffered = len(avail) - inq
+        if arg == 0:
+            return False
+        if buffered and arg - buffered <= BUFFER_SIZE:
+            return False
+        return inq == 0
+    if op == "read1":
+        return arg != 0 and not avail
+    if op == "peek":
+        return not avail
+    if op == "next" or (op == "readline" and (arg is None or arg < 0)):
+        return b"\n" not in avail
+    if op == "readline":
+        return arg > 0 and b"\n" not in avail[:arg] and len(avail) < arg
+    if op == "readlines":
+        if arg is None or arg <= 0:
+            return True
+        pos = length = 0
+        while True:
+            idx = avail.find(b"\n", pos)
+            if idx < 0:
+                return True
+            line_length = idx + 1 - pos
+            pos = idx + 1
+            if line_length > arg - length:
+                return False
+            length += line_length
+    raise AssertionError(op)
+
+
+def perform(rfile, op, arg):
+    """Run one operation; (trace entry, bytes consumed or None if unknown)."""
+    if op == "read":
+        res = outcome(lambda: rfile.read() if arg is None else rfile.read(arg))
+        used = len(res[1]) if res[0] == "ok" and res[1] is not None else 0
+    elif op in ("readinto", "readinto1"):
+        buf = bytearray(b"\xa5" * arg)
+        meth = getattr(rfile, op)
+        res = outcome(lambda: meth(buf))
+        if res[0] == "ok":
+            n = res[1]
+            res = ("ok", n, bytes(buf))
+            used = n or 0
+    elif op == "read1":
+        res = outcome(lambda: rfile.read1(arg))
+        used = len(res[1]) if res[0] == "ok" and res[1] is not None else 0
+    elif op == "peek":
+        res = outcome(lambda: rfile.peek(arg))
+        used = 0
+    elif op == "readline":
+        res = outcome(lambda: rfile.readline() if arg is None else rfile.readline(arg))
+        used = len(res[1]) if res[0] == "ok" else 0
+    elif op == "readlines":
+        res = outcome(lambda: rfile.readlines() if arg is None else rfile.readlines(arg))
+        used = sum(map(len, res[1])) if res[0] == "ok" else 0
+    elif op == "next":
+        res = outcome(lambda: next(rfile))
+        used = len(res[1]) if res[0] == "ok" else 0
+    else:
+        raise AssertionError(op)
+    if res[0] != "ok":
+        used = None
+    return (op, arg) + res, used
+
+
+class Feeder(threading.Thread):
+    """Sends the scenario's events one at a time, each only once the reading
+    thread is blocked waiting for data and has taken every byte sent so far."""
+
+    def __init__(self, run, reader_tid, delay):
+        super().__init__(daemon=True)
+        self.run_ = run
+        self.reader_tid = reader_tid
+        self.delay = delay
+        self.done = threading.Event()
+        self.error = None
+
+    def reader_waiting(self):
+        with open("/proc/self/task/{}/syscall".format(self.reader_tid)) as f:
+            fields = f.read().split()
+        name = _WAIT_SYSCALLS.get(fields[0]) if fields else None
+        if name is None:
+            return False
+        if name == "recvfrom":
+            return int(fields[1], 16) == self.run_.reader.fileno()
+        return True
+
+    def run(self):
+        try:
+            while not self.done.is_set() and self.run_.next_event < len(self.run_.events):
+                deadline = time.monotonic() + WAIT
+                while not self.done.is_set():
+                    if ioctl_int(self.run_.reader, SIOCINQ) == 0 and self.reader_waiting():
+                        break
+                    if time.monotonic() > deadline:
+                        raise AssertionError("reader never waited for data")
+                    time.sleep(0.0003)
+                if self.done.is_set():
+                    return
+                if self.delay:
+                    time.sleep(self.delay)
+                self.run_.send_next()
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+class ReaderRun:
+    """One scenario over one handler class."""
+
+    def __init__(self, mod, sc):
+        self.mod = mod
+        self.sc = sc
+        self.events = list(sc["chunks"]) + ([sc["end"]] if sc["end"] != "none" else [])
+        self.next_event = 0
+        self.sent = bytearray()
+        self.ended = False
+
+    def send_next(self):
+        event = self.events[self.next_event]
+        tcp = self.sc["transport"] == "tcp"
+        if isinstance(event, bytes):
+            self.peer.sendall(event)
+            self.sent += event
+            if tcp:  # acknowledged: in the reader's receive queue
+                wait_until(lambda: ioctl_int(self.peer, SIOCOUTQ) == 0, what="ACK")
+        else:
+            if event == "shutdown":
+                self.peer.shutdown(socket.SHUT_WR)
+            else:  # close, reset (linger 0 for TCP, unread data for AF_UNIX)
+                self.peer.close()
+            if tcp:
+                wait_until(lambda: tcp_state(self.reader) != TCP_ESTABLISHED, what="FIN/RST")
+            self.ended = True
+        self.next_event += 1
+
+    def run(self):
+        sc = self.sc
+        trace = []
+        self.reader, self.peer = make_pair(sc["transport"])
+        h = None
+        watchdog_fired = []
+
+        def watchdog():
+            watchdog_fired.append(True)
+            try:
+                self.reader.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        try:
+            if sc["end"] == "reset":
+                if sc["transport"] == "tcp":
+                    set_linger_zero(self.peer)
+                else:
+                    self.reader.sendall(b"unread")  # peer.close() then resets
+            h = make_handler(self.mod, self.reader, timeout=sc["timeout"])
+            check_handler_objects(self.mod, h)
+            rfile = h.rfile
+            while self.next_event < min(sc["prefeed"], len(self.events)):
+                self.send_next()
+            consumed = 0
+            timed_out = False
+            for op, arg, feed in sc["ops"]:
+                avail = bytes(self.sent[consumed:])
+                blocking_possible = not (self.ended or timed_out or sc["timeout"] == 0.0)
+                feeder = None
+                inq = ioctl_int(self.reader, SIOCINQ) if blocking_possible else 0
+                if blocking_possible and needs_more(op, arg, avail, inq):
+                    rest = avail + b"".join(e for e in self.events[self.next_event:]
+                                            if isinstance(e, bytes))
+                    if sc["timeout"] is None:
+                        if not CAN_FEED or (sc["end"] == "none"
+                                            and needs_more(op, arg, rest, len(rest) - len(avail) + inq)):
+                            trace.append((op, arg, "skipped: would wait forever"))
+                            continue
+                        feed = True
+                    if CAN_FEED and feed and (sc["timeout"] is None or sc["timeout"] >= 0.5):
+                        feeder = Feeder(self, threading.get_native_id(), sc["delay"])
+                timer = threading.Timer(WAIT, watchdog)
+                timer.start()
+                try:
+                    if feeder:
+                        feeder.start()
+                    entry, used = perform(rfile, op, arg)
+                finally:
+                    timer.cancel()
+                    if feeder:
+                        feeder.done.set()
+                        feeder.join(WAIT)
+                        assert not feeder.is_alive()
+                        if feeder.error:
+                            raise feeder.error
+                    timer.join(WAIT)
+                assert not watchdog_fired, "the scenario model let {}({}) wait".format(op, arg)
+                trace.append(entry)
+                if entry[2] == "raise" and entry[3] == "TimeoutError":
+                    timed_out = True
+                if used is None:
+                    if blocking_possible and not timed_out and not self.ended:
+                        break  # bytes consumed unknown: the model cannot go on
+                    used = 0
+                consumed += used
+            trace.append(("closed", outcome(rfile.close)))
+        finally:
+            if h is not None:
+                close_handler(h)
+            self.reader.close()
+            self.peer.close()
+        return trace
+
+
+# ---------------------------------------------------------------- strategies
+
+def _split(payload, cuts, max_chunk):
+    chunks, pos = [], 0
+    for cut in cuts:
+        if pos >= len(payload):
+            break
+        chunks.append(payload[pos:pos + min(cut, max_chunk)])
+        pos += len(chunks[-1])
+    while pos < len(payload):
+        chunks.append(payload[pos:pos + max_chunk])
+        pos += len(chunks[-1])
+    return chunks
+
+
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.sampled_from([b"\n", b"\r\n", b"a", b"line\n", b"x" * 100, b"\n\n\n", b"\0"]),
+             max_size=300).map(b"".join),
+    st.builds(lambda part, times: part * times,
+              st.binary(min_size=1, max_size=64), st.integers(1, 4096)),  # up to 256 KiB
+)
+
+args = st.one_of(st.integers(-2, 12), st.integers(0, 300), st.integers(0, 70000))
+operations = st.one_of(
+    st.tuples(st.just("read"), st.one_of(st.none(), args)),
+    st.tuples(st.sampled_from(["read1", "peek", "readinto", "readinto1"]),
+              st.one_of(st.integers(0, 12), st.integers(0, 300), st.integers(0, 70000))),
+    st.tuples(st.just("readline"), st.one_of(st.none(), args)),
+    st.tuples(st.just("readlines"), st.one_of(st.none(), args)),
+    st.tuples(st.just("next"), st.none()),
+).flatmap(lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.booleans()))
+
+
+@st.composite
+def reader_scenarios(draw):
+    transport = draw(st.sampled_from(["unix", "unix", "tcp"]))
+    payload = draw(payloads)
+    if transport == "tcp":
+        payload = payload[:65536]
+    max_chunk = 16384 if transport == "unix" else 4096
+    chunks = _split(payload, draw(st.lists(st.integers(1, max_chunk), max_size=12)), max_chunk)
+    end = draw(st.sampled_from(["none", "shutdown", "close", "reset"]))
+    n_events = len(chunks) + (end != "none")
+    return {
+        "transport": transport,
+        "chunks": chunks,
+        "end": end,
+        "prefeed": draw(st.integers(0, n_events)),
+        "timeout": draw(st.sampled_from([None, None, 0.0, 0.05, 0.5])),
+        "delay": draw(st.sampled_from([0, 0, 0.001, 0.003])),
+        "ops": draw(st.lists(operations, min_size=1, max_size=10)),
+    }
+
+
+HYP = dict(deadline=None, database=None, derandomize=True,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                  HealthCheck.large_base_example,
+                                  HealthCheck.function_scoped_fixture])
+
+
+# ---------------------------------------------------------------- 1. reader equivalence
+
+@settings(max_examples=60, **HYP)
+@given(sc=reader_scenarios())
+def test_rfile_matches_stdlib(impl, sc):
+    expected = ReaderRun(socketserver, sc).run()
+    got = ReaderRun(impl, sc).run()
+    assert got == expected
+
+
+def test_feeder_available_on_linux():
+    """The /proc-driven feeder is what makes blocking reads comparable."""
+    if not sys.platform.startswith("linux") or not _WAIT_SYSCALLS:
+        pytest.skip("feeder needs Linux x86_64/aarch64")
+    assert CAN_FEED
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("end", ["shutdown", "close", "reset"])
+def test_rfile_fixed_scenarios(impl, transport, end):
+    """A few hand-written scenarios: lines in pieces, then the end event."""
+    payload = b"".join(b"line %d\n" % i for i in range(200)) + b"tail without newline"
+    sc = {
+        "transport": transport, "chunks": _split(payload, [1, 2, 5, 100, 3000], 4096),
+        "end": end, "prefeed": 2, "timeout": None, "delay": 0.001,
+        "ops": [("readline", None, True), ("read1", 5, False), ("peek", 1, False),
+                ("readline", 3, False), ("next", None, False), ("readinto", 700, False),
+                ("readinto1", 100000, False), ("readlines", 500, False), ("read", 10, False),
+                ("read", None, False), ("read", 1, False), ("readline", None, False),
+                ("read1", 10, False), ("next", None, False)],
+    }
+    expected = ReaderRun(socketserver, sc).run()
+    assert expected[-2][2:] == ("raise", "StopIteration", None, "")
+    assert ReaderRun(impl, sc).run() == expected
+
+
+# ---------------------------------------------------------------- 2. writer
+
+def _writer_value(kind, data):
+    if kind == "bytes":
+        return bytes(data)
+    if kind == "bytearray":
+        return bytearray(data)
+    if kind == "memoryview":
+        return memoryview(data)
+    if kind == "slice":
+        return memoryview(b"--" + data + b"--")[2:2 + len(data)]
+    if kind == "array":
+        return memoryview(array.array("i", data[:len(data) // 4 * 4]))
+    raise AssertionError(kind)
+
+
+def _write_and_receive(mod, transport, values):
+    reader, peer = make_pair(transport)
+    h = make_handler(mod, reader)
+    try:
+        check_handler_objects(mod, h)
+        results = [outcome(lambda: h.wfile.write(v)) for v in values]
+        reader.shutdown(socket.SHUT_WR)
+        peer.settimeout(WAIT)
+        received = bytearray()
+        while True:
+            part = peer.recv(1 << 20)
+            if not part:
+                break
+            received += part
+        return results, bytes(received)
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@settings(max_examples=40, **HYP)
+@given(transport=st.sampled_from(["unix", "tcp"]),
+       items=st.lists(st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "slice", "array"]),
+                                st.one_of(st.binary(max_size=40), st.binary(max_size=70000))),
+                      max_size=6))
+def test_wfile_write_matches_stdlib(impl, transport, items):
+    values = [_writer_value(kind, data) for kind, data in items]
+    expected = _write_and_receive(socketserver, transport, values)
+    got = _write_and_receive(impl, transport, values)
+    assert got == expected
+    assert got[1] == b"".join(bytes(memoryview(v).cast("B")) for v in values)
+    assert [r[1] for r in got[0]] == [memoryview(v).nbytes for v in values]
+
+
+def test_wfile_write_misuse_matches_stdlib(impl):
+    values = ["text", None, 12, memoryview(b"abcdef")[::2], memoryview(array.array("d", [1.5]))]
+    expected = _write_and_receive(socketserver, "unix", values)
+    assert _write_and_receive(impl, "unix", values) == expected
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_wfile_large_write_to_slow_reader(impl, transport):
+    data = os.urandom(1 << 16) * 64  # 4 MiB
+    reader, peer = make_pair(transport)
+    h = make_handler(impl, reader)
+    received = bytearray()
+    errors = []
+
+    def slow_read():
+        try:
+            peer.settimeout(WAIT)
+            while True:
+                part = peer.recv(65536)
+                if not part:
+                    return
+                received.extend(part)
+                time.sleep(0.0005)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=slow_read)
+    t.start()
+    try:
+        assert h.wfile.write(data) == len(data)
+        reader.shutdown(socket.SHUT_WR)
+        t.join(WAIT * 2)
+        assert not t.is_alive()
+        assert not errors
+        assert bytes(received) == data
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+        t.join(WAIT)
+
+
+def _write_after(mod, transport, what, payloads):
+    reader, peer = make_pair(transport)
+    h = make_handler(mod, reader)
+    try:
+        if what == "peer reset":
+            if transport == "tcp":
+                set_linger_zero(peer)
+            else:
+                reader.sendall(b"unread")
+            peer.close()
+            if transport == "tcp":
+                wait_until(lambda: tcp_state(reader) != TCP_ESTABLISHED, what="RST")
+        elif what == "peer closed":
+            peer.close()
+            if transport == "tcp":
+                wait_until(lambda: tcp_state(reader) != TCP_ESTABLISHED, what="FIN")
+        elif what == "own shutdown":
+            reader.shutdown(socket.SHUT_WR)
+        elif what == "socket closed":
+            h.rfile.close()  # the socket's last makefile reference: close() closes the fd
+            reader.close()
+        else:
+            raise AssertionError(what)
+        trace = []
+        for p in payloads:
+            trace.append(outcome(lambda: h.wfile.write(p)))
+            if what == "peer closed" and transport == "tcp" and len(trace) == 1:
+                # the peer answers the first segment with a RST
+                wait_until(lambda: tcp_state(reader) != 8, what="RST after data")  # 8: CLOSE_WAIT
+        return trace
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("what", ["peer reset", "peer closed", "own shutdown", "socket closed"])
+def test_wfile_write_errors_match_stdlib(impl, transport, what):
+    payloads = [b"x" * 10, b"y" * 100000, b"z", bytearray(b"w" * 5)]
+    expected = _write_after(socketserver, transport, what, payloads)
+    assert any(r[0] == "raise" for r in expected)
+    assert _write_after(impl, transport, what, payloads) == expected
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("what", ["peer reset", "own shutdown"])
+def test_wfile_empty_write_reports_error_as_stdlib(request, impl, transport, what):
+    """write(b"") is sendall(b""): one send() of 0 bytes, which reports EPIPE
+    after shutdown(SHUT_WR) and a pending ECONNRESET after a reset."""
+    xfail_for_compiled(request, impl, "socket_writer_write skips send() for an empty buffer: "
+                                      "write(b'') returns 0 where the stdlib raises "
+                                      "BrokenPipeError/ConnectionResetError")
+    payloads = [b"", b"", memoryview(b""), b"x", b""]
+    expected = _write_after(socketserver, transport, what, payloads)
+    assert expected[0][0] == "raise"
+    assert _write_after(impl, transport, what, payloads) == expected
+
+
+def test_wfile_empty_write_on_closed_socket(impl):
+    payloads = [b"", b"x"]
+    expected = _write_after(socketserver, "unix", "socket closed", payloads)
+    assert expected[0][1:3] == ("OSError", errno.EBADF)
+    assert _write_after(impl, "unix", "socket closed", payloads) == expected
+
+
+def _write_timeout(mod, transport, payloads):
+    reader, peer = make_pair(transport)
+    h = make_handler(mod, reader, timeout=0.2)
+    try:
+        return [outcome(lambda: h.wfile.write(p)) for p in payloads]
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_wfile_write_timeout_matches_stdlib(impl, transport):
+    payloads = [b"x" * (16 << 20)]  # the peer never reads
+    expected = _write_timeout(socketserver, transport, payloads)
+    got = _write_timeout(impl, transport, payloads)
+    assert expected == [("raise", "TimeoutError", None, "timed out")]
+    assert got == expected
+
+
+def _write_into_part_free_buffer(mod):
+    """AF_UNIX: the send buffer between 1/4 and fully used, where send()
+    takes more bytes but poll() does not report the socket writable."""
+    reader, peer = unix_pair()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    h = make_handler(mod, reader, timeout=0.2)
+    try:
+        reader.setblocking(False)
+        sent = 0
+        while True:
+            try:
+                sent += reader.send(b"f" * 1024)
+            except BlockingIOError:
+                break
+        reader.settimeout(0.2)
+        peer.settimeout(WAIT)
+        got = 0
+        while got < sent // 2:
+            got += len(peer.recv(min(1024, sent // 2 - got)))
+        return [outcome(lambda: h.wfile.write(b"w" * 100))]
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+def test_wfile_write_when_not_pollable_writable(request, impl):
+    """The stdlib's sendall with a timeout polls for POLLOUT before send():
+    with the AF_UNIX send buffer over 1/4 full it waits, and times out."""
+    xfail_for_compiled(request, impl, "socket_writer_write first tries send(MSG_DONTWAIT), "
+                                      "which succeeds where the stdlib waits for POLLOUT "
+                                      "and raises TimeoutError")
+    expected = _write_into_part_free_buffer(socketserver)
+    assert expected == [("raise", "TimeoutError", None, "timed out")]
+    assert _write_into_part_free_buffer(impl) == expected
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_wfile_empty_write_timeout_matches_stdlib(request, impl, transport):
+    """With the send buffer full, the stdlib's sendall(b"") waits for room and times out."""
+    xfail_for_compiled(request, impl, "socket_writer_write returns 0 for an empty buffer "
+                                      "without waiting: no TimeoutError")
+    payloads = [b"x" * (16 << 20), b""]
+    expected = _write_timeout(socketserver, transport, payloads)
+    assert expected[1][:2] == ("raise", "TimeoutError")
+    assert _write_timeout(impl, transport, payloads) == expected
+
+
+# ---------------------------------------------------------------- 3. failure paths, misuse
+
+READ_OPS = [("read", 1), ("read", None), ("read1", 1), ("peek", 1), ("readinto", 3),
+            ("readinto1", 3), ("readline", None), ("readlines", None), ("next", None)]
+
+
+def _read_after(mod, transport, what):
+    reader, peer = make_pair(transport)
+    h = make_handler(mod, reader, timeout=0.05 if what == "timed out" else None)
+    trace = []
+    try:
+        check_handler_objects(mod, h)
+        peer.sendall(b"ab\ncd\nef")
+        if transport == "tcp":
+            wait_until(lambda: ioctl_int(peer, SIOCOUTQ) == 0, what="ACK")
+        if what not in ("timed out", "peer reset"):
+            peer.shutdown(socket.SHUT_WR)  # nothing below may wait
+        trace.append(perform(h.rfile, "read", 2)[0])
+        if what == "rfile closed":
+            h.rfile.close()
+        elif what == "socket closed":  # rfile still holds the descriptor
+            reader.close()
+        elif what == "socket detached":  # descriptor gone under rfile
+            socket.socket(fileno=reader.detach()).close()
+        elif what == "timed out":
+            trace.append(perform(h.rfile, "read", 100)[0])
+        elif what == "peer reset":
+            if transport == "tcp":
+                set_linger_zero(peer)
+            else:
+                reader.sendall(b"unread")
+            peer.close()
+            if transport == "tcp":
+                wait_until(lambda: tcp_state(reader) != TCP_ESTABLISHED, what="RST")
+        else:
+            raise AssertionError(what)
+        for op, arg in READ_OPS:
+            trace.append(perform(h.rfile, op, arg)[0])
+        trace.append(("raw", outcome(lambda: h.rfile.raw.readinto(bytearray(4)))))
+        return trace
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("what", ["rfile closed", "socket closed", "socket detached",
+                                  "timed out", "peer reset"])
+def test_rfile_failure_paths_match_stdlib(impl, transport, what):
+    expected = _read_after(socketserver, transport, what)
+    got = _read_after(impl, transport, what)
+    assert got == expected
+    if what == "rfile closed":
+        assert expected[1][2:4] == ("raise", "ValueError")
+    if what == "timed out":
+        assert expected[1][2:4] == ("raise", "TimeoutError")
+        assert expected[2][2:] == ("raise", "OSError", None, "cannot read from timed out object")
+
+
+def _raw_readinto_misuse(mod):
+    reader, peer = make_pair("unix")
+    h = make_handler(mod, reader)
+    try:
+        peer.sendall(b"abcdef")
+        raw = h.rfile.raw
+        return [outcome(lambda: type(raw.readinto(b)).__name__)
+                for b in (bytearray(2), memoryview(bytearray(2)), array.array("b", [0, 0]))]
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+def test_raw_readinto_buffers_match_stdlib(impl):
+    assert _raw_readinto_misuse(impl) == _raw_readinto_misuse(socketserver)
+
+
+def _raw_readinto_bad(mod, buf):
+    reader, peer = make_pair("unix")
+    h = make_handler(mod, reader)
+    try:
+        peer.sendall(b"abcdef")
+        r = outcome(lambda: h.rfile.raw.readinto(buf))
+        return r[:2]
+    finally:
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("buf", [b"abc", memoryview(bytearray(10))[::2]], ids=["bytes", "strided"])
+def test_raw_readinto_unwritable_buffer_matches_stdlib(request, impl, buf):
+    """rfile.raw.readinto() of a read-only or non-contiguous buffer: TypeError in the stdlib."""
+    xfail_for_compiled(request, impl, "compiled socketio_readinto raises BufferError, "
+                                      "the stdlib's recv_into raises TypeError")
+    assert _raw_readinto_bad(impl, buf) == _raw_readinto_bad(socketserver, buf)
+
+
+def test_raw_readinto_none_same_type(impl):
+    assert _raw_readinto_bad(impl, None) == _raw_readinto_bad(socketserver, None)
+
+
+def test_concurrent_readline_threads(impl):
+    """Two threads reading lines from one rfile, one writing through wfile."""
+    reader, peer = make_pair("unix")
+    h = make_handler(impl, reader, timeout=WAIT)
+    lines = [b"%d %s\n" % (i, b"x" * (i % 300)) for i in range(3000)]
+    got = [[], []]
+    errors = []
+
+    def read_lines(k):
+        try:
+            for line in h.rfile:
+                got[k].append(line)
+                h.wfile.write(b"ok")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def drain():
+        peer.settimeout(WAIT)
+        try:
+            while peer.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    threads = [threading.Thread(target=read_lines, args=(k,)) for k in (0, 1)]
+    drainer = threading.Thread(target=drain)
+    try:
+        drainer.start()
+        for t in threads:
+            t.start()
+        peer.sendall(b"".join(lines))
+        peer.shutdown(socket.SHUT_WR)
+        for t in threads:
+            t.join(WAIT * 2)
+            assert not t.is_alive()
+        assert not errors
+        # Only pieces of the stream, never more bytes than were sent. (Two
+        # threads iterating one BufferedReader do not always get whole lines
+        # or all of them: the stdlib's own reader does that too.)
+        stream = b"".join(lines)
+        everything = got[0] + got[1]
+        assert everything
+        assert all(type(piece) is bytes and piece in stream for piece in everything)
+        assert sum(map(len, everything)) <= len(stream)
+    finally:
+        try:
+            reader.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for t in threads:
+            t.join(WAIT)
+        drainer.join(WAIT)
+        assert not drainer.is_alive()
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+def test_close_while_another_thread_reads(impl):
+    """Closing rfile and the socket under a reading thread: only Python exceptions."""
+    for _ in range(20):
+        reader, peer = make_pair("unix")
+        h = make_handler(impl, reader, timeout=0.01)
+        seen = []
+        stop = threading.Event()
+
+        def spin():
+            buf = bytearray(64)
+            while not stop.is_set():
+                r = outcome(lambda: h.rfile.raw.readinto(buf))
+                seen.append(r[0] if r[0] == "ok" else r[1])
+                if r[1:2] == ("TimeoutError",):
+                    h.rfile.raw._timeout_occurred = False
+
+        t = threading.Thread(target=spin)
+        try:
+            t.start()
+            peer.sendall(b"q" * 5000)
+            time.sleep(0.002)
+            h.rfile.close()
+            reader.close()
+            time.sleep(0.005)
+        finally:
+            stop.set()
+            t.join(WAIT)
+            assert not t.is_alive()
+            close_handler(h)
+            reader.close()
+            peer.close()
+        assert set(seen) <= {"ok", "ValueError", "TimeoutError", "OSError"}
+
+
+# ---------------------------------------------------------------- 4. TLS
+
+CERTFILE = os.path.join(os.path.dirname(socket.__file__), "test", "certdata", "keycert.pem")
+
+
+def tls_pair():
+    """(server SSLSocket, client SSLSocket) over loopback TCP."""
+    if not os.path.exists(CERTFILE):
+        pytest.skip("no test certificate at " + CERTFILE)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(CERTFILE)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    raw_server, raw_client = tcp_pair()
+    raw_server.settimeout(WAIT)
+    raw_client.settimeout(WAIT)
+    result = {}
+
+    def client_side():
+        try:
+            result["client"] = client_ctx.wrap_socket(raw_client)
+        except Exception as e:  # noqa: BLE001
+            result["error"] = e
+
+    t = threading.Thread(target=client_side)
+    t.start()
+    try:
+        server = server_ctx.wrap_socket(raw_server, server_side=True)
+    except Exception:
+        raw_server.close()
+        raise
+    finally:
+        t.join(WAIT)
+        assert not t.is_alive()
+    if "error" in result:
+        server.close()
+        raw_client.close()
+        raise result["error"]
+    return server, result["client"]
+
+
+def test_tls_round_trip(impl):
+    server, client = tls_pair()
+    h = make_handler(impl, server)
+    try:
+        assert type(h.rfile.raw) is socket.SocketIO  # makefile(): not the plain-socket reader
+        lines = [b"hello %d %s\n" % (i, b"z" * (i * 37 % 5000)) for i in range(60)]
+        client.sendall(b"".join(lines))
+        for line in lines:
+            assert h.rfile.readline() == line
+            assert h.wfile.write(memoryview(line.upper())) == len(line)
+        h.wfile.write(b"")
+        h.wfile.write(b"w" * 300000)
+        back = bytearray()
+        want = sum(map(len, lines)) + 300000
+        while len(back) < want:
+            part = client.recv(65536)  # an SSLError here: bytes sent around the TLS layer
+            assert part
+            back += part
+        assert bytes(back) == b"".join(lines).upper() + b"w" * 300000
+    finally:
+        close_handler(h)
+        server.close()
+        client.close()
+
+
+def test_tls_through_compiled_reader_and_writer(fast_impl):
+    """The core's functions themselves, given an SSLSocket, decrypt and encrypt."""
+    import io
+    server, client = tls_pair()
+    try:
+        rfile = io.BufferedReader(fast_impl._server._SocketReaderIO(server, "rb"))
+        wfile = fast_impl._server._SocketWriter(server)
+        client.sendall(b"secret line\nmore")
+        assert rfile.readline() == b"secret line\n"
+        assert rfile.read(4) == b"more"
+        assert wfile.write(b"plain?") == 6
+        assert client.recv(100) == b"plain?"
+        rfile.close()
+    finally:
+        server.close()
+        client.close()
+
+
+# ---------------------------------------------------------------- 5. fuzz target
+
+def test_fuzz_reader_short_run():
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_reader.py"), "200", "--seed", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "200 iterations" in proc.stdout
