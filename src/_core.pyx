@@ -389,7 +389,10 @@ def socketio_readinto(self, b):
     fd = sock.fileno()
     if fd < 0:
         return _SocketIO.readinto(self, b)
-    PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
+    try:
+        PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
+    except BufferError:
+        return _SocketIO.readinto(self, b)  # raises the stdlib's TypeError
     try:
         n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
         err = errno
@@ -403,23 +406,32 @@ def socketio_readinto(self, b):
     raise OSError(err, strerror(err).decode())
 
 
+cdef object _stdlib_write(sock, b):
+    sock.sendall(b)
+    with memoryview(b) as view:
+        return view.nbytes
+
+
 def socket_writer_write(self, b):
     """_SocketWriter.write: sendall(b), trying a non-blocking send first."""
     cdef Py_buffer view
     cdef ssize_t n, total
     cdef int fd, err
     sock = self._sock
-    if type(sock) is not _socket_class:
-        # e.g. an ssl.SSLSocket: its bytes must go through its own sendall.
-        sock.sendall(b)
-        with memoryview(b) as rest:
-            return rest.nbytes
+    # The stdlib's own path for: an ssl.SSLSocket (its bytes go through its
+    # sendall), a socket with a timeout (sendall polls for room first, and
+    # times out where a send would have gone through), and b"" (one send of
+    # 0 bytes, which reports a pending error).
+    if type(sock) is not _socket_class or sock.gettimeout() is not None:
+        return _stdlib_write(sock, b)
     fd = sock.fileno()
     PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
     try:
         total = view.len
+        if total == 0:
+            return _stdlib_write(sock, b)
         n = 0
-        if fd >= 0 and total > 0:
+        if fd >= 0:
             n = send(fd, view.buf, total, MSG_DONTWAIT | MSG_NOSIGNAL)
             err = errno
             if n < 0:

@@ -65,11 +65,6 @@ def is_compiled(mod):
     return mod is fastsockserver and fastsockserver.COMPILED
 
 
-def xfail_for_compiled(request, mod, reason):
-    if is_compiled(mod):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 # ---------------------------------------------------------------- sockets
 
 def unix_pair():
@@ -643,9 +638,6 @@ def test_wfile_write_errors_match_stdlib(impl, transport, what):
 def test_wfile_empty_write_reports_error_as_stdlib(request, impl, transport, what):
     """write(b"") is sendall(b""): one send() of 0 bytes, which reports EPIPE
     after shutdown(SHUT_WR) and a pending ECONNRESET after a reset."""
-    xfail_for_compiled(request, impl, "socket_writer_write skips send() for an empty buffer: "
-                                      "write(b'') returns 0 where the stdlib raises "
-                                      "BrokenPipeError/ConnectionResetError")
     payloads = [b"", b"", memoryview(b""), b"x", b""]
     expected = _write_after(socketserver, transport, what, payloads)
     assert expected[0][0] == "raise"
@@ -708,9 +700,6 @@ def _write_into_part_free_buffer(mod):
 def test_wfile_write_when_not_pollable_writable(request, impl):
     """The stdlib's sendall with a timeout polls for POLLOUT before send():
     with the AF_UNIX send buffer over 1/4 full it waits, and times out."""
-    xfail_for_compiled(request, impl, "socket_writer_write first tries send(MSG_DONTWAIT), "
-                                      "which succeeds where the stdlib waits for POLLOUT "
-                                      "and raises TimeoutError")
     expected = _write_into_part_free_buffer(socketserver)
     assert expected == [("raise", "TimeoutError", None, "timed out")]
     assert _write_into_part_free_buffer(impl) == expected
@@ -719,8 +708,6 @@ def test_wfile_write_when_not_pollable_writable(request, impl):
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_wfile_empty_write_timeout_matches_stdlib(request, impl, transport):
     """With the send buffer full, the stdlib's sendall(b"") waits for room and times out."""
-    xfail_for_compiled(request, impl, "socket_writer_write returns 0 for an empty buffer "
-                                      "without waiting: no TimeoutError")
     payloads = [b"x" * (16 << 20), b""]
     expected = _write_timeout(socketserver, transport, payloads)
     assert expected[1][:2] == ("raise", "TimeoutError")
@@ -821,8 +808,6 @@ def _raw_readinto_bad(mod, buf):
 @pytest.mark.parametrize("buf", [b"abc", memoryview(bytearray(10))[::2]], ids=["bytes", "strided"])
 def test_raw_readinto_unwritable_buffer_matches_stdlib(request, impl, buf):
     """rfile.raw.readinto() of a read-only or non-contiguous buffer: TypeError in the stdlib."""
-    xfail_for_compiled(request, impl, "compiled socketio_readinto raises BufferError, "
-                                      "the stdlib's recv_into raises TypeError")
     assert _raw_readinto_bad(impl, buf) == _raw_readinto_bad(socketserver, buf)
 
 
