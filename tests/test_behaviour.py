@@ -1994,7 +1994,11 @@ def test_get_request_overridden_in_serve_forever(impl, harness):
     assert calls == [b"abc"]
 
 
-CERTFILE = os.path.join(os.path.dirname(stdlib.__file__), "test", "certdata", "keycert.pem")
+# CPython's test certificate: Lib/test/certdata/ from 3.12 (and late 3.11), Lib/test/ before.
+CERTFILE = next((path for path in (
+    os.path.join(os.path.dirname(stdlib.__file__), "test", "certdata", "keycert.pem"),
+    os.path.join(os.path.dirname(stdlib.__file__), "test", "keycert.pem")) if os.path.exists(path)),
+    "keycert.pem (not found)")
 
 
 @pytest.mark.skipif(not os.path.exists(CERTFILE), reason="no CPython test certificate")
