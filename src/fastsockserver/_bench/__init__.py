@@ -65,6 +65,15 @@ def _parse(argv):
     return args
 
 
+def _drop_failed(run, results, live, case, impl, reason, reps_skipped):
+    """Record that ``impl`` failed in ``case``: one line, no more repetitions of it."""
+    results[impl].update(status="failed", reason=reason)
+    run.say("{} {}: {}".format(case.name, impl, reason))
+    run.failed = True
+    live.remove(impl)
+    run.done += reps_skipped
+
+
 def _split(text):
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -152,12 +161,8 @@ def run_load_case(run, case, impls, settings):
                         loadgens[impl] = new_loadgen(case, servers[impl], settings)
                     figures = measure(case, servers[impl], settings, loadgens.get(impl))
                 except ServerError as exc:
-                    reason = "server stopped answering: {}".format(exc)
-                    results[impl].update(status="failed", reason=reason)
-                    run.say("{} {}: {}".format(case.name, impl, reason))
-                    run.failed = True
-                    live.remove(impl)
-                    run.done += settings.reps - rep - 1
+                    _drop_failed(run, results, live, case, impl,
+                                 "server stopped answering: {}".format(exc), settings.reps - rep - 1)
                     continue
                 results[impl]["reps"].append(figures)
                 flag = " client SATURATED" if figures["client_cpu_pct"] > \
@@ -204,12 +209,8 @@ def run_shutdown_case(run, case, impls, settings):
             try:
                 figures = measure_shutdown(case, impl, settings, port=run.port())
             except ServerError as exc:
-                reason = "failed: {}".format(exc)
-                results[impl].update(status="failed", reason=reason)
-                run.say("{} {}: {}".format(case.name, impl, reason))
-                run.failed = True
-                live.remove(impl)
-                run.done += settings.reps - rep - 1
+                _drop_failed(run, results, live, case, impl,
+                             "failed: {}".format(exc), settings.reps - rep - 1)
                 continue
             results[impl]["reps"].append(figures)
             run.progress("shutdown {} rep {}/{}: {} ms".format(
