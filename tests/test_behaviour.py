@@ -2132,3 +2132,41 @@ def test_shutdown_request_on_non_socket_objects(impl):
     finally:
         server.server_close()
     assert calls == [("shutdown", socket.SHUT_WR), ("close",)]
+
+
+# Loopback addresses whose parts cover 1, 2 and 3 digits and 0: the compiled
+# core formats IPv4 peer addresses itself.
+PEER_ADDRESSES = ["127.0.0.1", "127.1.10.100", "127.255.0.99", "127.9.200.255"]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_client_address_as_socket_reports_it(impl, harness, transport):
+    seen = []
+
+    class Handler(impl.BaseRequestHandler):
+        def handle(self):
+            seen.append(self.client_address)
+            if transport == "udp":
+                self.request[1].sendto(b"ok", self.client_address)
+            else:
+                self.request.sendall(b"ok")
+
+    cls = impl.ThreadingTCPServer if transport == "tcp" else impl.ThreadingUDPServer
+    server = harness.server(cls, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    expected = []
+    for host in PEER_ADDRESSES:
+        client = harness.client()  # a TCP socket, not bound yet
+        if transport == "udp":
+            client.close()
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.settimeout(WAIT)
+            harness.clients.append(client)
+        client.bind((host, 0))
+        if transport == "tcp":
+            client.connect(server.server_address)
+        else:
+            client.sendto(b"hi", server.server_address)
+        assert client.recv(16) == b"ok"
+        expected.append(client.getsockname())
+    assert seen == expected

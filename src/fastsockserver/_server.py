@@ -8,6 +8,7 @@ waiting in ``serve_forever()`` and ``handle_request()`` is delegated to
 import errno
 import os
 import socket
+import _socket
 import sys
 import threading
 import io
@@ -126,6 +127,9 @@ def _own_service_actions(server):
 # that shutdown() is not held up.
 _MAX_BATCH = 64
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# socket.socket's family property converts to an IntEnum through Python code
+# (~0.7 us); the C-level member of _socket.socket gives the same number.
+_raw_family = _socket.socket.family.__get__
 _CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
                        if hasattr(socket, name))
 
@@ -168,10 +172,12 @@ class BaseServer:
             batch = _MAX_BATCH if _own_service_actions(self) else 1
             wake_fd = self.__waker.open()
             self.__receive_path = receive_path
+            if receive_path is not None and _handlers_take_pending(self):
+                self.__take_pending_from = receive_path
             try:
                 _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch)
             finally:
-                self.__receive_path = None
+                self.__receive_path = self.__take_pending_from = None
                 self.__waker.close()
         finally:
             self.__shutdown_request = False
@@ -235,6 +241,9 @@ class BaseServer:
     # While serve_forever() runs: the listener the compiled core reads from
     # itself (see _own_receive_path), else None.
     __receive_path = None
+    # While serve_forever() runs: the listener handler threads may take the
+    # next waiting request from themselves (see _handlers_take_pending).
+    __take_pending_from = None
 
     def __accept_failed(self, exc):
         if exc.errno in _RESOURCE_ERRNOS:
@@ -573,8 +582,8 @@ class ThreadingMixIn:
 
     def process_request(self, request, client_address):
         """Run process_request_thread on a thread: a reused idle one, or a new one."""
-        if self.block_on_close:
-            vars(self).setdefault('_threads', _Threads())
+        if self.block_on_close and '_threads' not in vars(self):
+            self._threads = _Threads()  # the stdlib's setdefault, without a _Threads per call
         if not self.reuse_threads:
             t = threading.Thread(target=self.process_request_thread,
                                  args=(request, client_address))
@@ -587,23 +596,14 @@ class ThreadingMixIn:
             if pool is not None:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
-        listener = self._BaseServer__receive_path
-        if listener is not None and _loop.take_pending is not None and self.__takes_pending():
+        listener = self._BaseServer__take_pending_from
+        if listener is not None:
             t = pool.submit(self.__process_then_take_pending,
                             (request, client_address, listener))
         else:
             t = pool.submit(self.process_request_thread, (request, client_address))
         if t is not None:
             self._threads.append(t)
-
-    def __takes_pending(self):
-        # A thread may take the next request itself only where skipping the
-        # loop is invisible: verify_request, process_request and
-        # service_actions are the library's own (the loop would call them in
-        # serve_forever's thread).
-        return (_own_service_actions(self)
-                and _uses_own(self, "verify_request", BaseServer.verify_request)
-                and _uses_own(self, "process_request", ThreadingMixIn.process_request))
 
     def __process_then_take_pending(self, request, client_address, listener):
         """process_request_thread, then the requests waiting on listener, in this thread."""
@@ -623,6 +623,20 @@ class ThreadingMixIn:
             self.__pool = None
             pool.close()
         self._threads.join()
+
+
+def _handlers_take_pending(server):
+    """True when ThreadingMixIn's handler threads may take the next waiting request.
+
+    Only where skipping the loop is invisible: the core's take_pending
+    exists, and verify_request, process_request and service_actions are the
+    library's own (the loop would call them in serve_forever's thread).
+    Decided when serve_forever() starts, as _own_receive_path is.
+    """
+    return (_loop.take_pending is not None
+            and _own_service_actions(server)
+            and _uses_own(server, "verify_request", BaseServer.verify_request)
+            and _uses_own(server, "process_request", ThreadingMixIn.process_request))
 
 
 if _HAS_FORK:
@@ -700,8 +714,7 @@ class StreamRequestHandler(BaseRequestHandler):
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
-        if (self.disable_nagle_algorithm
-                and getattr(self.connection, "family", None) in _TCP_FAMILIES):
+        if self.disable_nagle_algorithm and _is_tcp(self.connection):
             self.connection.setsockopt(socket.IPPROTO_TCP,
                                        socket.TCP_NODELAY, True)
         if self.rbufsize == -1 and type(self.connection) is socket.socket:
@@ -722,6 +735,12 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
+
+
+def _is_tcp(connection):
+    if type(connection) is socket.socket:
+        return _raw_family(connection) in _TCP_FAMILIES
+    return getattr(connection, "family", None) in _TCP_FAMILIES
 
 
 class _SocketReaderIO(socket.SocketIO):
