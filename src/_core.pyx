@@ -18,6 +18,18 @@ from _socket import socket as _c_socket_class
 # socket.socket's type/family properties convert to an IntEnum in Python
 # code (~0.7 us each); _socket.socket's members are the same numbers.
 _raw_type = _c_socket_class.type.__get__
+_raw_family = _c_socket_class.family.__get__
+_c_socket_init = _c_socket_class.__init__
+
+
+cdef object _new_socket(int family, int type, int proto, int fd):
+    """socket.socket(family, type, proto, fileno=fd), without its Python-level
+    __init__: its state is the two __slots__ it sets (Python 3.9-3.13; a test compares)."""
+    sock = _socket_class.__new__(_socket_class)
+    _c_socket_init(sock, family, type, proto, fd)
+    sock._io_refs = 0
+    sock._closed = False
+    return sock
 from math import ceil as _ceil
 
 cdef extern from *:
@@ -271,8 +283,8 @@ cdef object _take_one(server, int fd, listener, bint stream):
     if stream:
         try:
             address = _sockaddr_to_python(&addr, length)
-            request = _socket_class(listener.family, listener.type, listener.proto,
-                                    fileno=client_fd)
+            request = _new_socket(_raw_family(listener), _raw_type(listener),
+                                  listener.proto, client_fd)
         except BaseException:
             close(client_fd)
             raise

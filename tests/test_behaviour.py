@@ -2142,10 +2142,18 @@ PEER_ADDRESSES = ["127.0.0.1", "127.1.10.100", "127.255.0.99", "127.9.200.255"]
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_client_address_as_socket_reports_it(impl, harness, transport):
     seen = []
+    states = []
 
     class Handler(impl.BaseRequestHandler):
         def handle(self):
             seen.append(self.client_address)
+            if transport == "tcp":  # the accepted socket is socket.accept()'s
+                with socket.socket() as fresh:
+                    request = self.request
+                    states.append((type(request), (request._io_refs, request._closed) == (fresh._io_refs, fresh._closed),
+                                   request.family, request.type, request.proto,
+                                   request.gettimeout(), request.getblocking(),
+                                   request.get_inheritable()))
             if transport == "udp":
                 self.request[1].sendto(b"ok", self.client_address)
             else:
@@ -2170,3 +2178,6 @@ def test_client_address_as_socket_reports_it(impl, harness, transport):
         assert client.recv(16) == b"ok"
         expected.append(client.getsockname())
     assert seen == expected
+    if transport == "tcp":
+        assert states == [(socket.socket, True, socket.AF_INET, socket.SOCK_STREAM, 0,
+                           None, True, False)] * len(PEER_ADDRESSES)

@@ -151,6 +151,16 @@ def check_handler_objects(mod, h):
         assert type(h.rfile.raw).__name__ == "_SocketReaderIO"
         assert type(h.rfile.raw).readinto is _core.socketio_readinto
         assert type(h.wfile).write is _core.socket_writer_write
+    if type(h.connection) is socket.socket and h.rbufsize == -1 and mod is not socketserver:
+        # rfile.raw is built without SocketIO.__init__: the same state as makefile's.
+        if not h.rfile.closed:
+            reference = h.connection.makefile("rb")
+            try:
+                assert vars(h.rfile.raw) == vars(reference.raw)
+                assert h.rfile.mode == reference.mode and h.rfile.name == reference.name
+                assert h.rfile.raw.readable() and not h.rfile.raw.writable()
+            finally:
+                reference.close()
 
 
 # ---------------------------------------------------------------- reader model
