@@ -63,6 +63,34 @@ cdef extern from *:
     #endif
     }
     static size_t fss_offsetof_sun_path(void) { return offsetof(struct sockaddr_un, sun_path); }
+
+    /* epoll where there is one; elsewhere the callers use poll() (ENOSYS). */
+    #include <string.h>
+    #ifdef __linux__
+    #include <sys/epoll.h>
+    static int fss_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+    static int fss_epoll_watch(int epfd, int fd, int add) {
+        struct epoll_event event;
+        memset(&event, 0, sizeof(event));
+        event.events = EPOLLIN;
+        event.data.fd = fd;
+        return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &event);
+    }
+    /* Up to `max` ready descriptors into ready_fds; returns how many, or -1. */
+    static int fss_epoll_wait(int epfd, int *ready_fds, int max, int timeout_ms) {
+        struct epoll_event events[4];
+        int i, n;
+        if (max > 4) max = 4;
+        n = epoll_wait(epfd, events, max, timeout_ms);
+        for (i = 0; i < n; i++) ready_fds[i] = events[i].data.fd;
+        return n;
+    }
+    #else
+    #include <errno.h>
+    static int fss_epoll_create(void) { errno = ENOSYS; return -1; }
+    static int fss_epoll_watch(int epfd, int fd, int add) { errno = ENOSYS; return -1; }
+    static int fss_epoll_wait(int epfd, int *ready_fds, int max, int timeout_ms) { errno = ENOSYS; return -1; }
+    #endif
     """
     ctypedef unsigned int socklen_t
     ctypedef unsigned short sa_family_t
@@ -92,6 +120,9 @@ cdef extern from *:
     object PyUnicode_DecodeFSDefault(const char *)
     int _accept_cloexec "fss_accept_cloexec"(int fd, sockaddr *addr, socklen_t *length) nogil
     size_t offsetof_sun_path "fss_offsetof_sun_path"()
+    int _epoll_create "fss_epoll_create"() nogil
+    int _epoll_watch "fss_epoll_watch"(int epfd, int fd, int add) nogil
+    int _epoll_wait "fss_epoll_wait"(int epfd, int *ready_fds, int max, int timeout_ms) nogil
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
     int getnameinfo(const sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen,
                     char *serv, socklen_t servlen, int flags)
@@ -163,14 +194,17 @@ cdef int _timeout_ms(object timeout) except -2:
     return milliseconds
 
 
-cdef int _poll(pollfd *fds, int nfds, int timeout_ms) except -1:
-    """poll() with the GIL released; returns how many entries have revents.
+cdef int _poll(pollfd *fds, int nfds, int timeout_ms, int epfd=-1) except -1:
+    """Wait with the GIL released; returns how many entries have revents.
 
-    Like select.poll (PEP 475): on EINTR run the signal handlers, which may
-    raise, then wait for the rest of the timeout. POLLERR/POLLHUP/POLLNVAL
-    count as readable, as in selectors: the caller's read then tells.
+    With an ``epfd`` (epoll, whose watch list the caller keeps equal to
+    ``fds``) epoll_wait, else poll(). Like select.poll (PEP 475): on EINTR
+    run the signal handlers, which may raise, then wait for the rest of the
+    timeout. POLLERR/POLLHUP/POLLNVAL count as readable, as in selectors
+    (epoll reports errors as readiness too): the caller's read then tells.
     """
-    cdef int i, n, err
+    cdef int i, j, n, err
+    cdef int ready_fds[4]
     cdef double deadline = 0
     if timeout_ms > 0:
         deadline = _now() + timeout_ms * 1e-3
@@ -178,9 +212,17 @@ cdef int _poll(pollfd *fds, int nfds, int timeout_ms) except -1:
         for i in range(nfds):
             fds[i].revents = 0
         with nogil:
-            n = poll(fds, nfds, timeout_ms)
+            if epfd >= 0:
+                n = _epoll_wait(epfd, ready_fds, nfds, timeout_ms)
+            else:
+                n = poll(fds, nfds, timeout_ms)
             err = errno
         if n >= 0:
+            if epfd >= 0:
+                for j in range(n):
+                    for i in range(nfds):
+                        if fds[i].fd == ready_fds[j]:
+                            fds[i].revents = POLLIN
             return n
         if err != EINTR:
             raise OSError(err, strerror(err).decode())
@@ -324,9 +366,10 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
     accept error, only ``wake_fd`` is watched.
     """
     cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
+    cdef int epfd = -1
     cdef double pause
     cdef pollfd fds[2]
-    cdef bint stream = False
+    cdef bint stream = False, listener_watched = False
     fds[0].fd = wake_fd
     fds[0].events = POLLIN
     fds[1].fd = fd
@@ -341,19 +384,36 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
             flags = fcntl(fd, F_GETFL)
             if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
                 raise OSError(errno, strerror(errno).decode())
+        # epoll on Linux, for the compiled receive path only: with hooks
+        # overridden the wait stays the stdlib's poll(), whose view of odd
+        # descriptors (regular files, one closed or reused meanwhile) the
+        # overrides may see. Where epoll cannot be had, poll() as well.
+        epfd = _epoll_create()
+        if epfd >= 0 and _epoll_watch(epfd, wake_fd, True) < 0:
+            close(epfd)
+            epfd = -1
     try:
         while not server._BaseServer__shutdown_request:
             pause = server._BaseServer__accept_resume_at
             if pause:
                 pause -= _now()
             if pause > 0:
+                if listener_watched:  # backing off: only the wake-up pipe
+                    _epoll_watch(epfd, fd, False)
+                    listener_watched = False
                 wait_ms = <int>ceil(pause * 1e3)
                 if 0 <= interval_ms < wait_ms:
                     wait_ms = interval_ms
-                _poll(fds, 1, wait_ms)
+                _poll(fds, 1, wait_ms, epfd)
                 fds[1].revents = 0
             else:
-                _poll(fds, 2, interval_ms)
+                if epfd >= 0 and not listener_watched:
+                    if _epoll_watch(epfd, fd, True) == 0:
+                        listener_watched = True
+                    else:  # e.g. closed meanwhile: poll() reports it as the stdlib's does
+                        close(epfd)
+                        epfd = -1
+                _poll(fds, 2, interval_ms, epfd)
             # bpo-35017: shutdown() called during the wait, exit immediately.
             if server._BaseServer__shutdown_request:
                 break
@@ -371,6 +431,8 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
                         item = None
             server.service_actions()
     finally:
+        if epfd >= 0:
+            close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
             fcntl(fd, F_SETFL, flags)
 

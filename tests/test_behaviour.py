@@ -2181,3 +2181,53 @@ def test_client_address_as_socket_reports_it(impl, harness, transport):
     if transport == "tcp":
         assert states == [(socket.socket, True, socket.AF_INET, socket.SOCK_STREAM, 0,
                            None, True, False)] * len(PEER_ADDRESSES)
+
+
+# --------------------------------------------------------------- the wait itself
+
+def eventpoll_fds():
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + name) == "anon_inode:[eventpoll]":
+                fds.append(int(name))
+        except OSError:  # closed meanwhile
+            pass
+    return fds
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll is Linux's")
+@pytest.mark.parametrize("override", [None, "get_request"])
+def test_compiled_loop_waits_with_epoll_on_its_own_receive_path(fast_impl, harness, override):
+    """epoll for the compiled receive path; poll() (the stdlib's selector) once a
+    hook is overridden; the epoll descriptor is closed when serving ends."""
+    compiled = fast_impl.COMPILED
+    attrs = {}
+    if override == "get_request":
+        attrs["get_request"] = lambda self: fast_impl.TCPServer.get_request(self)
+    cls = type("Server", (fast_impl.ThreadingTCPServer,), attrs)
+    before = eventpoll_fds()
+    server = harness.server(cls, ("127.0.0.1", 0), stream_echo(fast_impl))
+    harness.serve(server)
+    with harness.connect(server) as client:
+        client.sendall(b"ping\n")
+        assert client.recv(16) == b"ping\n"
+    during = eventpoll_fds()
+    harness.stop(server)
+    assert eventpoll_fds() == before
+    expected = 1 if compiled and override is None else 0
+    assert len(during) - len(before) == expected
+
+
+@pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer", "UDPServer"])
+def test_server_close_while_serving_then_shutdown(impl, harness, name):
+    """Closing the listener under serve_forever neither raises out of it nor
+    keeps shutdown() from returning (the stdlib spins meanwhile; the compiled
+    loop's epoll simply stops watching the closed descriptor)."""
+    server = harness.server(getattr(impl, name), ("127.0.0.1", 0), impl.BaseRequestHandler)
+    t = harness.serve(server)
+    time.sleep(0.05)
+    server.socket.close()
+    time.sleep(0.1)
+    assert t.is_alive()
+    harness.stop(server)
