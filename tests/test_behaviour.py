@@ -2231,3 +2231,47 @@ def test_server_close_while_serving_then_shutdown(impl, harness, name):
     time.sleep(0.1)
     assert t.is_alive()
     harness.stop(server)
+
+
+# --------------------------------------------------------------- requests queued for takers
+
+def test_hand_to_taker_queues_one_request_per_taker(fast_impl, harness):
+    """The loop queues a request only for a handler thread inside take_pending
+    that has yet to look at the queue: never more requests than such threads."""
+    if not fast_impl.COMPILED:
+        pytest.skip("handler threads take requests themselves only on the compiled core")
+    from fastsockserver import _core
+    import collections
+    server = harness.server(fast_impl.ThreadingUDPServer, ("127.0.0.1", 0),
+                            fast_impl.BaseRequestHandler)
+    item = ((b"x", server.socket), ("127.0.0.1", 9))
+    assert _core.hand_to_taker(server, *item) is False  # not serving: no queue
+    server._BaseServer__handoff = collections.deque()
+    assert _core.hand_to_taker(server, *item) is False  # no taker
+    server._BaseServer__takers = 2
+    assert _core.hand_to_taker(server, *item) is True
+    assert _core.hand_to_taker(server, *item) is True
+    assert _core.hand_to_taker(server, *item) is False  # both takers have one
+    assert list(server._BaseServer__handoff) == [item, item]
+    # take_pending serves the queue first, even once serving has ended
+    assert _core.take_pending(server, None) == item
+    assert server._BaseServer__takers == 2  # its own count came and went
+    server._BaseServer__takers = 0
+
+
+def test_requests_queued_for_takers_are_handled_when_serving_ends(fast_impl, harness):
+    """Requests still queued when serve_forever() returns go to process_request."""
+    import collections
+    handled = []
+
+    class Handler(fast_impl.BaseRequestHandler):
+        def handle(self):
+            handled.append((self.request[0], self.client_address))
+
+    server = harness.server(fast_impl.ThreadingUDPServer, ("127.0.0.1", 0), Handler)
+    server._BaseServer__handoff = collections.deque(
+        [((b"one", server.socket), ("127.0.0.1", 1)), ((b"two", server.socket), ("127.0.0.1", 2))])
+    server._BaseServer__hand_over_queued()
+    bounded(server.server_close)
+    assert sorted(handled) == [(b"one", ("127.0.0.1", 1)), (b"two", ("127.0.0.1", 2))]
+    assert server._BaseServer__handoff is None

@@ -375,7 +375,10 @@ def test_ctrl_c_stops_serve_forever(name, cls, request):
     require_c(request, name)
     proc = subprocess.Popen(
         [sys.executable, "-c", SIGINT_SCRIPT.format(import_line=import_line(name), cls=cls)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(name))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(name),
+        # A shell runs background jobs with SIGINT ignored, and Python keeps
+        # an ignored SIGINT ignored: give the child the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         port = int(proc.stdout.readline())
         # One request first: for ThreadingTCPServer a handler thread now exists

@@ -58,9 +58,9 @@ def _drain(fd):
 
 
 # Handler threads taking the next waiting request themselves (see
-# _core.take_pending) is a compiled-only saving; here each request goes
-# through the loop as in the stdlib.
-take_pending = None
+# _core.take_pending, _core.hand_to_taker) is a compiled-only saving; here
+# each request goes through the loop as in the stdlib.
+take_pending = hand_to_taker = None
 
 
 def wait_readable(fd, timeout):

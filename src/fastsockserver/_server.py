@@ -5,6 +5,7 @@ follow the ``socketserver`` module of the running Python (3.9-3.13). The
 waiting in ``serve_forever()`` and ``handle_request()`` is delegated to
 ``_impl.loop``: the compiled core, or its pure-Python twin.
 """
+import collections
 import errno
 import os
 import socket
@@ -174,11 +175,13 @@ class BaseServer:
             self.__receive_path = receive_path
             if receive_path is not None and _handlers_take_pending(self):
                 self.__take_pending_from = receive_path
+                self.__handoff = collections.deque()
             try:
                 _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch)
             finally:
                 self.__receive_path = self.__take_pending_from = None
                 self.__waker.close()
+                self.__hand_over_queued()
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
@@ -244,6 +247,18 @@ class BaseServer:
     # While serve_forever() runs: the listener handler threads may take the
     # next waiting request from themselves (see _handlers_take_pending).
     __take_pending_from = None
+    # Requests the loop queued for handler threads already on their way to
+    # take the next one, and how many such threads there are (the core's
+    # take_pending / hand_to_taker).
+    __handoff = None
+    __takers = 0
+
+    def __hand_over_queued(self):
+        """After serving: requests still queued for takers go to process_request
+        (each had a taker on its way, so normally none is left)."""
+        handoff, self.__handoff = self.__handoff, None
+        while handoff:
+            self.__process(*handoff.popleft())
 
     def __accept_failed(self, exc):
         if exc.errno in _RESOURCE_ERRNOS:
@@ -257,16 +272,20 @@ class BaseServer:
     def _verify_and_process(self, request, client_address):
         """verify_request, then process_request, as the stdlib does once a request is in."""
         if self.verify_request(request, client_address):
-            try:
-                self.process_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
-                self.shutdown_request(request)
-            except:
-                self.shutdown_request(request)
-                raise
+            self.__process(request, client_address)
         else:
             self.shutdown_request(request)
+
+    def __process(self, request, client_address):
+        """process_request, its errors handled as _handle_request_noblock does."""
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except:
+            self.shutdown_request(request)
+            raise
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -598,6 +617,8 @@ class ThreadingMixIn:
             pool = self.__pool = WorkerPool(self.daemon_threads)
         listener = self._BaseServer__take_pending_from
         if listener is not None:
+            if _loop.hand_to_taker(self, request, client_address):
+                return
             t = pool.submit(self.__process_then_take_pending,
                             (request, client_address, listener))
         else:
