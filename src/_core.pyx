@@ -514,6 +514,15 @@ def socketio_readinto(self, b):
     except BufferError:
         return _SocketIO.readinto(self, b)  # raises the stdlib's TypeError
     try:
+        if self._expect_wait:
+            # The last non-blocking try found nothing and the reads since have
+            # not filled the buffer: a request/response turn, where the next
+            # read waits too. Wait at once (one recv instead of two), until a
+            # read fills the buffer (data streaming in: try first again).
+            waited = _SocketIO.readinto(self, b)  # None when a non-blocking socket has nothing
+            if waited is not None and waited >= view.len:
+                self._expect_wait = False
+            return waited
         n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
         err = errno
     finally:
@@ -522,6 +531,7 @@ def socketio_readinto(self, b):
         _share_gil()
         return n
     if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
+        self._expect_wait = True
         return _SocketIO.readinto(self, b)  # wait as the stdlib does
     raise OSError(err, strerror(err).decode())
 

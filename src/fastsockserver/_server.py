@@ -768,6 +768,9 @@ class _SocketReaderIO(socket.SocketIO):
     """The raw stream under rfile: socket.SocketIO with the core's readinto."""
 
     readinto = _loop.socketio_readinto
+    # Set by the core's readinto when it should wait at once rather than try
+    # a non-blocking recv first.
+    _expect_wait = False
 
 
 def _make_reader(sock):
