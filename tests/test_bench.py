@@ -300,3 +300,22 @@ def test_http_agrees_with_wrk(tmp_path):
             return
     pytest.fail("wrk and the built-in generator disagree by more than 15%: "
                 "(wrk, built-in) req/s = {}".format(seen))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_server_rss_is_the_servers_own_not_the_bench_process():
+    """ru_maxrss after exec counts the forked parent too: a 300 MiB bench
+    process made every server report >= 300 MiB."""
+    from fastsockserver._bench import workloads
+    case = workloads.select_cases(["echo/base"])[0][0]
+    ballast = bytearray(300 * 1024 * 1024)  # touched: resident in this process
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    server = workloads.ServerProcess(case, "stdlib", max_seconds=60)
+    try:
+        server.wait_ready()
+        stats = server.request("stats")
+    finally:
+        server.close()
+        del ballast
+    assert 0 < stats["maxrss_kib"] < 200 * 1024

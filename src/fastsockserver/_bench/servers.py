@@ -240,6 +240,23 @@ def _gevent_server(kind, address):
 
 # ---------------------------------------------------------------- control
 
+def _peak_rss_kib(usage):
+    """This process's peak resident set size, KiB.
+
+    On Linux ru_maxrss also counts the process this one was exec'd from:
+    the bench's own process, forked by Popen, whose size would show up as
+    every server's. VmHWM is this program's own peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return usage.ru_maxrss
+
+
 class Accounting:
     """CPU and memory of this process (and its reaped children) from getrusage."""
 
@@ -265,7 +282,7 @@ class Accounting:
             "children_cpu_user": kids.ru_utime - kids0.ru_utime,
             "children_cpu_sys": kids.ru_stime - kids0.ru_stime,
             "wall": time.monotonic() - self.start_wall,
-            "maxrss_kib": me.ru_maxrss,
+            "maxrss_kib": _peak_rss_kib(me),
             "children_maxrss_kib": kids.ru_maxrss,
             "threads": threading.active_count(),
         }
