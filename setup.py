@@ -41,7 +41,8 @@ COMPILER_DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,
     "cdivision": True,
-    "freethreading_compatible": True,
+    # Not freethreading_compatible: the core's hand-offs between the loop and
+    # handler threads rely on the GIL (a free-threaded build re-enables it).
 }
 if TRACE:
     COMPILER_DIRECTIVES.update(linetrace=True, profile=True)

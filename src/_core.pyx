@@ -359,8 +359,10 @@ def take_pending(server, listener):
     handoff = server._BaseServer__handoff
     if handoff:
         return handoff.popleft()
-    if server._BaseServer__receive_path is not listener or listener is None:
+    if server._BaseServer__take_pending_from is not listener or listener is None:
         return None
+    if server._BaseServer__accept_resume_at:
+        return None  # backing off after an out-of-resources error: the loop retries
     return _take_one(server, listener.fileno(), listener, _raw_type(listener) == SOCK_STREAM)
 
 
@@ -372,14 +374,17 @@ def hand_to_taker(server, request, client_address):
     the loop finds no idle thread (they are all waiting for the GIL on their
     way to take the next request) and starts new ones: hundreds, measured.
     """
+    # The tuple first: on Python <= 3.11 allocating may run the garbage
+    # collector, whose finalizers may let the GIL go between check and append.
+    item = (request, client_address)
     handoff = server._BaseServer__handoff
     if handoff is not None and server._BaseServer__takers > len(handoff):
-        handoff.append((request, client_address))
+        handoff.append(item)
         return True
     return False
 
 
-def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
+def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint handlers_take):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
@@ -418,14 +423,20 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
             close(epfd)
             epfd = -1
     try:
+        if handlers_take:
+            # Published only now that the listener is non-blocking, withdrawn
+            # before it blocks again: take_pending accepts holding the GIL.
+            server._BaseServer__take_pending_from = listener
         while not server._BaseServer__shutdown_request:
             pause = server._BaseServer__accept_resume_at
             if pause:
                 pause -= _now()
             if pause > 0:
                 if listener_watched:  # backing off: only the wake-up pipe
-                    _epoll_watch(epfd, fd, False)
                     listener_watched = False
+                    if _epoll_watch(epfd, fd, False) < 0:  # poll() can leave it out
+                        close(epfd)
+                        epfd = -1
                 wait_ms = <int>ceil(pause * 1e3)
                 if 0 <= interval_ms < wait_ms:
                     wait_ms = interval_ms
@@ -456,6 +467,7 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch):
                         item = None
             server.service_actions()
     finally:
+        server._BaseServer__take_pending_from = None
         if epfd >= 0:
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile

@@ -2275,3 +2275,73 @@ def test_requests_queued_for_takers_are_handled_when_serving_ends(fast_impl, har
     bounded(server.server_close)
     assert sorted(handled) == [(b"one", ("127.0.0.1", 1)), (b"two", ("127.0.0.1", 2))]
     assert server._BaseServer__handoff is None
+
+
+def test_take_pending_only_while_the_listener_is_non_blocking(fast_impl, harness):
+    """Handler threads accept holding the GIL: the listener they take from is
+    published only while serve_forever keeps it non-blocking."""
+    import fcntl
+    seen = []
+
+    class Handler(fast_impl.BaseRequestHandler):
+        def handle(self):
+            server = self.server
+            flags = fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL)
+            seen.append((server._BaseServer__take_pending_from is server.socket,
+                         bool(flags & os.O_NONBLOCK)))
+            self.request.sendall(b"ok")
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    with harness.connect(server) as client:
+        assert client.recv(8) == b"ok"
+    harness.stop(server)
+    published = fast_impl.COMPILED
+    assert seen == [(published, published)]
+    assert server._BaseServer__take_pending_from is None
+    assert server.socket.getblocking()
+    assert not fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+
+
+def test_take_pending_leaves_the_listener_alone_while_accepts_back_off(fast_impl, harness):
+    if not fast_impl.COMPILED:
+        pytest.skip("handler threads take requests themselves only on the compiled core")
+    from fastsockserver import _core
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
+                            fast_impl.BaseRequestHandler)
+    listener = server.socket
+    listener.setblocking(False)  # as serve_forever keeps it
+    server._BaseServer__take_pending_from = listener
+    try:
+        client = harness.connect(server)
+        server._BaseServer__accept_resume_at = time.monotonic() + 60
+        assert _core.take_pending(server, listener) is None
+        server._BaseServer__accept_resume_at = 0.0
+        request, address = _core.take_pending(server, listener)
+        with request:
+            assert address == client.getsockname()
+    finally:
+        server._BaseServer__take_pending_from = None
+
+
+def test_queued_requests_are_closed_when_an_exception_ends_serving(fast_impl, harness):
+    import collections
+    pairs = [socket.socketpair() for _ in range(3)]
+
+    class Server(fast_impl.ThreadingUnixStreamServer if HAS_UNIX else fast_impl.ThreadingTCPServer):
+        def process_request(self, request, client_address):
+            raise KeyboardInterrupt
+
+    address = harness.unix_address() if HAS_UNIX else ("127.0.0.1", 0)
+    server = harness.server(Server, address, fast_impl.BaseRequestHandler)
+    server._BaseServer__handoff = collections.deque((ours, "peer") for ours, _ in pairs)
+    with pytest.raises(KeyboardInterrupt):
+        server._BaseServer__hand_over_queued()
+    for ours, theirs in pairs:
+        theirs.settimeout(WAIT)
+        try:
+            assert theirs.recv(8) == b""  # shut down and closed
+            assert ours.fileno() == -1
+        finally:
+            theirs.close()
+            ours.close()

@@ -16,12 +16,13 @@ else:
     _ServerSelector = selectors.SelectSelector
 
 
-def serve(server, fd, poll_interval, wake_fd, listener, batch):
+def serve(server, fd, poll_interval, wake_fd, listener, batch, handlers_take):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
-    once instead of after ``poll_interval``. ``listener`` and ``batch`` are
-    for the compiled core's own receive path; here every request goes through
+    once instead of after ``poll_interval``. ``listener``, ``batch`` and
+    ``handlers_take`` are for the compiled core's own receive path (and
+    always false here: take_pending is None); here every request goes through
     ``_handle_request_noblock()``, as in the stdlib. While the server backs
     off after an out-of-resources accept error, only ``wake_fd`` is watched.
     """

@@ -171,15 +171,13 @@ class BaseServer:
             fd = _server_fd(self)
             receive_path = _own_receive_path(self, fd)
             batch = _MAX_BATCH if _own_service_actions(self) else 1
-            wake_fd = self.__waker.open()
-            self.__receive_path = receive_path
-            if receive_path is not None and _handlers_take_pending(self):
-                self.__take_pending_from = receive_path
+            handlers_take = receive_path is not None and _handlers_take_pending(self)
+            if handlers_take:
                 self.__handoff = collections.deque()
+            wake_fd = self.__waker.open()
             try:
-                _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch)
+                _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch, handlers_take)
             finally:
-                self.__receive_path = self.__take_pending_from = None
                 self.__waker.close()
                 self.__hand_over_queued()
         finally:
@@ -241,11 +239,9 @@ class BaseServer:
     # 10 ms to 1 s while the error lasts, and a successful accept ends it.
     __accept_backoff = 0.0
     __accept_resume_at = 0.0
-    # While serve_forever() runs: the listener the compiled core reads from
-    # itself (see _own_receive_path), else None.
-    __receive_path = None
-    # While serve_forever() runs: the listener handler threads may take the
-    # next waiting request from themselves (see _handlers_take_pending).
+    # The listener handler threads may take the next waiting request from
+    # themselves (see _handlers_take_pending). Set by the compiled core only
+    # while the listener is non-blocking: their accept must never block.
     __take_pending_from = None
     # Requests the loop queued for handler threads already on their way to
     # take the next one, and how many such threads there are (the core's
@@ -257,8 +253,12 @@ class BaseServer:
         """After serving: requests still queued for takers go to process_request
         (each had a taker on its way, so normally none is left)."""
         handoff, self.__handoff = self.__handoff, None
-        while handoff:
-            self.__process(*handoff.popleft())
+        try:
+            while handoff:
+                self.__process(*handoff.popleft())
+        finally:
+            while handoff:  # left by an exception that ends serve_forever()
+                self.shutdown_request(handoff.popleft()[0])
 
     def __accept_failed(self, exc):
         if exc.errno in _RESOURCE_ERRNOS:
