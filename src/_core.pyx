@@ -15,6 +15,8 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from socket import socket as _socket_class
 from _socket import socket as _c_socket_class
+from math import ceil as _ceil
+
 # socket.socket's type/family properties convert to an IntEnum in Python
 # code (~0.7 us each); _socket.socket's members are the same numbers.
 _raw_type = _c_socket_class.type.__get__
@@ -30,7 +32,7 @@ cdef object _new_socket(int family, int type, int proto, int fd):
     sock._io_refs = 0
     sock._closed = False
     return sock
-from math import ceil as _ceil
+
 
 cdef extern from *:
     """
