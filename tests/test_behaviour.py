@@ -13,6 +13,7 @@ import array
 import errno
 import io
 import os
+import select
 import shutil
 import socket
 import socketserver as stdlib
@@ -2278,48 +2279,68 @@ def test_requests_queued_for_takers_are_handled_when_serving_ends(fast_impl, har
 
 
 def test_take_pending_only_while_the_listener_is_non_blocking(fast_impl, harness):
-    """Handler threads accept holding the GIL: the listener they take from is
-    published only while serve_forever keeps it non-blocking."""
+    """Handler threads take from a listener holding the GIL: it is published
+    only while serve_forever keeps it non-blocking. Datagrams only: threads
+    taking new connections would run ahead of accepted ones still waiting."""
     import fcntl
     seen = []
 
-    class Handler(fast_impl.BaseRequestHandler):
+    def record(server):
+        flags = fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL)
+        seen.append((type(server).__name__, server._BaseServer__take_pending_from is server.socket,
+                     bool(flags & os.O_NONBLOCK)))
+
+    class StreamHandler(fast_impl.BaseRequestHandler):
         def handle(self):
-            server = self.server
-            flags = fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL)
-            seen.append((server._BaseServer__take_pending_from is server.socket,
-                         bool(flags & os.O_NONBLOCK)))
+            record(self.server)
             self.request.sendall(b"ok")
 
-    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
-    harness.serve(server)
-    with harness.connect(server) as client:
+    class DatagramHandler(fast_impl.BaseRequestHandler):
+        def handle(self):
+            record(self.server)
+            self.request[1].sendto(b"ok", self.client_address)
+
+    tcp = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), StreamHandler)
+    udp = harness.server(fast_impl.ThreadingUDPServer, ("127.0.0.1", 0), DatagramHandler)
+    for server in (tcp, udp):
+        harness.serve(server)
+    with harness.connect(tcp) as client:
         assert client.recv(8) == b"ok"
-    harness.stop(server)
-    published = fast_impl.COMPILED
-    assert seen == [(published, published)]
-    assert server._BaseServer__take_pending_from is None
-    assert server.socket.getblocking()
-    assert not fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(WAIT)
+        client.sendto(b"hi", udp.server_address)
+        assert client.recv(8) == b"ok"
+    for server in (tcp, udp):
+        harness.stop(server)
+    compiled = fast_impl.COMPILED
+    # the stream listener is non-blocking while the compiled loop serves, but never published
+    assert seen == [("ThreadingTCPServer", False, compiled),
+                    ("ThreadingUDPServer", compiled, False)]
+    for server in (tcp, udp):
+        assert server._BaseServer__take_pending_from is None
+        assert server.socket.getblocking()
+        assert not fcntl.fcntl(server.socket.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
 
 
 def test_take_pending_leaves_the_listener_alone_while_accepts_back_off(fast_impl, harness):
     if not fast_impl.COMPILED:
         pytest.skip("handler threads take requests themselves only on the compiled core")
     from fastsockserver import _core
-    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
+    server = harness.server(fast_impl.ThreadingUDPServer, ("127.0.0.1", 0),
                             fast_impl.BaseRequestHandler)
     listener = server.socket
-    listener.setblocking(False)  # as serve_forever keeps it
     server._BaseServer__take_pending_from = listener
     try:
-        client = harness.connect(server)
-        server._BaseServer__accept_resume_at = time.monotonic() + 60
-        assert _core.take_pending(server, listener) is None
-        server._BaseServer__accept_resume_at = 0.0
-        request, address = _core.take_pending(server, listener)
-        with request:
-            assert address == client.getsockname()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.sendto(b"ping", server.server_address)
+            assert wait_for(lambda: select.select([listener], [], [], 0)[0])
+            server._BaseServer__accept_resume_at = time.monotonic() + 60
+            assert _core.take_pending(server, listener) is None
+            server._BaseServer__accept_resume_at = 0.0
+            (data, sock), address = _core.take_pending(server, listener)
+            assert (data, sock, address) == (b"ping", listener, client.getsockname())
+            assert _core.take_pending(server, listener) is None  # nothing else waits
     finally:
         server._BaseServer__take_pending_from = None
 
