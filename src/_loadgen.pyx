@@ -97,12 +97,7 @@ cdef extern from "<sys/epoll.h>" nogil:
     const unsigned int EPOLLERR
     const unsigned int EPOLLHUP
 
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk_id, timespec *tp)
-    const int CLOCK_MONOTONIC
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef extern from "<sys/time.h>" nogil:
     struct timeval:
