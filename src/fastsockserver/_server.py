@@ -171,7 +171,7 @@ class BaseServer:
             fd = _server_fd(self)
             receive_path = _own_receive_path(self, fd)
             batch = _MAX_BATCH if _own_service_actions(self) else 1
-            handlers_take = receive_path is not None and _handlers_take_pending(self, receive_path)
+            handlers_take = receive_path is not None and _handlers_take_pending(self)
             if handlers_take:
                 self.__handoff = collections.deque()
             wake_fd = self.__waker.open()
@@ -646,24 +646,15 @@ class ThreadingMixIn:
         self._threads.join()
 
 
-def _handlers_take_pending(server, listener):
+def _handlers_take_pending(server):
     """True when ThreadingMixIn's handler threads may take the next waiting request.
 
     Only where skipping the loop is invisible: the core's take_pending
     exists, and verify_request, process_request and service_actions are the
     library's own (the loop would call them in serve_forever's thread).
     Decided when serve_forever() starts, as _own_receive_path is.
-
-    Datagram listeners only: a datagram is the whole request, so threads
-    taking the next one serve requests in arrival order (udp/threading:
-    ~2.4x the datagrams/s without). A connection is not: its handler still
-    waits for the request and then for the GIL, and threads that took new
-    connections ran ahead of it. On connrate that made one connection in
-    ten wait 8-12 ms (p50 1.1 ms) for no gain in throughput; without, p99
-    5.3 ms and ~30 fewer threads.
     """
-    return (listener.type == socket.SOCK_DGRAM
-            and _loop.take_pending is not None
+    return (_loop.take_pending is not None
             and _own_service_actions(server)
             and _uses_own(server, "verify_request", BaseServer.verify_request)
             and _uses_own(server, "process_request", ThreadingMixIn.process_request))
