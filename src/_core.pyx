@@ -163,8 +163,9 @@ cdef double GIL_SHARE_SECONDS = 0.0001
 cdef double _last_shared = 0
 
 
-# A handler thread that took its request itself (take_pending) skips the
-# sharing in rfile/wfile for TAKEN_GRACE_SECONDS: a connection-per-request
+# A handler thread that took its request itself (take_pending), or was given
+# it while takers are on (begin_grace), skips the sharing in rfile/wfile
+# for TAKEN_GRACE_SECONDS: a connection-per-request
 # handler mostly ends within it and shares between requests (take_pending)
 # instead. Sharing in the middle of it sends the request to the back of the
 # GIL queue, behind threads taking new ones (connrate: p99 ~11 ms instead of
@@ -175,6 +176,13 @@ cdef extern from *:
     static __thread double fss_taken_at = 0;  /* when this thread's request was taken; 0: not taken */
     """
     double _taken_at "fss_taken_at"
+
+
+def begin_grace():
+    """A handler thread starts a request the loop gave it with takers on: the
+    same grace as for a request it takes itself (take_pending)."""
+    global _taken_at
+    _taken_at = _now()
 
 
 cdef inline bint _share_gil_in_io() noexcept:

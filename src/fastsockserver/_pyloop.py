@@ -59,9 +59,9 @@ def _drain(fd):
 
 
 # Handler threads taking the next waiting request themselves (see
-# _core.take_pending, _core.hand_to_taker) is a compiled-only saving; here
-# each request goes through the loop as in the stdlib.
-take_pending = hand_to_taker = None
+# _core.take_pending, _core.hand_to_taker, _core.begin_grace) is a
+# compiled-only saving; here each request goes through the loop as in the stdlib.
+take_pending = hand_to_taker = begin_grace = None
 
 
 def wait_readable(fd, timeout):
