@@ -163,31 +163,30 @@ cdef double GIL_SHARE_SECONDS = 0.0001
 cdef double _last_shared = 0
 
 
-# A handler thread that took its request itself (take_pending), or was given
-# it while takers are on (begin_grace), skips the sharing in rfile/wfile
-# for TAKEN_GRACE_SECONDS: a connection-per-request
-# handler mostly ends within it and shares between requests (take_pending)
-# instead. Sharing in the middle of it sends the request to the back of the
-# GIL queue, behind threads taking new ones (connrate: p99 ~11 ms instead of
-# ~3 ms). A longer handler (keep-alive) shares as usual after the grace.
-cdef double TAKEN_GRACE_SECONDS = 0.001
+# While takers are on, a handler thread skips the sharing in rfile/wfile
+# for the first REQUEST_GRACE_SECONDS of each request (begin_grace): a
+# connection-per-request handler mostly ends within it and shares between
+# requests (take_pending) instead. Sharing in the middle of it sends the
+# request to the back of the GIL queue, behind threads taking new ones
+# (connrate: p99 ~11 ms instead of ~3 ms). A longer handler (keep-alive)
+# shares as usual after the grace.
+cdef double REQUEST_GRACE_SECONDS = 0.001
 cdef extern from *:
     """
-    static __thread double fss_taken_at = 0;  /* when this thread's request was taken; 0: not taken */
+    static __thread double fss_grace_from = 0;  /* when this thread's request began; 0: none */
     """
-    double _taken_at "fss_taken_at"
+    double _grace_from "fss_grace_from"
 
 
 def begin_grace():
-    """A handler thread starts a request the loop gave it with takers on: the
-    same grace as for a request it takes itself (take_pending)."""
-    global _taken_at
-    _taken_at = _now()
+    """This handler thread (takers on) begins a request."""
+    global _grace_from
+    _grace_from = _now()
 
 
 cdef inline bint _share_gil_in_io() noexcept:
     """_share_gil from the middle of a request (rfile/wfile)."""
-    if _taken_at != 0 and _now() - _taken_at < TAKEN_GRACE_SECONDS:
+    if _grace_from != 0 and _now() - _grace_from < REQUEST_GRACE_SECONDS:
         return False
     return _share_gil()
 
@@ -373,7 +372,6 @@ def take_pending(server, listener):
     while serve_forever() serves it (checked under the GIL, so
     server_close() cannot close the descriptor in between).
     """
-    global _taken_at
     # While this thread lets others run it counts as a taker: the loop may
     # then queue a request for it instead of starting a thread. From the end
     # of the yield to the return the GIL is held throughout, so the loop
@@ -383,18 +381,14 @@ def take_pending(server, listener):
         _share_gil()
     finally:
         server._BaseServer__takers -= 1
-    _taken_at = 0  # this thread's last request is done
     handoff = server._BaseServer__handoff
     if handoff:
-        item = handoff.popleft()
-    elif (server._BaseServer__take_pending_from is not listener or listener is None
-            or server._BaseServer__accept_resume_at):  # backing off: the loop retries
+        return handoff.popleft()
+    if server._BaseServer__take_pending_from is not listener or listener is None:
         return None
-    else:
-        item = _take_one(server, listener.fileno(), listener, _raw_type(listener) == SOCK_STREAM)
-    if item is not None:
-        _taken_at = _now()
-    return item
+    if server._BaseServer__accept_resume_at:
+        return None  # backing off after an out-of-resources error: the loop retries
+    return _take_one(server, listener.fileno(), listener, _raw_type(listener) == SOCK_STREAM)
 
 
 def hand_to_taker(server, request, client_address):

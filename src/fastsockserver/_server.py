@@ -629,8 +629,9 @@ class ThreadingMixIn:
     def __process_then_take_pending(self, request, client_address, listener):
         """process_request_thread, then the requests waiting on listener, in this thread."""
         take_pending = _loop.take_pending
-        _loop.begin_grace()
+        begin_grace = _loop.begin_grace
         while True:
+            begin_grace()
             self.process_request_thread(request, client_address)
             request = client_address = None
             item = take_pending(self, listener)
