@@ -143,6 +143,8 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd *fds, unsigned long nfds, int timeout)
     const short POLLIN
 
+cdef extern from "<time.h>":  # clock_gettime's own header (posix.time includes <sys/time.h>)
+    pass
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
@@ -163,8 +165,9 @@ cdef double GIL_SHARE_SECONDS = 0.0001
 cdef double _last_shared = 0
 
 
-# While takers are on, a handler thread skips the sharing in rfile/wfile
-# for the first REQUEST_GRACE_SECONDS of each request (begin_grace): a
+# Where handler threads take the next request themselves (serve's
+# handlers_take), such a thread skips the sharing in rfile/wfile for the
+# first REQUEST_GRACE_SECONDS of each request (begin_grace): a
 # connection-per-request handler mostly ends within it and shares between
 # requests (take_pending) instead. Sharing in the middle of it sends the
 # request to the back of the GIL queue, behind threads taking new ones
@@ -179,22 +182,26 @@ cdef extern from *:
 
 
 def begin_grace():
-    """This handler thread (takers on) begins a request."""
+    """This handler thread, one that takes requests itself, begins a request."""
     global _grace_from
     _grace_from = _now()
 
 
 cdef inline bint _share_gil_in_io() noexcept:
     """_share_gil from the middle of a request (rfile/wfile)."""
-    if _grace_from != 0 and _now() - _grace_from < REQUEST_GRACE_SECONDS:
-        return False
-    return _share_gil()
-
-
-cdef bint _share_gil() noexcept:
-    """Let threads waiting for the GIL run if none could for a while; True if it did."""
-    global _last_shared
     cdef double now = _now()
+    if _grace_from != 0 and now - _grace_from < REQUEST_GRACE_SECONDS:
+        return False
+    return _share_gil(now)
+
+
+cdef bint _share_gil(double now=-1) noexcept:
+    """Let threads waiting for the GIL run if none could for a while; True if it did.
+
+    ``now``: the caller's _now(), when it has just read it."""
+    global _last_shared
+    if now < 0:
+        now = _now()
     if now - _last_shared < GIL_SHARE_SECONDS:
         return False
     with nogil:

@@ -97,6 +97,8 @@ cdef extern from "<sys/epoll.h>" nogil:
     const unsigned int EPOLLERR
     const unsigned int EPOLLHUP
 
+cdef extern from "<time.h>":  # clock_gettime's own header (posix.time includes <sys/time.h>)
+    pass
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 cdef extern from "<sys/time.h>" nogil:
