@@ -195,13 +195,11 @@ cdef inline bint _share_gil_in_io() noexcept:
     return _share_gil(now)
 
 
-cdef bint _share_gil(double now=-1) noexcept:
+cdef bint _share_gil(double now) noexcept:
     """Let threads waiting for the GIL run if none could for a while; True if it did.
 
-    ``now``: the caller's _now(), when it has just read it."""
+    ``now``: _now(), read by the caller."""
     global _last_shared
-    if now < 0:
-        now = _now()
     if now - _last_shared < GIL_SHARE_SECONDS:
         return False
     with nogil:
@@ -385,7 +383,7 @@ def take_pending(server, listener):
     # sees this thread either as a taker still to look at the queue, or gone.
     server._BaseServer__takers += 1
     try:
-        _share_gil()
+        _share_gil(_now())
     finally:
         server._BaseServer__takers -= 1
     handoff = server._BaseServer__handoff
