@@ -2,6 +2,8 @@
 import sys
 import warnings
 
+from ._http import install_fast_parse_headers
+
 
 def _stdlib_socketserver_users(stdlib_module):
     """Names of loaded modules that hold the stdlib module or subclass its classes."""
@@ -31,14 +33,18 @@ def install():
     Call it before importing ``http.server``, ``xmlrpc.server``,
     ``wsgiref.simple_server`` or any other module built on socketserver.
     Modules imported earlier keep the stdlib classes they already hold: if
-    there are any, a ``RuntimeWarning`` names them. Calling it again is a
-    no-op. Returns None.
+    there are any, a ``RuntimeWarning`` names them. It also gives
+    ``http.client`` a ``parse_headers`` that returns the same message without
+    the email parser for plain header blocks (now, or when http.client is
+    first imported; the stdlib's is its ``__wrapped__``). Calling it again is
+    a no-op. Returns None.
     """
     fast = sys.modules[__name__.rpartition(".")[0]]
     previous = sys.modules.get("socketserver")
     if previous is fast:
         return
     sys.modules["socketserver"] = fast
+    install_fast_parse_headers()
     if previous is None:
         return
     users = _stdlib_socketserver_users(previous)

@@ -1,0 +1,166 @@
+"""install()'s http.client.parse_headers: the same message as the stdlib's
+(the email parser) for any header block, built without the parser for plain
+ones; and how install() puts it in place."""
+import http.client
+import io
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from fastsockserver import _http
+
+from test_install import run_code
+
+HYP = dict(deadline=None, database=None, derandomize=True,
+           suppress_health_check=[HealthCheck.too_slow])
+
+stdlib_parse_headers = getattr(http.client.parse_headers, "__wrapped__",
+                               http.client.parse_headers)
+fast_parse_headers = _http._make_parse_headers(http.client)
+
+
+def described(message):
+    """Everything the parser sets on a message, comparable across two parses."""
+    state = dict(vars(message))
+    state["defects"] = [(type(d), str(d)) for d in state["defects"]]
+    if isinstance(state["_payload"], list):  # parts (message/*, multipart/*)
+        state["_payload"] = [described(part) for part in state["_payload"]]
+    return type(message), state, message.as_string()
+
+
+def outcome(parse, block, **kwargs):
+    fp = io.BytesIO(block)
+    try:
+        result = described(parse(fp, **kwargs))
+    except Exception as exc:  # the same error from both, or the test fails
+        result = (type(exc), exc.args)
+    return result, fp.read()  # and the same bytes left for the body
+
+
+# Header names of the characters the email parser's headerRE allows in one.
+NAME_CHARS = "".join(chr(c) for c in range(0x21, 0x7f) if c != 0x3a)
+names = st.one_of(
+    st.sampled_from(["Host", "Content-Length", "Content-Type", "Connection",
+                     "Accept", "X-Forwarded-For", "content-type"]),
+    st.text(NAME_CHARS, min_size=1, max_size=12))
+values = st.one_of(
+    st.sampled_from(["127.0.0.1", "close", "text/plain; charset=utf-8", "", " ",
+                     "\t x \t", "a:b:c", "  leading", "trailing  "]),
+    st.text("".join(chr(c) for c in range(0x20, 0x7f)) + "\t", max_size=30))
+ends = st.sampled_from(["\r\n", "\n"])
+plain_lines = st.builds(lambda n, v, e: (n + ":" + v + e).encode("ascii"), names, values, ends)
+# Lines the email parser treats in its own ways: continuations, line breaks of
+# str.splitlines, bytes beyond ASCII, no name, a space in the name, a unix
+# "From " line, parts types, a bare "\r", no line end at the end of input.
+odd_lines = st.sampled_from([
+    b" continued\r\n", b"\tcontinued\n", b"X: a\rb\r\n", b"X: a\x0bb\r\n",
+    b"X: a\x0cb\r\n", b"X: a\x1cb\r\n", b"X: caf\xe9\r\n", b"X: a\x85b\r\n",
+    b": no name\r\n", b"Bad Name: x\r\n", b"no colon at all\r\n",
+    b"From someone\r\n", b"From: someone\r\n",
+    b"Content-Type: multipart/form-data; boundary=xyz\r\n",
+    b"content-TYPE:Message/rfc822\n", b"Content-Type: message/delivery-status\r\n",
+    b"X: \x00\r\n", b"X\x7f: y\r\n", b"X: y\r\r\n", b"X: y",
+])
+terminators = st.sampled_from([b"\r\n", b"\n", b""])
+
+
+@settings(max_examples=300, **HYP)
+@given(st.lists(plain_lines, max_size=12), terminators, st.binary(max_size=8))
+def test_plain_blocks_same_message_without_the_email_parser(lines, end, body):
+    block = b"".join(lines) + end
+    assert _http._plain_message(http.client, http.client._read_headers(io.BytesIO(block))) \
+        is not None or b"multipart" in block.lower() or b"message" in block.lower()
+    data = block + (body if end else b"")
+    assert outcome(fast_parse_headers, data) == outcome(stdlib_parse_headers, data)
+
+
+@settings(max_examples=400, **HYP)
+@given(st.lists(st.one_of(plain_lines, odd_lines), max_size=10), terminators,
+       st.binary(max_size=8))
+def test_any_block_same_message_as_the_stdlib(lines, end, body):
+    data = b"".join(lines) + end + body
+    assert outcome(fast_parse_headers, data) == outcome(stdlib_parse_headers, data)
+
+
+@pytest.mark.parametrize("block", [
+    b"X: " + b"a" * 70000 + b"\r\n\r\n",                        # LineTooLong
+    b"".join(b"H%d: v\r\n" % i for i in range(101)) + b"\r\n",  # too many headers
+    b"", b"\r\n", b"\n", b"Host: x\r\n",
+])
+def test_limits_and_edges_as_the_stdlib(block):
+    assert outcome(fast_parse_headers, block) == outcome(stdlib_parse_headers, block)
+
+
+def test_other_message_class_goes_to_the_email_parser():
+    class Headers(http.client.HTTPMessage):
+        pass
+    block = b"Host: x\r\nAccept: */*\r\n\r\n"
+    fast = outcome(fast_parse_headers, block, _class=Headers)
+    assert fast == outcome(stdlib_parse_headers, block, _class=Headers)
+    assert fast[0][0] is Headers
+
+
+def test_plain_block_is_not_parsed_by_the_email_parser(monkeypatch):
+    # The point of it: a typical request's headers never reach email.parser.
+    def refuse(*args, **kwargs):
+        raise AssertionError("email parser used")
+    monkeypatch.setattr(http.client.email.parser.Parser, "parsestr", refuse)
+    message = fast_parse_headers(io.BytesIO(
+        b"Host: 127.0.0.1:8000\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\nbody"))
+    assert message.items() == [("Host", "127.0.0.1:8000"), ("User-Agent", "curl/8"),
+                               ("Accept", "*/*")]
+    with pytest.raises(AssertionError, match="email parser used"):
+        fast_parse_headers(io.BytesIO(b"Host: x\r\n folded\r\n\r\n"))
+
+
+INSTALL_STATE = r"""
+import json, sys
+import fastsockserver
+before = "http.client" in sys.modules
+fastsockserver.install()
+fastsockserver.install()
+import http.client, inspect, io
+import fastsockserver._http as h
+print(json.dumps({
+    "before": before,
+    "patched": http.client.parse_headers.__wrapped__.__module__ == "http.client"
+               and http.client.parse_headers.__code__ is not
+               http.client.parse_headers.__wrapped__.__code__,
+    "wrapped_once": not hasattr(http.client.parse_headers.__wrapped__, "__wrapped__"),
+    "signature": str(inspect.signature(http.client.parse_headers))
+                 == str(inspect.signature(http.client.parse_headers.__wrapped__)),
+    "real_loader": type(http.client.__loader__).__name__,
+    "source": "def parse_headers" in inspect.getsource(http.client),
+    "hook_left": any(isinstance(f, h._PatchOnImport) for f in sys.meta_path),
+    "parsed": http.client.parse_headers(io.BytesIO(b"A: 1\r\n\r\n")).items(),
+}))
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
+@pytest.mark.parametrize("imported_first", [False, True], ids=["later", "first"])
+def test_install_patches_http_client_once(pure, imported_first):
+    env = dict(os.environ)
+    if pure:
+        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
+    code = ("import http.client\n" if imported_first else "") + INSTALL_STATE
+    out = run_code(code, env=env)
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout.strip().splitlines()[-1])
+    assert state == {
+        "before": imported_first, "patched": True, "wrapped_once": True,
+        "signature": True, "real_loader": "SourceFileLoader", "source": True,
+        "hook_left": False, "parsed": [["A", "1"]],
+    }
+
+
+def test_without_install_http_client_is_untouched():
+    out = run_code("""
+        import fastsockserver, sys
+        import http.client
+        assert not hasattr(http.client.parse_headers, "__wrapped__")
+        assert not any(type(f).__module__ == "fastsockserver._http" for f in sys.meta_path)
+    """)
+    assert out.returncode == 0, out.stderr
