@@ -280,6 +280,26 @@ def test_source_ports_are_outside_the_ephemeral_range():
         assert first <= last and (last < lo or first > hi) and first > 1024
 
 
+def test_http_runs_the_stdlib_without_nagle_as_a_reference(tmp_path):
+    path = tmp_path / "nodelay.json"
+    out = bench("--workloads", "http", "--impls", "stdlib,stdlib-nodelay,pure", "--reps", "1",
+                "--duration", "0.5", "-q", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    results = json.loads(path.read_text())["cases"][0]["results"]
+    assert [results[i]["status"] for i in ("stdlib", "stdlib-nodelay", "pure")] == ["ok"] * 3
+    # The reference has Nagle off: no ~40 ms stall per response (a fixed
+    # timer, not a speed: the ratio does not depend on the machine's pace).
+    p50 = {impl: results[impl]["summary"]["lat_p50_ms"] for impl in results}
+    assert p50["stdlib-nodelay"] * 4 < p50["stdlib"]
+    assert "pure: " in out.stdout and "the throughput of stdlib-nodelay" in out.stdout
+
+
+def test_stdlib_nodelay_is_for_http_only():
+    from fastsockserver._bench import servers
+    with pytest.raises(servers.StartError, match="http kind only"):
+        servers.make_socketserver("connrate", "stdlib-nodelay", ("127.0.0.1", 0))
+
+
 # ---------------------------------------------------------------- cross-check with wrk
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")

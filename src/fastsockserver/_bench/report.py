@@ -189,6 +189,13 @@ def format_report(document):
                                  "p50 {} ms, p99 {} ms".format(
                                      impl, _num(wrk["rps"]), 100 * (wrk["agreement"] - 1),
                                      _ms(wrk.get("lat_p50_ms")), _ms(wrk.get("lat_p99_ms"))))
+        nodelay = (results.get("stdlib-nodelay") or {}).get("summary")
+        if nodelay and nodelay["rps"]:
+            for impl in ("compiled", "pure"):
+                s = (results.get(impl) or {}).get("summary")
+                if s:
+                    notes.append("{}: {} the throughput of stdlib-nodelay".format(
+                        impl, _ratio(s["rps"] / nodelay["rps"])))
         out.extend(_table(header, rows, right=set(range(1, 11))))
         for note in notes:
             out.append("  note: " + note)

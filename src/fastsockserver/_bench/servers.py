@@ -15,7 +15,8 @@ measures in-process how long ``shutdown()`` takes, prints the times and exits.
 
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
-The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``.
+The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``. ``stdlib-nodelay``
+(http only) is the stdlib with the handler's ``disable_nagle_algorithm = True``.
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 
-SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
+SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure", "stdlib-nodelay")
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
          "http", "fork", "shutdown")
@@ -44,7 +45,7 @@ def _emit(obj):
 
 def socketserver_module(impl):
     """The ``socketserver`` module of the implementation under test."""
-    if impl == "stdlib":
+    if impl in ("stdlib", "stdlib-nodelay"):
         import socketserver
         return socketserver
     import fastsockserver
@@ -59,6 +60,8 @@ def socketserver_module(impl):
 # ---------------------------------------------------------------- socketserver servers
 
 def make_socketserver(kind, impl, address):
+    if impl == "stdlib-nodelay" and kind != "http":
+        raise StartError("stdlib-nodelay is for the http kind only")
     mod = socketserver_module(impl)
 
     class LineEcho(mod.StreamRequestHandler):
@@ -107,7 +110,7 @@ def make_socketserver(kind, impl, address):
             raise StartError("no ForkingTCPServer on this platform")
         return mod.ForkingTCPServer(address, LineEcho)
     if kind == "http":
-        if impl != "stdlib":
+        if impl not in ("stdlib", "stdlib-nodelay"):
             mod.install()  # before http.server is imported
         if "http.server" in sys.modules:
             raise StartError("http.server was imported before install()")
@@ -116,8 +119,11 @@ def make_socketserver(kind, impl, address):
             raise StartError("install() did not take: http.server uses the stdlib")
 
         class Hello(http.server.BaseHTTPRequestHandler):
-            # The only change from the defaults: HTTP/1.1, for keep-alive.
+            # The only change from the defaults: HTTP/1.1, for keep-alive
+            # (and for stdlib-nodelay, Nagle off as fastsockserver has it).
             protocol_version = "HTTP/1.1"
+            if impl == "stdlib-nodelay":
+                disable_nagle_algorithm = True
 
             def do_GET(self):
                 self.send_response(200)

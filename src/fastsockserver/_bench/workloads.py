@@ -17,8 +17,11 @@ from .._env import ENV_VAR
 
 HOST = "127.0.0.1"
 SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
+# The http cases also run the stdlib with disable_nagle_algorithm = True:
+# without Nagle's ~40 ms stall, what is left is the stdlib's own cost.
+STDLIB_NODELAY = "stdlib-nodelay"
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
-ALL_IMPLS = SOCKETSERVER_IMPLS + PEER_IMPLS
+ALL_IMPLS = SOCKETSERVER_IMPLS + (STDLIB_NODELAY,) + PEER_IMPLS
 CONCURRENCY = 32
 
 LINE64 = b"x" * 63 + b"\n"
@@ -59,10 +62,10 @@ CASES = (
          unit="dgram/s"),
     Case("http", "http", "http", "persistent", HTTP_KEEPALIVE,
          "http.server.ThreadingHTTPServer, HTTP/1.1 keep-alive, 13-byte body, "
-         "32 connections", http=True),
+         "32 connections", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
     Case("http-close", "http-close", "http", "connrate", HTTP_CLOSE,
          "http.server.ThreadingHTTPServer, a connection per request, 13-byte body, "
-         "32 clients", http=True),
+         "32 clients", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
     Case("fork", "fork", "fork", "connrate", LINE64,
          "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
     Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
