@@ -295,7 +295,9 @@ def test_http_runs_the_stdlib_without_nagle_as_a_reference(tmp_path):
 
 
 def test_stdlib_nodelay_is_for_http_only():
-    from fastsockserver._bench import servers
+    from fastsockserver._bench import servers, workloads
+    assert [case.name for case in workloads.CASES if "stdlib-nodelay" in case.impls] \
+        == ["http", "http-close"]
     with pytest.raises(servers.StartError, match="http kind only"):
         servers.make_socketserver("connrate", "stdlib-nodelay", ("127.0.0.1", 0))
 
