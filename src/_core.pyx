@@ -561,21 +561,42 @@ def socketio_readinto(self, b):
             # not filled the buffer: a request/response turn, where the next
             # read waits too. Wait at once (one recv instead of two), until a
             # read fills the buffer (data streaming in: try first again).
-            waited = _SocketIO.readinto(self, b)  # None when a non-blocking socket has nothing
+            waited = _wait_readinto(self, sock, fd, &view, b)
             if waited is not None and waited >= view.len:
                 self._expect_wait = False
             return waited
         n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
         err = errno
+        if n >= 0:
+            _share_gil_in_io()
+            return n
+        if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
+            self._expect_wait = True
+            return _wait_readinto(self, sock, fd, &view, b)
+        raise OSError(err, strerror(err).decode())
     finally:
         PyBuffer_Release(&view)
-    if n >= 0:
-        _share_gil_in_io()
-        return n
-    if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
-        self._expect_wait = True
-        return _SocketIO.readinto(self, b)  # wait as the stdlib does
-    raise OSError(err, strerror(err).decode())
+
+
+cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
+    """socket.SocketIO.readinto's wait for data. On a blocking socket (no
+    timeout) that is one recv with the GIL released, as sock.recv_into does,
+    without SocketIO.readinto's Python frame."""
+    cdef ssize_t n
+    cdef int err
+    if sock.gettimeout() is not None:
+        return _SocketIO.readinto(self, b)  # timeouts and non-blocking: the stdlib's
+    while True:
+        with nogil:
+            n = recv(fd, view.buf, view.len, 0)
+            err = errno
+        if n >= 0:
+            return n
+        if err == EAGAIN or err == EWOULDBLOCK:  # SO_RCVTIMEO set by hand
+            return None
+        if err != EINTR:
+            raise OSError(err, strerror(err).decode())
+        PyErr_CheckSignals()  # PEP 475: retry unless a signal handler raised
 
 
 cdef object _stdlib_write(sock, b):

@@ -787,6 +787,81 @@ def test_rfile_failure_paths_match_stdlib(impl, transport, what):
         assert expected[2][2:] == ("raise", "OSError", None, "cannot read from timed out object")
 
 
+def _while_waiting(mod, transport, what):
+    """rfile waits for data (nothing sent yet), then ``what`` happens."""
+    import signal
+    reader, peer = make_pair(transport)
+    if what == "SO_RCVTIMEO":  # a kernel timeout set by hand, not settimeout()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50000))
+    h = make_handler(mod, reader)
+    trace = []
+    old_handler = safety = None
+    safety_fired = []
+    try:
+        check_handler_objects(mod, h)
+        if what == "peer reset":
+            def reset():
+                time.sleep(0.1)
+                if transport == "tcp":
+                    set_linger_zero(peer)
+                else:
+                    reader.sendall(b"unread")
+                peer.close()
+            threading.Thread(target=reset, daemon=True).start()
+        elif what.startswith("signal handler"):
+            # To this thread (the main one), so that its wait is interrupted (EINTR).
+            if what == "signal handler raises":
+                def interrupted(signum, frame):
+                    raise KeyboardInterrupt("alarm")
+            else:
+                def interrupted(signum, frame):
+                    pass
+                threading.Timer(0.3, peer.sendall, (b"late\n",)).start()
+            old_handler = signal.signal(signal.SIGALRM, interrupted)
+            threading.Timer(0.1, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGALRM)).start()
+
+            # Should the handler not run at once, the read ends some time
+            # later with these bytes, and the trace says so.
+            def fire():
+                safety_fired.append(True)
+                peer.sendall(b"handler never ran\n")
+            safety = threading.Timer(2.0, fire)
+            safety.start()
+        try:
+            trace.append(("first", outcome(lambda: h.rfile.readline())))
+        except KeyboardInterrupt as e:  # outcome() records Exception only
+            trace.append(("first", "KeyboardInterrupt", str(e)))
+        if what == "SO_RCVTIMEO":
+            peer.sendall(b"later\n")
+            trace.append(("then", outcome(lambda: h.rfile.readline())))
+        if safety_fired:
+            trace.append("the signal handler ran only once data came")
+        return trace
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGALRM, old_handler)
+        if safety is not None:
+            safety.cancel()
+            safety.join()
+        close_handler(h)
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("what", ["peer reset", "SO_RCVTIMEO", "signal handler raises",
+                                  "signal handler returns"])
+def test_rfile_wait_interrupted_matches_stdlib(impl, transport, what):
+    expected = _while_waiting(socketserver, transport, what)
+    got = _while_waiting(impl, transport, what)
+    assert got == expected
+    if what == "signal handler raises":
+        assert expected == [("first", "KeyboardInterrupt", "alarm")]
+    if what == "signal handler returns":  # PEP 475: the wait goes on
+        assert expected == [("first", ("ok", b"late\n"))]
+
+
 def _raw_readinto_misuse(mod):
     reader, peer = make_pair("unix")
     h = make_handler(mod, reader)
