@@ -1,6 +1,7 @@
 """install()'s http.client.parse_headers: the same message as the stdlib's
 (the email parser) for any header block, built without the parser for plain
 ones; and how install() puts it in place."""
+import functools
 import http.client
 import io
 import json
@@ -70,8 +71,10 @@ terminators = st.sampled_from([b"\r\n", b"\n", b""])
 @given(st.lists(plain_lines, max_size=12), terminators, st.binary(max_size=8))
 def test_plain_blocks_same_message_without_the_email_parser(lines, end, body):
     block = b"".join(lines) + end
-    assert _http._plain_message(http.client, http.client._read_headers(io.BytesIO(block))) \
-        is not None or b"multipart" in block.lower() or b"message" in block.lower()
+    parts_type = any(line.lower().startswith(b"content-type:") and (
+        b"multipart" in line.lower() or b"message" in line.lower()) for line in lines)
+    fast = _http._plain_message(http.client, http.client._read_headers(io.BytesIO(block)))
+    assert (fast is None) == parts_type  # only a parts type sends a plain block on
     data = block + (body if end else b"")
     assert outcome(fast_parse_headers, data) == outcome(stdlib_parse_headers, data)
 
@@ -116,32 +119,46 @@ def test_plain_block_is_not_parsed_by_the_email_parser(monkeypatch):
 
 
 INSTALL_STATE = r"""
-import json, sys
+import json, sys, importlib, importlib.util
 import fastsockserver
 before = "http.client" in sys.modules
 fastsockserver.install()
 fastsockserver.install()
+# Asking for the spec without importing does not use the hook up; its loader
+# answers as the real one does.
+source = importlib.util.find_spec("http.client").loader.get_source("http.client")
 import http.client, inspect, io
 import fastsockserver._http as h
-print(json.dumps({
+
+def patched(module):
+    f = module.parse_headers
+    return (getattr(f, "__wrapped__", None) is not None
+            and f.__code__ is not f.__wrapped__.__code__
+            and not hasattr(f.__wrapped__, "__wrapped__")
+            and str(inspect.signature(f)) == str(inspect.signature(f.__wrapped__)))
+
+state = {
     "before": before,
-    "patched": http.client.parse_headers.__wrapped__.__module__ == "http.client"
-               and http.client.parse_headers.__code__ is not
-               http.client.parse_headers.__wrapped__.__code__,
-    "wrapped_once": not hasattr(http.client.parse_headers.__wrapped__, "__wrapped__"),
-    "signature": str(inspect.signature(http.client.parse_headers))
-                 == str(inspect.signature(http.client.parse_headers.__wrapped__)),
-    "real_loader": type(http.client.__loader__).__name__,
-    "source": "def parse_headers" in inspect.getsource(http.client),
-    "hook_left": any(isinstance(f, h._PatchOnImport) for f in sys.meta_path),
+    "source": "def parse_headers" in source,
+    "patched": patched(http.client),
+    "loaders": [type(http.client.__loader__).__name__,
+                type(http.client.__spec__.loader).__name__],
+    "getsource": "def parse_headers" in inspect.getsource(http.client),
+    "hooks": sum(isinstance(f, h._PatchOnImport) for f in sys.meta_path),
     "parsed": http.client.parse_headers(io.BytesIO(b"A: 1\r\n\r\n")).items(),
-}))
+}
+module = importlib.reload(http.client)
+state["reloaded"] = [patched(module), type(module.__spec__.loader).__name__]
+del sys.modules["http.client"]
+import http.client
+state["imported_again"] = patched(sys.modules["http.client"])
+print(json.dumps(state))
 """
 
 
 @pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
 @pytest.mark.parametrize("imported_first", [False, True], ids=["later", "first"])
-def test_install_patches_http_client_once(pure, imported_first):
+def test_install_patches_http_client(pure, imported_first):
     env = dict(os.environ)
     if pure:
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
@@ -150,9 +167,10 @@ def test_install_patches_http_client_once(pure, imported_first):
     assert out.returncode == 0, out.stderr
     state = json.loads(out.stdout.strip().splitlines()[-1])
     assert state == {
-        "before": imported_first, "patched": True, "wrapped_once": True,
-        "signature": True, "real_loader": "SourceFileLoader", "source": True,
-        "hook_left": False, "parsed": [["A", "1"]],
+        "before": imported_first, "source": True, "patched": True,
+        "loaders": ["SourceFileLoader", "SourceFileLoader"], "getsource": True,
+        "hooks": 1, "parsed": [["A", "1"]],
+        "reloaded": [True, "SourceFileLoader"], "imported_again": True,
     }
 
 
@@ -164,3 +182,47 @@ def test_without_install_http_client_is_untouched():
         assert not any(type(f).__module__ == "fastsockserver._http" for f in sys.meta_path)
     """)
     assert out.returncode == 0, out.stderr
+
+
+class FakeClient:
+    """An http.client-like module for patch_http_client's checks."""
+    __name__ = "http.client"
+    HTTPMessage = http.client.HTTPMessage
+    _read_headers = staticmethod(http.client._read_headers)
+
+
+def _module_with(parse_headers):
+    module = FakeClient()
+    module.parse_headers = parse_headers
+    return module
+
+
+def test_patch_needs_the_parse_headers_it_stands_in_for():
+    module = _module_with(stdlib_parse_headers)
+    _http.patch_http_client(module)
+    assert module.parse_headers.__wrapped__ is stdlib_parse_headers
+
+    def later_version(fp, _class=http.client.HTTPMessage, *, _max_headers=None):
+        pass
+    later_version.__module__ = "http.client"
+
+    def someone_elses(fp, _class=http.client.HTTPMessage):
+        pass
+
+    wrapped = functools.wraps(stdlib_parse_headers)(lambda fp, _class=None: None)
+    for other in (later_version, someone_elses, wrapped):
+        module = _module_with(other)
+        _http.patch_http_client(module)
+        assert module.parse_headers is other  # left as it is
+
+
+@pytest.mark.skipif(not hasattr(http.client, "_parse_header_lines"), reason="Python 3.12+")
+def test_a_replaced_parse_header_lines_gets_every_block(monkeypatch):
+    seen = []
+
+    def recording(lines, _class=http.client.HTTPMessage):
+        seen.append(lines)
+        return "theirs"
+    monkeypatch.setattr(http.client, "_parse_header_lines", recording)
+    assert fast_parse_headers(io.BytesIO(b"Host: x\r\n\r\n")) == "theirs"
+    assert seen == [[b"Host: x\r\n", b"\r\n"]]

@@ -51,14 +51,19 @@ def _plain_message(module, lines):
 def _make_parse_headers(module):
     """A parse_headers for the http.client ``module``, same signature."""
     original = module.parse_headers
+    stdlib_parse_lines = getattr(module, "_parse_header_lines", None)  # 3.12+
 
     def parse_headers(fp, _class=module.HTTPMessage):
         lines = module._read_headers(fp)
-        if _class is module.HTTPMessage:
+        parse_lines = getattr(module, "_parse_header_lines", None)
+        # (A _parse_header_lines replaced by someone else gets every block.)
+        if _class is module.HTTPMessage and parse_lines is stdlib_parse_lines:
             message = _plain_message(module, lines)
             if message is not None:
                 return message
-        # What http.client does with the lines (3.9-3.13).
+        if parse_lines is not None:
+            return parse_lines(lines, _class)
+        # What http.client 3.9-3.11 does with the lines.
         return module.email.parser.Parser(_class=_class).parsestr(
             b"".join(lines).decode("iso-8859-1"))
 
@@ -66,39 +71,65 @@ def _make_parse_headers(module):
     return parse_headers
 
 
+def _mirrors(module):
+    """Whether the http.client ``module``'s parse_headers is its own
+    function as of 3.9-3.13, the one _make_parse_headers stands in for: not
+    one replaced or wrapped by someone else, not a later version's with
+    other parameters."""
+    function = module.parse_headers
+    code = getattr(function, "__code__", None)
+    read_code = getattr(getattr(module, "_read_headers", None), "__code__", None)
+    return (code is not None and read_code is not None
+            and not hasattr(function, "__wrapped__")
+            and getattr(function, "__module__", None) == module.__name__
+            and code.co_varnames[:code.co_argcount] == ("fp", "_class")
+            and code.co_kwonlyargcount == 0
+            and read_code.co_argcount == 1 and read_code.co_kwonlyargcount == 0)
+
+
 def patch_http_client(module):
-    """Give the http.client ``module`` the fast parse_headers (once)."""
-    if getattr(module.parse_headers, "__wrapped__", None) is None:
+    """Give the http.client ``module`` the fast parse_headers, where it can."""
+    if _mirrors(module):
         module.parse_headers = _make_parse_headers(module)
 
 
 class _PatchOnImport:
-    """A one-shot ``sys.meta_path`` entry: patches http.client right after its
-    first import, so that install() does not import it (~40 ms) for
-    programs that never do."""
+    """A ``sys.meta_path`` entry that patches http.client each time it is
+    executed (first import, reload, import after removal from sys.modules),
+    so that install() does not import it (~40 ms) for programs that never
+    do. It stays: taking it out would change the list under other threads'
+    imports. It imports nothing (that under the import lock could deadlock)."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "http.client":
             return None
-        self.remove()
-        import importlib.util
-        spec = importlib.util.find_spec(name)
-        if spec is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _PatchAfterExec(spec.loader)
-        return spec
-
-    def remove(self):
-        try:
-            sys.meta_path.remove(self)
-        except ValueError:
-            pass
+        after_self = False
+        for finder in list(sys.meta_path):  # the spec the finders after this one give
+            if finder is self:
+                after_self = True
+                continue
+            if not after_self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if hasattr(spec.loader, "exec_module"):  # not zipimport on 3.9
+                    spec.loader = _PatchAfterExec(spec.loader)
+                return spec
+        return None
 
 
 class _PatchAfterExec:
-    """Loads http.client with its own loader, then patches it."""
+    """Loads http.client with its own loader, then patches it. Anything else
+    asked of it (get_source, get_code for runpy, ...) is the real loader's."""
 
     def __init__(self, loader):
         self.loader = loader
+
+    def __getattr__(self, name):
+        loader = self.__dict__.get("loader")
+        if loader is None:
+            raise AttributeError(name)
+        return getattr(loader, name)
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -111,9 +142,9 @@ class _PatchAfterExec:
 
 
 def install_fast_parse_headers():
-    """Patch http.client now if it is loaded, else when it is imported."""
+    """Patch http.client now if it is loaded, and whenever it is (re)executed."""
     module = sys.modules.get("http.client")
     if module is not None:
         patch_http_client(module)
-    elif not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())

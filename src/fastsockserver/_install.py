@@ -35,9 +35,9 @@ def install():
     Modules imported earlier keep the stdlib classes they already hold: if
     there are any, a ``RuntimeWarning`` names them. It also gives
     ``http.client`` a ``parse_headers`` that returns the same message without
-    the email parser for plain header blocks (now, or when http.client is
-    first imported; the stdlib's is its ``__wrapped__``). Calling it again is
-    a no-op. Returns None.
+    the email parser for plain header blocks (now if http.client is loaded,
+    and whenever it is imported or reloaded; the stdlib's is its
+    ``__wrapped__``). Calling it again is a no-op. Returns None.
     """
     fast = sys.modules[__name__.rpartition(".")[0]]
     previous = sys.modules.get("socketserver")

@@ -26,7 +26,8 @@ import sys
 import threading
 import time
 
-SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure", "stdlib-nodelay")
+SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
+STDLIB_NODELAY = "stdlib-nodelay"  # http only: the stdlib, disable_nagle_algorithm = True
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
          "http", "fork", "shutdown")
@@ -45,7 +46,7 @@ def _emit(obj):
 
 def socketserver_module(impl):
     """The ``socketserver`` module of the implementation under test."""
-    if impl in ("stdlib", "stdlib-nodelay"):
+    if impl in ("stdlib", STDLIB_NODELAY):
         import socketserver
         return socketserver
     import fastsockserver
@@ -60,7 +61,7 @@ def socketserver_module(impl):
 # ---------------------------------------------------------------- socketserver servers
 
 def make_socketserver(kind, impl, address):
-    if impl == "stdlib-nodelay" and kind != "http":
+    if impl == STDLIB_NODELAY and kind != "http":
         raise StartError("stdlib-nodelay is for the http kind only")
     mod = socketserver_module(impl)
 
@@ -110,7 +111,7 @@ def make_socketserver(kind, impl, address):
             raise StartError("no ForkingTCPServer on this platform")
         return mod.ForkingTCPServer(address, LineEcho)
     if kind == "http":
-        if impl not in ("stdlib", "stdlib-nodelay"):
+        if impl not in ("stdlib", STDLIB_NODELAY):
             mod.install()  # before http.server is imported
         if "http.server" in sys.modules:
             raise StartError("http.server was imported before install()")
@@ -122,7 +123,7 @@ def make_socketserver(kind, impl, address):
             # The only change from the defaults: HTTP/1.1, for keep-alive
             # (and for stdlib-nodelay, Nagle off as fastsockserver has it).
             protocol_version = "HTTP/1.1"
-            if impl == "stdlib-nodelay":
+            if impl == STDLIB_NODELAY:
                 disable_nagle_algorithm = True
 
             def do_GET(self):
@@ -324,7 +325,8 @@ def _pin(cpu):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastsockserver._bench.servers")
     parser.add_argument("--kind", required=True, choices=KINDS)
-    parser.add_argument("--impl", required=True, choices=SOCKETSERVER_IMPLS + PEER_IMPLS)
+    parser.add_argument("--impl", required=True,
+                        choices=SOCKETSERVER_IMPLS + (STDLIB_NODELAY,) + PEER_IMPLS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
@@ -348,7 +350,7 @@ def main(argv=None):
                                      args.shutdown_sleep)
             _emit({"shutdown_s": times, "pid": os.getpid()})
             return 0
-        if args.impl in SOCKETSERVER_IMPLS:
+        if args.impl in SOCKETSERVER_IMPLS + (STDLIB_NODELAY,):
             server = make_socketserver(args.kind, args.impl, address)
             port = server.server_address[1]
             serve = server.serve_forever
