@@ -4,15 +4,13 @@ ones; and how install() puts it in place."""
 import functools
 import http.client
 import io
-import json
-import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastsockserver import _http
 
-from test_install import run_code
+from test_install import code_result, run_code
 
 HYP = dict(deadline=None, database=None, derandomize=True,
            suppress_health_check=[HealthCheck.too_slow])
@@ -159,13 +157,8 @@ print(json.dumps(state))
 @pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
 @pytest.mark.parametrize("imported_first", [False, True], ids=["later", "first"])
 def test_install_patches_http_client(pure, imported_first):
-    env = dict(os.environ)
-    if pure:
-        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     code = ("import http.client\n" if imported_first else "") + INSTALL_STATE
-    out = run_code(code, env=env)
-    assert out.returncode == 0, out.stderr
-    state = json.loads(out.stdout.strip().splitlines()[-1])
+    state = code_result(code, pure)
     assert state == {
         "before": imported_first, "source": True, "patched": True,
         "loaders": ["SourceFileLoader", "SourceFileLoader"], "getsource": True,

@@ -1,5 +1,6 @@
 """fastsockserver.install() and ``python -m fastsockserver run``, each in a
 fresh interpreter (sys.executable, the environment copied)."""
+import json
 import os
 import shutil
 import socket
@@ -20,6 +21,17 @@ def run_python(args, cwd=None, timeout=TIMEOUT, env=None):
 
 def run_code(code, **kwargs):
     return run_python(["-c", textwrap.dedent(code)], **kwargs)
+
+
+def code_result(code, pure=False):
+    """The JSON that ``code`` prints last, run in pure Python mode or not."""
+    env = dict(os.environ)
+    env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
+    if pure:
+        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
+    out = run_code(code, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 SERVE_ALL = r"""

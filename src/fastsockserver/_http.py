@@ -1,5 +1,6 @@
 """``install()``'s second part: ``http.client.parse_headers`` without the email
-parser for plain header blocks.
+parser for plain header blocks, and ``http.server``'s date texts made once a
+second.
 
 ``http.server`` (and ``xmlrpc.server`` and ``wsgiref``, built on it) parses the
 headers of every request with ``http.client.parse_headers``, which runs the
@@ -10,10 +11,16 @@ headers of every request with ``http.client.parse_headers``, which runs the
 ``parse_headers`` below builds that message directly and hands every other
 block to the email parser, as ``http.client`` does. The lines are read by
 ``http.client``'s own ``_read_headers``, so its limits and errors are the same.
+
+Each response also formats the current time twice: the Date header
+(``date_time_string``, ~3 us) and the log line (``log_date_time_string``,
+~1.5 us). Both texts change once a second, so the handler's methods keep the
+last one (see _kept_for_the_second).
 """
 import functools
 import re
 import sys
+import time
 
 # A block the feed parser reads as nothing but headers: "Name: value" lines,
 # where the name has only the characters the parser's headerRE allows in one
@@ -71,37 +78,125 @@ def _make_parse_headers(module):
     return parse_headers
 
 
-def _mirrors(module):
-    """Whether the http.client ``module``'s parse_headers is its own
-    function as of 3.9-3.13, the one _make_parse_headers stands in for: not
-    one replaced or wrapped by someone else, not a later version's with
-    other parameters."""
-    function = module.parse_headers
+def _own_function(function, module, parameters):
+    """Whether ``function`` is the ``module``'s own as of Python 3.9-3.13, the
+    one a replacement here stands in for: not one replaced or wrapped by
+    someone else, not a later version's with other parameters."""
     code = getattr(function, "__code__", None)
-    read_code = getattr(getattr(module, "_read_headers", None), "__code__", None)
-    return (code is not None and read_code is not None
+    return (code is not None
             and not hasattr(function, "__wrapped__")
             and getattr(function, "__module__", None) == module.__name__
-            and code.co_varnames[:code.co_argcount] == ("fp", "_class")
-            and code.co_kwonlyargcount == 0
-            and read_code.co_argcount == 1 and read_code.co_kwonlyargcount == 0)
+            and code.co_varnames[:code.co_argcount] == parameters
+            and code.co_kwonlyargcount == 0)
 
 
 def patch_http_client(module):
     """Give the http.client ``module`` the fast parse_headers, where it can."""
-    if _mirrors(module):
+    if (_own_function(module.parse_headers, module, ("fp", "_class"))
+            and _own_function(getattr(module, "_read_headers", None), module, ("fp",))):
         module.parse_headers = _make_parse_headers(module)
 
 
+# ---------------------------------------------------------------- http.server's dates
+
+# email.utils.formatdate rounds the time to whole microseconds before it drops
+# them: within a microsecond of a second's end its text is the next second's.
+_MARGIN = 1e-6
+
+
+def _kept_for_the_second(original, text_at, inputs):
+    """``original``, a handler method that formats the current time, with its
+    text kept for the rest of that second. ``text_at(self, now)`` is
+    ``original``'s text for the clock reading ``now``; the clock is read once
+    per call, as ``original`` does, so a test's scripted clock sees the same
+    calls. A text is kept while ``inputs(self)``, what else it depends on,
+    stays equal and time.tzset() has not been called (it makes a new
+    time.tzname). Called with arguments (a timestamp), it is ``original``."""
+    kept = (None, None, None, None)  # (second, zone, inputs, text), replaced as one object
+
+    def method(self, *args, **kwargs):
+        nonlocal kept
+        if args or kwargs:
+            return original(self, *args, **kwargs)
+        now = time.time()
+        if type(now) is not float:  # time.time replaced (by a test double, say)
+            return text_at(self, now)
+        zone = time.tzname
+        wanted = inputs(self)
+        second, known_zone, known, text = kept
+        if (second is not None and second + _MARGIN <= now < second + 1.0 - _MARGIN
+                and known_zone is zone and known == wanted):
+            return text
+        text = text_at(self, now)
+        second = now - now % 1.0
+        if second + _MARGIN <= now < second + 1.0 - _MARGIN:
+            kept = (second, zone, wanted, text)
+        return text
+
+    functools.update_wrapper(method, original)  # __wrapped__: the stdlib's
+    return method
+
+
+def _no_inputs(handler):
+    return ()
+
+
+def _month_names(handler):
+    # A subclass may have its own. A list (the stdlib's) is copied: changed
+    # in place, it then differs from what was kept.
+    names = handler.monthname
+    return tuple(names) if type(names) is list else names
+
+
+_LOG_TIME_FORMAT = "%02d/%3s/%04d %02d:%02d:%02d"
+
+
+def _log_date_time_at(handler, now):
+    # BaseHTTPRequestHandler.log_date_time_string (the same in 3.9-3.13) for
+    # the clock reading ``now``: the stdlib's reads the clock itself.
+    year, month, day, hh, mm, ss, x, y, z = time.localtime(now)
+    return _LOG_TIME_FORMAT % (day, handler.monthname[month], year, hh, mm, ss)
+
+
+def _is_the_known_log_date_time_string(function):
+    # What _log_date_time_at does, by the names and constants it uses: a
+    # later Python's with another format is left alone.
+    code = function.__code__
+    return (code.co_names == ("time", "localtime", "monthname")
+            and _LOG_TIME_FORMAT in code.co_consts)
+
+
+def patch_http_server(module):
+    """Give the http.server ``module``'s BaseHTTPRequestHandler date methods
+    that keep their text for the second, where they are the stdlib's own."""
+    handler = getattr(module, "BaseHTTPRequestHandler", None)
+    methods = getattr(handler, "__dict__", {})
+    date_time_string = methods.get("date_time_string")
+    if _own_function(date_time_string, module, ("self", "timestamp")):
+        # (its text for a reading: the stdlib's own, given it as the timestamp)
+        handler.date_time_string = _kept_for_the_second(
+            date_time_string, date_time_string, _no_inputs)
+    log_date_time_string = methods.get("log_date_time_string")
+    if (_own_function(log_date_time_string, module, ("self",))
+            and _is_the_known_log_date_time_string(log_date_time_string)):
+        handler.log_date_time_string = _kept_for_the_second(
+            log_date_time_string, _log_date_time_at, _month_names)
+
+
+_PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server}
+
+
 class _PatchOnImport:
-    """A ``sys.meta_path`` entry that patches http.client each time it is
-    executed (first import, reload, import after removal from sys.modules),
-    so that install() does not import it (~40 ms) for programs that never
-    do. It stays: taking it out would change the list under other threads'
-    imports. It imports nothing (that under the import lock could deadlock)."""
+    """A ``sys.meta_path`` entry that patches http.client and http.server each
+    time one is executed (first import, reload, import after removal from
+    sys.modules), so that install() does not import them (~40 ms) for
+    programs that never do. It stays: taking it out would change the list
+    under other threads' imports. It imports nothing (that under the import
+    lock could deadlock)."""
 
     def find_spec(self, name, path=None, target=None):
-        if name != "http.client":
+        patch = _PATCHES.get(name)
+        if patch is None:
             return None
         after_self = False
         for finder in list(sys.meta_path):  # the spec the finders after this one give
@@ -113,17 +208,18 @@ class _PatchOnImport:
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if hasattr(spec.loader, "exec_module"):  # not zipimport on 3.9
-                    spec.loader = _PatchAfterExec(spec.loader)
+                    spec.loader = _PatchAfterExec(spec.loader, patch)
                 return spec
         return None
 
 
 class _PatchAfterExec:
-    """Loads http.client with its own loader, then patches it. Anything else
+    """Loads the module with its own loader, then patches it. Anything else
     asked of it (get_source, get_code for runpy, ...) is the real loader's."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, patch):
         self.loader = loader
+        self.patch = patch
 
     def __getattr__(self, name):
         loader = self.__dict__.get("loader")
@@ -138,13 +234,15 @@ class _PatchAfterExec:
         # The module keeps its real loader (reload, inspect.getsource).
         module.__loader__ = module.__spec__.loader = self.loader
         self.loader.exec_module(module)
-        patch_http_client(module)
+        self.patch(module)
 
 
-def install_fast_parse_headers():
-    """Patch http.client now if it is loaded, and whenever it is (re)executed."""
-    module = sys.modules.get("http.client")
-    if module is not None:
-        patch_http_client(module)
+def patch_http_modules():
+    """Patch http.client and http.server now where loaded, and whenever they
+    are (re)executed."""
+    for name, patch in _PATCHES.items():
+        module = sys.modules.get(name)
+        if module is not None:
+            patch(module)
     if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())

@@ -2,7 +2,7 @@
 import sys
 import warnings
 
-from ._http import install_fast_parse_headers
+from ._http import patch_http_modules
 
 
 def _stdlib_socketserver_users(stdlib_module):
@@ -35,16 +35,19 @@ def install():
     Modules imported earlier keep the stdlib classes they already hold: if
     there are any, a ``RuntimeWarning`` names them. It also gives
     ``http.client`` a ``parse_headers`` that returns the same message without
-    the email parser for plain header blocks (now if http.client is loaded,
-    and whenever it is imported or reloaded; the stdlib's is its
-    ``__wrapped__``). Calling it again is a no-op. Returns None.
+    the email parser for plain header blocks, and ``http.server``'s
+    ``BaseHTTPRequestHandler`` a ``date_time_string`` and
+    ``log_date_time_string`` that make their text once a second (now where
+    the module is loaded, and whenever it is imported or reloaded; each
+    stdlib function is its replacement's ``__wrapped__``). Calling it again
+    is a no-op. Returns None.
     """
     fast = sys.modules[__name__.rpartition(".")[0]]
     previous = sys.modules.get("socketserver")
     if previous is fast:
         return
     sys.modules["socketserver"] = fast
-    install_fast_parse_headers()
+    patch_http_modules()
     if previous is None:
         return
     users = _stdlib_socketserver_users(previous)
