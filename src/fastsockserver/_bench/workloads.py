@@ -14,15 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 from .._env import ENV_VAR
+from .servers import PEER_IMPLS, SOCKETSERVER_IMPLS, STDLIB_IMPLS, STDLIB_NODELAY
 
 HOST = "127.0.0.1"
-SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
-# The http cases also run the stdlib with disable_nagle_algorithm = True:
-# without Nagle's ~40 ms stall, what is left is the stdlib's own cost.
-STDLIB_NODELAY = "stdlib-nodelay"
-PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
-ALL_IMPLS = ("stdlib", STDLIB_NODELAY) + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
+ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
 
 LINE64 = b"x" * 63 + b"\n"
