@@ -78,22 +78,30 @@ def _make_parse_headers(module):
     return parse_headers
 
 
-def _own_function(function, module, parameters):
+def _own_function(function, module, parameters, names, constants=()):
     """Whether ``function`` is the ``module``'s own as of Python 3.9-3.13, the
     one a replacement here stands in for: not one replaced or wrapped by
-    someone else, not a later version's with other parameters."""
+    someone else, not a later version's that does something else. Known by
+    its parameters, the global and attribute names its code uses (``names``:
+    the tuples seen in 3.9-3.13) and ``constants`` it has."""
     code = getattr(function, "__code__", None)
     return (code is not None
             and not hasattr(function, "__wrapped__")
             and getattr(function, "__module__", None) == module.__name__
             and code.co_varnames[:code.co_argcount] == parameters
-            and code.co_kwonlyargcount == 0)
+            and code.co_kwonlyargcount == 0
+            and code.co_names in names
+            and all(constant in code.co_consts for constant in constants))
 
 
 def patch_http_client(module):
     """Give the http.client ``module`` the fast parse_headers, where it can."""
-    if (_own_function(module.parse_headers, module, ("fp", "_class"))
-            and _own_function(getattr(module, "_read_headers", None), module, ("fp",))):
+    if (_own_function(module.parse_headers, module, ("fp", "_class"), (
+                ("_read_headers", "join", "decode", "email", "parser", "Parser", "parsestr"),
+                ("_read_headers", "_parse_header_lines")))  # 3.12+
+            and _own_function(getattr(module, "_read_headers", None), module, ("fp",), (
+                ("readline", "_MAXLINE", "len", "LineTooLong", "append", "_MAXHEADERS",
+                 "HTTPException"),))):
         module.parse_headers = _make_parse_headers(module)
 
 
@@ -104,48 +112,50 @@ def patch_http_client(module):
 _MARGIN = 1e-6
 
 
-def _kept_for_the_second(original, text_at, inputs):
+def _kept_for_the_second(original, text_at, still_valid, reads):
     """``original``, a handler method that formats the current time, with its
-    text kept for the rest of that second. ``text_at(self, now)`` is
-    ``original``'s text for the clock reading ``now``; the clock is read once
-    per call, as ``original`` does, so a test's scripted clock sees the same
-    calls. A text is kept while ``inputs(self)``, what else it depends on,
-    stays equal and time.tzset() has not been called (it makes a new
-    time.tzname). Called with arguments (a timestamp), it is ``original``."""
-    kept = (None, None, None, None)  # (second, zone, inputs, text), replaced as one object
+    text kept for the rest of that second.
+
+    ``text_at(self, now)`` is ``(text, detail)``: ``original``'s text for the
+    clock reading ``now``, and what else it depends on; the text is kept
+    while ``still_valid(self, detail)`` and time.tzset() has not been called
+    (it makes a new time.tzname). The clock is read once per call, as
+    ``original`` does, so a test's scripted clock sees the same reads.
+    ``reads``: (namespace, name) pairs, what ``original`` looks up that
+    ``text_at`` stands in for (its module's ``time``, say). While one is
+    another object than now (a test's mock.patch), and for a call with a
+    timestamp argument, the call is ``original``'s.
+    """
+    reads = tuple((namespace, name, namespace.get(name)) for namespace, name in reads)
+    kept = (None, None, None, None)  # (second, zone, text, detail), replaced as one object
 
     def method(self, *args, **kwargs):
         nonlocal kept
         if args or kwargs:
             return original(self, *args, **kwargs)
+        for namespace, name, value in reads:
+            if namespace.get(name) is not value:
+                return original(self)
         now = time.time()
         if type(now) is not float:  # time.time replaced (by a test double, say)
-            return text_at(self, now)
-        zone = time.tzname
-        wanted = inputs(self)
-        second, known_zone, known, text = kept
+            return text_at(self, now)[0]
+        second, zone, text, detail = kept
         if (second is not None and second + _MARGIN <= now < second + 1.0 - _MARGIN
-                and known_zone is zone and known == wanted):
+                and zone is time.tzname and still_valid(self, detail)):
             return text
-        text = text_at(self, now)
+        zone = time.tzname  # before the text: a tzset() meanwhile is seen next time
+        text, detail = text_at(self, now)
         second = now - now % 1.0
         if second + _MARGIN <= now < second + 1.0 - _MARGIN:
-            kept = (second, zone, wanted, text)
+            kept = (second, zone, text, detail)
         return text
 
     functools.update_wrapper(method, original)  # __wrapped__: the stdlib's
     return method
 
 
-def _no_inputs(handler):
-    return ()
-
-
-def _month_names(handler):
-    # A subclass may have its own. A list (the stdlib's) is copied: changed
-    # in place, it then differs from what was kept.
-    names = handler.monthname
-    return tuple(names) if type(names) is list else names
+def _always_valid(handler, detail):
+    return True
 
 
 _LOG_TIME_FORMAT = "%02d/%3s/%04d %02d:%02d:%02d"
@@ -153,34 +163,48 @@ _LOG_TIME_FORMAT = "%02d/%3s/%04d %02d:%02d:%02d"
 
 def _log_date_time_at(handler, now):
     # BaseHTTPRequestHandler.log_date_time_string (the same in 3.9-3.13) for
-    # the clock reading ``now``: the stdlib's reads the clock itself.
+    # the clock reading ``now``: the stdlib's reads the clock itself. The
+    # detail: the month and its name's text (monthname is the handler's own,
+    # a subclass may change it, even in place).
     year, month, day, hh, mm, ss, x, y, z = time.localtime(now)
-    return _LOG_TIME_FORMAT % (day, handler.monthname[month], year, hh, mm, ss)
+    name = str(handler.monthname[month])
+    return _LOG_TIME_FORMAT % (day, name, year, hh, mm, ss), (month, name)
 
 
-def _is_the_known_log_date_time_string(function):
-    # What _log_date_time_at does, by the names and constants it uses: a
-    # later Python's with another format is left alone.
-    code = function.__code__
-    return (code.co_names == ("time", "localtime", "monthname")
-            and _LOG_TIME_FORMAT in code.co_consts)
+def _same_month_name(handler, detail):
+    month, name = detail
+    return str(handler.monthname[month]) == name
 
 
 def patch_http_server(module):
     """Give the http.server ``module``'s BaseHTTPRequestHandler date methods
     that keep their text for the second, where they are the stdlib's own."""
-    handler = getattr(module, "BaseHTTPRequestHandler", None)
-    methods = getattr(handler, "__dict__", {})
+    handler_class = getattr(module, "BaseHTTPRequestHandler", None)
+    methods = getattr(handler_class, "__dict__", {})
+    module_globals = vars(module)
+    if module_globals.get("time") is not time:  # the text_at functions use this one
+        return
+    email = module_globals.get("email")
+    email_utils = getattr(email, "utils", None)
     date_time_string = methods.get("date_time_string")
-    if _own_function(date_time_string, module, ("self", "timestamp")):
-        # (its text for a reading: the stdlib's own, given it as the timestamp)
-        handler.date_time_string = _kept_for_the_second(
-            date_time_string, date_time_string, _no_inputs)
+    if email_utils is not None and _own_function(
+            date_time_string, module, ("self", "timestamp"),
+            (("time", "email", "utils", "formatdate"),), (("usegmt",),)):
+        formatdate = email_utils.formatdate
+
+        def date_time_at(handler, now):
+            # the stdlib's for the reading ``now``
+            return formatdate(now, usegmt=True), None
+        handler_class.date_time_string = _kept_for_the_second(
+            date_time_string, date_time_at, _always_valid,
+            [(module_globals, "time"), (module_globals, "email"),
+             (vars(email), "utils"), (vars(email_utils), "formatdate")])
     log_date_time_string = methods.get("log_date_time_string")
-    if (_own_function(log_date_time_string, module, ("self",))
-            and _is_the_known_log_date_time_string(log_date_time_string)):
-        handler.log_date_time_string = _kept_for_the_second(
-            log_date_time_string, _log_date_time_at, _month_names)
+    if _own_function(log_date_time_string, module, ("self",),
+                     (("time", "localtime", "monthname"),), (_LOG_TIME_FORMAT,)):
+        handler_class.log_date_time_string = _kept_for_the_second(
+            log_date_time_string, _log_date_time_at, _same_month_name,
+            [(module_globals, "time"), (vars(time), "localtime")])
 
 
 _PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server}
