@@ -1740,6 +1740,40 @@ def test_reused_handler_threads(fast_impl, harness, blocking):
     assert list(threads) == []
 
 
+@needs_fork
+def test_threading_server_serves_in_a_forked_child(impl, harness):
+    """Threads do not survive fork(): a server whose handler thread of an
+    earlier request waits idle for the next (fastsockserver reuses them)
+    still serves after a fork, in the child, on a thread of the child's."""
+    server = harness.server(impl.ThreadingTCPServer, ("127.0.0.1", 0), stream_echo(impl))
+    client = harness.connect(server)
+    server.handle_request()
+    client.sendall(b"parent\n")
+    assert client.recv(100) == b"parent\n"
+    time.sleep(0.1)  # let the handler thread park as idle
+    pid = os.fork()
+    if pid == 0:  # every wait below times out after WAIT: the child always ends
+        code = 1
+        try:
+            child_client = socket.create_connection(server.server_address, timeout=WAIT)
+            server.handle_request()
+            child_client.sendall(b"child\n")
+            if child_client.recv(100) == b"child\n":
+                code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + WAIT * 3
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if not done:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 # --------------------------------------------------------------- serve_forever's own paths
 #
 # serve_forever() may take requests in by itself when get_request() is the

@@ -34,6 +34,14 @@ else:  # pragma: no cover
     atexit.register(_close_all_pools)
 
 
+def _count_fork():
+    WorkerPool.process_generation += 1
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; where there is no fork, nothing to count
+    os.register_at_fork(after_in_child=_count_fork)
+
+
 class _Worker:
     __slots__ = ("pool", "job", "wakeup", "thread")
 
@@ -66,9 +74,14 @@ class _Worker:
 class WorkerPool:
     """Runs ``function(*args)`` on an idle thread, or on a new one if none is idle."""
 
+    # Bumped in each fork()ed child: the threads of a pool made before the
+    # fork do not exist there. Comparing it with ``generation`` saves a
+    # getpid() system call per request.
+    process_generation = 0
+
     def __init__(self, daemon):
         self.daemon = daemon
-        self.pid = os.getpid()
+        self.generation = WorkerPool.process_generation
         self._idle = []  # a stack: the most recently idle (cache-warm) thread first
         self._closed = False
         if not daemon:

@@ -611,7 +611,8 @@ class ThreadingMixIn:
             t.start()
             return
         pool = self.__pool
-        if pool is None or pool.daemon != self.daemon_threads or pool.pid != os.getpid():
+        if (pool is None or pool.daemon != self.daemon_threads
+                or pool.generation != WorkerPool.process_generation):  # forked since
             if pool is not None:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
