@@ -296,6 +296,8 @@ cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     cdef sockaddr_un *unix_addr
     cdef Py_ssize_t path_length
     cdef int family = addr.ss_family
+    if length == 0:
+        return None  # no address: a datagram from an unbound AF_UNIX socket (as CPython)
     if family == AF_INET:
         v4 = <sockaddr_in *>addr
         return (_dotted_quad(ntohl(v4.sin_addr.s_addr)), ntohs(v4.sin_port))
@@ -329,8 +331,17 @@ cdef object _take_one(server, int fd, listener, bint stream):
     cdef socklen_t length
     cdef int client_fd, err
     cdef Py_ssize_t n, max_size = 0
+    cdef int flags
     cdef bytes data
-    if not stream:
+    if stream:
+        # The listener's O_NONBLOCK belongs to its open file description,
+        # which other processes may share (a pre-forked server) and clear
+        # when their serve_forever() ends. Set it again rather than block
+        # in accept() holding the GIL.
+        flags = fcntl(fd, F_GETFL)
+        if flags >= 0 and not flags & O_NONBLOCK:
+            fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    else:
         max_size = server.max_packet_size  # per datagram, as get_request reads it
         if max_size < 0:
             raise ValueError("negative buffersize in recvfrom")  # socket.recvfrom's error
@@ -490,6 +501,8 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint 
                     server._handle_request_noblock()
                 else:
                     for taken in range(batch):
+                        if taken and server._BaseServer__shutdown_request:
+                            break  # shutdown() waits for the request in progress only
                         item = _take_one(server, fd, listener, stream)
                         if item is None:
                             break

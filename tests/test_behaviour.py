@@ -13,6 +13,7 @@ import array
 import errno
 import io
 import os
+import queue
 import select
 import shutil
 import socket
@@ -1772,6 +1773,120 @@ def test_threading_server_serves_in_a_forked_child(impl, harness):
         os.kill(pid, 9)
         os.waitpid(pid, 0)
     assert done and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+@needs_fork
+def test_child_forked_in_a_handler_ends_with_its_request(impl, harness):
+    """A handler that fork()s: in the child, the thread that forked ends when
+    the handler returns, as the stdlib's per-request thread does, so the child
+    exits then (a reused thread waiting idle for the next request would keep
+    it alive, holding copies of the server's descriptors)."""
+    children = queue.Queue()
+
+    class Handler(impl.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(b"forking")
+            pid = os.fork()
+            if pid:
+                children.put(pid)
+            # the child returns too: its request ends, then its only thread
+
+    server = harness.server(impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    client = harness.connect(server)
+    assert client.recv(10) == b"forking"
+    pid = children.get(timeout=WAIT)
+    started = time.monotonic()
+    done = 0
+    while not done and time.monotonic() - started < WAIT:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    if not done:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done, "the child was still alive after {} s".format(WAIT)
+
+
+@needs_fork
+def test_forked_child_takes_nothing_for_the_parent(fast_impl, harness):
+    """Handler threads that take the next request themselves stay in the
+    parent at a fork: in the child nothing is queued for them and no thread
+    of the child takes from the listener the parent serves."""
+    if not fast_impl.COMPILED:
+        pytest.skip("handler threads take requests themselves only on the compiled core")
+    reports = queue.Queue()
+
+    class Handler(fast_impl.BaseRequestHandler):
+        def handle(self):
+            server = self.server
+            # As if three threads were on their way to take a request.
+            server._BaseServer__takers += 3
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                state = (server._BaseServer__take_pending_from is None,
+                         server._BaseServer__takers, len(server._BaseServer__handoff))
+                os.write(write_fd, repr(state).encode())
+                os._exit(0)
+            server._BaseServer__takers -= 3
+            os.close(write_fd)
+            with os.fdopen(read_fd, "rb") as pipe:
+                reports.put((server._BaseServer__take_pending_from is server.socket,
+                             pipe.read().decode()))
+            os.waitpid(pid, 0)
+            self.request.sendall(b"done")
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    client = harness.connect(server)
+    assert client.recv(10) == b"done"
+    # in the parent the listener is published; in the child it is not
+    assert reports.get(timeout=WAIT) == (True, "(True, 0, 0)")
+
+
+@pytest.mark.skipif(not HAS_UNIX, reason="no AF_UNIX")
+@pytest.mark.parametrize("cls_name", ["UnixDatagramServer", "ThreadingUnixDatagramServer"])
+@pytest.mark.parametrize("how", ["serve_forever", "handle_request"])
+def test_datagram_from_an_unbound_unix_client(impl, harness, cls_name, how):
+    """A datagram from an unbound AF_UNIX socket has no sender address:
+    client_address is None, as in the stdlib, and serving goes on."""
+    seen = queue.Queue()
+
+    class Handler(impl.BaseRequestHandler):
+        def handle(self):
+            seen.put((self.request[0], self.client_address))
+
+    server = harness.server(getattr(impl, cls_name), harness.unix_address(), Handler)
+    if how == "serve_forever":
+        harness.serve(server)
+    client = harness.client(socket.AF_UNIX, socket.SOCK_DGRAM)  # not bound
+    for data in (b"one", b"two"):
+        client.sendto(data, server.server_address)
+        if how == "handle_request":
+            server.handle_request()
+        assert seen.get(timeout=WAIT) == (data, None)
+    harness.stop(server)
+
+
+def test_shutdown_waits_for_the_request_in_progress_only(impl, harness):
+    """Connections waiting when shutdown() is called stay unserved, as in the
+    stdlib: the loop does not finish a batch of them first."""
+    handled = []
+    started = threading.Event()
+
+    class Handler(impl.BaseRequestHandler):
+        def handle(self):
+            handled.append(self.client_address)
+            started.set()
+            time.sleep(0.2)
+
+    server = harness.server(impl.TCPServer, ("127.0.0.1", 0), Handler)
+    for _ in range(5):  # within the stdlib's listen backlog of 5
+        harness.connect(server)
+    harness.serve(server)
+    assert started.wait(WAIT)
+    bounded(server.shutdown)
+    assert len(handled) == 1
 
 
 # --------------------------------------------------------------- serve_forever's own paths

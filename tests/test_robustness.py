@@ -398,6 +398,61 @@ def test_ctrl_c_stops_serve_forever(name, cls, request):
             proc.communicate(timeout=WAIT)
 
 
+# ------------------------------------------------------------ a listener shared with other processes
+
+SHARED_LISTENER_SCRIPT = """
+{import_line}
+import fcntl, os, socket, threading, time
+
+class Handler(ss.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline())
+
+def echo(address):
+    with socket.create_connection(address, timeout=5) as c:
+        c.sendall(b"ping\\n")
+        return c.recv(16)
+
+server = ss.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+assert echo(server.server_address) == b"ping\\n"
+# What another process sharing the listener's open file description (a
+# pre-forked server) does when its serve_forever() ends: O_NONBLOCK cleared.
+fd = server.socket.fileno()
+fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+assert echo(server.server_address) == b"ping\\n"
+time.sleep(0.2)  # the handler thread is done with its request
+started = time.monotonic()
+time.sleep(0.1)
+print("slept %.2f" % (time.monotonic() - started), flush=True)
+assert echo(server.server_address) == b"ping\\n"
+server.shutdown()
+server.server_close()
+print("served", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", IMPLS)
+def test_listener_made_blocking_by_another_process(name, request):
+    """The listener's O_NONBLOCK is shared with every process that shares its
+    open file description, and one may clear it while this one serves: the
+    server must neither freeze (an accept blocking with the GIL held) nor stop
+    serving."""
+    require_c(request, name)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHARED_LISTENER_SCRIPT.format(import_line=import_line(name))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(name))
+    try:
+        stdout, stderr = proc.communicate(timeout=WAIT * 2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    lines = stdout.split()
+    assert proc.returncode == 0, (stdout, stderr)
+    assert lines[0] == "slept" and float(lines[1]) < 1.0, stdout
+    assert lines[2] == "served", stdout
+
+
 # ------------------------------------------------------------ many connections
 
 def _client_worker(address, ops, deadline, failures, done):

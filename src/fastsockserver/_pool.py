@@ -104,7 +104,9 @@ class WorkerPool:
 
     def _wait_for_job(self, worker):
         """Park ``worker`` until a job (returned) or retirement (None)."""
-        if self._closed:
+        if self._closed or self.generation != WorkerPool.process_generation:
+            # In a fork()ed child the thread ends with its request, as the
+            # stdlib's would: parked, it would keep the child alive.
             return None
         self._idle.append(worker)
         if self._closed:

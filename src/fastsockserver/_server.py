@@ -13,6 +13,7 @@ import _socket
 import sys
 import threading
 import io
+import weakref
 from io import BufferedIOBase
 from time import monotonic as _time
 
@@ -125,7 +126,7 @@ def _own_service_actions(server):
 
 
 # Requests taken per wake-up: enough to drain a burst of connects, few enough
-# that shutdown() is not held up.
+# that service_actions() runs often (shutdown() ends a batch early).
 _MAX_BATCH = 64
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 # socket.socket's family property converts to an IntEnum through Python code
@@ -174,10 +175,12 @@ class BaseServer:
             handlers_take = receive_path is not None and _handlers_take_pending(self)
             if handlers_take:
                 self.__handoff = collections.deque()
+                _serving_with_takers[id(self)] = self
             wake_fd = self.__waker.open()
             try:
                 _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch, handlers_take)
             finally:
+                _serving_with_takers.pop(id(self), None)
                 self.__waker.close()
                 self.__hand_over_queued()
         finally:
@@ -572,6 +575,31 @@ class _NoThreads:
 
     def join(self):
         pass
+
+
+# Servers whose handler threads take requests (serve_forever running with
+# handlers_take), by id: a subclass may define __eq__ and so be unhashable.
+_serving_with_takers = weakref.WeakValueDictionary()
+
+
+def _forget_takers_after_fork():
+    """In a fork()ed child the handler threads taking requests stayed in the
+    parent: queue nothing for them, and let no thread of the child take from
+    the listener the parent serves."""
+    for server in list(_serving_with_takers.values()):
+        server._BaseServer__take_pending_from = None
+        server._BaseServer__takers = 0
+        queued = server._BaseServer__handoff
+        if queued is not None:
+            server._BaseServer__handoff = collections.deque()
+            for request, _ in queued:  # the parent serves them; close the child's copies
+                if isinstance(request, socket.socket):
+                    request.close()
+    _serving_with_takers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_takers_after_fork)
 
 
 class ThreadingMixIn:
