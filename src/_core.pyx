@@ -566,7 +566,7 @@ def socketio_readinto(self, b):
         return _SocketIO.readinto(self, b)
     try:
         PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
-    except BufferError:
+    except (BufferError, TypeError):  # not writable, or no buffer at all
         return _SocketIO.readinto(self, b)  # raises the stdlib's TypeError
     try:
         if self._expect_wait:
