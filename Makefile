@@ -1,7 +1,7 @@
 # Developer shortcuts. Build switches themselves live in setup.py.
 PYTHON ?= python3
 
-.PHONY: build annotate debug test test-all bench clean
+.PHONY: build annotate debug test test-all lint bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -13,14 +13,20 @@ annotate:         ## also write build/cython/src/_core.html (yellow = Python cal
 debug:            ## line-traced, unoptimised core (coverage, profilers)
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_CYTHON_TRACE=1 $(PYTHON) -m pip install -e ".[test]"
 
-test:             ## this interpreter: stdlib, pure and compiled side by side
+test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest
 
-test-all:         ## every Python 3.9-3.13 on the machine (what CI runs)
+test-all:         ## the README's test command (.ci/run, the GitHub workflow): every Python
 	$(PYTHON) tools/run_tests.py
+
+lint:             ## the habits alone (they run with the tests too): ruff, cython-lint, stubtest
+	$(PYTHON) -m pytest tests/test_sourcecode.py
 
 bench:
 	$(PYTHON) -m fastsockserver bench
+
+info:             ## version, Python, compiled or pure and why, the wait, the load generator
+	$(PYTHON) -m fastsockserver info
 
 clean:
 	rm -rf build dist .venvs src/*.egg-info src/fastsockserver/*.so

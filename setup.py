@@ -1,13 +1,16 @@
-"""Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``) and of the
-benchmark's load generator ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``).
+"""Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
+``src/fastsockserver._core.pxd``) and, on Linux only, of the benchmark's load generator
+``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
 
 Switches, all environment variables (one place for build settings):
-  FASTSOCKSERVER_NO_EXTENSIONS=1     build no extension: a pure-Python install
-  FASTSOCKSERVER_REQUIRE_EXTENSIONS=1  a failed compile fails the build (wheels, CI)
-  FASTSOCKSERVER_CYTHON_ANNOTATE=1   also write the annotated HTML (build/annotate/)
-  FASTSOCKSERVER_CYTHON_TRACE=1      debug build: line tracing, no optimisation
-Without FASTSOCKSERVER_REQUIRE_EXTENSIONS a failed compile falls back to the
-pure-Python package, which behaves the same.
+  FASTSOCKSERVER_NO_EXTENSIONS=1       build no extension: a pure-Python install
+  FASTSOCKSERVER_REQUIRE_EXTENSIONS=1  a failed compile of the core fails the build
+                                       (wheels, CI); the load generator is never required
+  FASTSOCKSERVER_NO_LOADGEN=1          do not build the load generator (as on non-Linux)
+  FASTSOCKSERVER_CYTHON_ANNOTATE=1     also write the annotated HTML (build/cython/src/)
+  FASTSOCKSERVER_CYTHON_TRACE=1        debug build: line tracing, no optimisation
+Without FASTSOCKSERVER_REQUIRE_EXTENSIONS a failed compile of the core falls back
+to the pure-Python package, which behaves the same.
 """
 import importlib.util
 import os
@@ -34,6 +37,12 @@ NO_EXTENSIONS = _env.NO_EXTENSIONS
 REQUIRE = _env.is_set(os.environ.get("FASTSOCKSERVER_REQUIRE_EXTENSIONS"))
 ANNOTATE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_ANNOTATE"))
 TRACE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_TRACE"))
+# The load generator uses Linux-only calls; `python -m fastsockserver bench`
+# says so where it is absent.
+LOADGEN = (sys.platform.startswith("linux")
+           and not _env.is_set(os.environ.get("FASTSOCKSERVER_NO_LOADGEN")))
+CORE = "fastsockserver._core"
+LOADGEN_NAME = "fastsockserver._loadgen"
 
 COMPILER_DIRECTIVES = {
     "language_level": 3,
@@ -49,27 +58,34 @@ if TRACE:
 
 
 class OptionalBuildExt(build_ext):
-    """Falls back to pure Python when the compiler fails, unless the core is required."""
+    """Falls back to pure Python when the compiler fails, unless the core is required.
+
+    The load generator is bench tooling: its failure never fails the build.
+    """
 
     def run(self):
         try:
             super().run()
         except Exception as exc:  # the compiler is missing or failed
-            self._fallback(exc)
+            self._fallback(CORE, exc)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._fallback(exc)
+            self._fallback(ext.name, exc)
 
-    def _fallback(self, exc):
-        if REQUIRE:
-            raise
+    def _fallback(self, name, exc):
+        if name == LOADGEN_NAME:
+            message = ("building the benchmark's load generator failed ({}); the package "
+                       "works without it, `python -m fastsockserver bench` does not.")
+        elif REQUIRE:
+            raise exc
+        else:
+            message = ("building the compiled core failed ({}); installing the "
+                       "pure-Python package, which behaves the same but is slower.")
         print("*" * 70, file=sys.stderr)
-        print("fastsockserver: building the compiled core failed ({}); installing the "
-              "pure-Python package, which behaves the same but is slower.".format(exc),
-              file=sys.stderr)
+        print("fastsockserver: " + message.format(exc), file=sys.stderr)
         print("*" * 70, file=sys.stderr)
 
 
@@ -77,6 +93,9 @@ def _extensions():
     if NO_EXTENSIONS:
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if TRACE else []
+    sources = [(CORE, "src/_core.pyx")]
+    if LOADGEN:
+        sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
     extensions = [
         Extension(
             name,
@@ -84,11 +103,7 @@ def _extensions():
             define_macros=macros,
             extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
         )
-        for name, source in (
-            ("fastsockserver._core", "src/_core.pyx"),
-            # the load generator of ``python -m fastsockserver bench``
-            ("fastsockserver._loadgen", "src/_loadgen.pyx"),
-        )
+        for name, source in sources
     ]
     try:
         from Cython.Build import cythonize

@@ -5,7 +5,6 @@ The ``impl`` fixture gives the socketserver module under test; pure mode is a
 second copy of the package loaded with FASTSOCKSERVER_NO_EXTENSIONS=1, as in
 tests/conftest.py, so the three run in one process.
 """
-import importlib.util
 import os
 import socketserver as stdlib_socketserver
 import sys

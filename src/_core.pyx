@@ -1,21 +1,29 @@
-"""fastsockserver._core: the compiled request loop.
+"""fastsockserver._core: the compiled serving core.
 
-The same functions as ``fastsockserver._pyloop``, with the same behaviour;
-the wait runs in C with the GIL released. Compiler directives live in setup.py.
+Implements fastsockserver/_core_api.py, as its pure-Python twin
+fastsockserver/_core_py.py does, with the same behaviour: the wait runs in C
+with the GIL released (epoll on Linux), requests are taken in batches, and
+rfile/wfile first try system calls that cannot block. Declared in _core.pxd;
+compiler directives live in setup.py.
 """
-from libc.errno cimport errno, EINTR
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EAGAIN, EINTR, errno
 from libc.limits cimport INT_MAX
 from libc.math cimport ceil
-from libc.string cimport strerror
-from posix.unistd cimport read
-from libc.string cimport memset
-from libc.errno cimport EAGAIN
-from posix.unistd cimport close
-from cpython.exc cimport PyErr_CheckSignals
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from socket import socket as _socket_class
+from libc.string cimport memset, strerror
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.unistd cimport close, read
+
 from _socket import socket as _c_socket_class
 from math import ceil as _ceil
+from socket import SocketIO as _SocketIO
+from socket import socket as _socket_class
+
+from fastsockserver._core_api import (
+    BACKOFF_FIRST, BACKOFF_MAX, EPOLL, HANDLERS_TAKE, RECEIVES, RESOURCE_ERRNOS,
+)
 
 # socket.socket's type/family properties convert to an IntEnum in Python
 # code (~0.7 us each); _socket.socket's members are the same numbers.
@@ -91,7 +99,9 @@ cdef extern from *:
     #include <errno.h>
     static int fss_epoll_create(void) { errno = ENOSYS; return -1; }
     static int fss_epoll_watch(int epfd, int fd, int add) { errno = ENOSYS; return -1; }
-    static int fss_epoll_wait(int epfd, int *ready_fds, int max, int timeout_ms) { errno = ENOSYS; return -1; }
+    static int fss_epoll_wait(int epfd, int *ready_fds, int max, int timeout_ms) {
+        errno = ENOSYS; return -1;
+    }
     #endif
     """
     ctypedef unsigned int socklen_t
@@ -130,7 +140,12 @@ cdef extern from *:
                     char *serv, socklen_t servlen, int flags)
     unsigned short ntohs(unsigned short)
     unsigned int ntohl(unsigned int)
-    ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *length) nogil
+    ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr,
+                     socklen_t *length) nogil
+
+# What this core does beyond the stdlib's loop (_core_api): epoll only on Linux.
+FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL) if IS_LINUX else (RECEIVES, HANDLERS_TAKE))
+
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -145,13 +160,30 @@ cdef extern from "<poll.h>" nogil:
 
 cdef extern from "<time.h>":  # clock_gettime's own header (posix.time includes <sys/time.h>)
     pass
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
 cdef inline double _now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef class ServingState:
+    """What a server shares with its loop and handler threads (see _core_api.ServingState)."""
+
+    def __init__(self):
+        self.accept_backoff = self.accept_resume_at = 0.0
+        self.handoff = None
+        self.takers = 0
+        self.take_pending_from = None
+
+    cpdef accept_failed(self, error_number):
+        if error_number in RESOURCE_ERRNOS:
+            self.accept_backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+            self.accept_resume_at = _now() + self.accept_backoff
+
+    cpdef accept_recovered(self):
+        self.accept_backoff = self.accept_resume_at = 0.0
 
 
 # The fast paths below keep the GIL across system calls that cannot block.
@@ -306,7 +338,8 @@ cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
         # getnameinfo, as CPython does: it adds the %scope of link-local addresses.
         if getnameinfo(<sockaddr *>addr, length, host, sizeof(host), NULL, 0, NI_NUMERICHOST):
             inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof(host))
-        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo),
+                v6.sin6_scope_id)
     if family == AF_UNIX:
         unix_addr = <sockaddr_un *>addr
         path_length = <Py_ssize_t>length - <Py_ssize_t>offsetof_sun_path()
@@ -318,7 +351,7 @@ cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     raise OSError("unsupported address family {}".format(family))
 
 
-cdef object _take_one(server, int fd, listener, bint stream):
+cdef object _take_one(server, ServingState state, int fd, listener, bint stream):
     """One connection or datagram, as (request, client_address); None when none waits.
 
     Never blocks: during serve_forever the listener is O_NONBLOCK, datagrams
@@ -361,7 +394,7 @@ cdef object _take_one(server, int fd, listener, bint stream):
             PyErr_CheckSignals()
             continue
         if err != EAGAIN and err != EWOULDBLOCK:
-            server._BaseServer__accept_failed(OSError(err, strerror(err).decode()))
+            state.accept_failed(err)
         return None
     if stream:
         try:
@@ -374,40 +407,42 @@ cdef object _take_one(server, int fd, listener, bint stream):
     else:
         address = _sockaddr_to_python(&addr, length)
         request = (data[:n] if n < max_size else data, listener)
-    if server._BaseServer__accept_backoff:
-        server._BaseServer__accept_recovered()
+    if state.accept_backoff:
+        state.accept_recovered()
     return (request, address)
 
 
-def take_pending(server, listener):
+def take_pending(server, ServingState state not None):
     """The next request for a handler thread whose request is done, or None.
 
     Taking the next waiting request itself saves two context switches per
     request (the loop's wake-up and the hand-over). First a request the
-    loop handed to takers (hand_to_taker), then one waiting on ``listener``
-    while serve_forever() serves it (checked under the GIL, so
-    server_close() cannot close the descriptor in between).
+    loop handed to takers (hand_to_taker), then one waiting on the listener
+    while serve() publishes it in ``state.take_pending_from`` (checked under
+    the GIL, so server_close() cannot close the descriptor in between).
     """
     # While this thread lets others run it counts as a taker: the loop may
     # then queue a request for it instead of starting a thread. From the end
     # of the yield to the return the GIL is held throughout, so the loop
     # sees this thread either as a taker still to look at the queue, or gone.
-    server._BaseServer__takers += 1
+    state.takers += 1
     try:
         _share_gil(_now())
     finally:
-        server._BaseServer__takers -= 1
-    handoff = server._BaseServer__handoff
+        state.takers -= 1
+    handoff = state.handoff
     if handoff:
         return handoff.popleft()
-    if server._BaseServer__take_pending_from is not listener or listener is None:
+    listener = state.take_pending_from
+    if listener is None:
         return None
-    if server._BaseServer__accept_resume_at:
+    if state.accept_resume_at:
         return None  # backing off after an out-of-resources error: the loop retries
-    return _take_one(server, listener.fileno(), listener, _raw_type(listener) == SOCK_STREAM)
+    return _take_one(server, state, listener.fileno(), listener,
+                     _raw_type(listener) == SOCK_STREAM)
 
 
-def hand_to_taker(server, request, client_address):
+def hand_to_taker(ServingState state not None, request, client_address):
     """Queue a request for a thread inside take_pending; False when none would take it.
 
     Each queued request has its own taker still to look at the queue, so it
@@ -418,24 +453,26 @@ def hand_to_taker(server, request, client_address):
     # The tuple first: on Python <= 3.11 allocating may run the garbage
     # collector, whose finalizers may let the GIL go between check and append.
     item = (request, client_address)
-    handoff = server._BaseServer__handoff
-    if handoff is not None and server._BaseServer__takers > len(handoff):
+    handoff = state.handoff
+    if handoff is not None and state.takers > len(handoff):
         handoff.append(item)
         return True
     return False
 
 
-def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint handlers_take):
+def serve(server, plan, ServingState state not None, int wake_fd, poll_interval):
     """Run ``server``'s request loop until ``server.shutdown()`` is called.
 
     ``wake_fd`` becomes readable when shutdown() is called: the wait ends at
-    once instead of after ``poll_interval``. With a ``listener`` (see
-    _server._own_receive_path) connections or datagrams are taken in here,
-    up to ``batch`` per wake-up, and handed to ``server._verify_and_process``;
-    without one each wake-up calls ``server._handle_request_noblock()`` as
-    the stdlib does. While the server backs off after an out-of-resources
-    accept error, only ``wake_fd`` is watched.
+    once instead of after ``poll_interval``. With a ``plan.listener`` (see
+    _plan) connections or datagrams are taken in here, up to ``plan.batch``
+    per wake-up, and handed to ``server._verify_and_process``; without one
+    each wake-up calls ``server._handle_request_noblock()`` as the stdlib
+    does. While the server backs off after an out-of-resources accept error,
+    only ``wake_fd`` is watched.
     """
+    cdef int fd = plan.fd, batch = plan.batch
+    cdef bint handlers_take = plan.handlers_take
     cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
     cdef int epfd = -1
     cdef double pause
@@ -445,6 +482,7 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint 
     fds[0].events = POLLIN
     fds[1].fd = fd
     fds[1].events = POLLIN
+    listener = plan.listener
     dispatch = None
     if listener is not None:
         dispatch = server._verify_and_process
@@ -467,9 +505,9 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint 
         if handlers_take:
             # Published only now that the listener is non-blocking, withdrawn
             # before it blocks again: take_pending accepts holding the GIL.
-            server._BaseServer__take_pending_from = listener
+            state.take_pending_from = listener
         while not server._BaseServer__shutdown_request:
-            pause = server._BaseServer__accept_resume_at
+            pause = state.accept_resume_at
             if pause:
                 pause -= _now()
             if pause > 0:
@@ -503,14 +541,14 @@ def serve(server, int fd, poll_interval, int wake_fd, listener, int batch, bint 
                     for taken in range(batch):
                         if taken and server._BaseServer__shutdown_request:
                             break  # shutdown() waits for the request in progress only
-                        item = _take_one(server, fd, listener, stream)
+                        item = _take_one(server, state, fd, listener, stream)
                         if item is None:
                             break
                         dispatch(*item)
                         item = None
             server.service_actions()
     finally:
-        server._BaseServer__take_pending_from = None
+        state.take_pending_from = None
         if epfd >= 0:
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
@@ -533,8 +571,6 @@ def wait_readable(int fd, timeout):
 # block does it take the stdlib's path, which waits with the GIL released
 # and applies the socket's timeout.
 
-from socket import SocketIO as _SocketIO
-
 cdef extern from *:
     """
     #include <sys/socket.h>
@@ -545,8 +581,6 @@ cdef extern from *:
     ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
     ssize_t send(int fd, const void *buf, size_t n, int flags) nogil
     const int MSG_NOSIGNAL
-
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE, PyBUF_SIMPLE
 
 
 def socketio_readinto(self, b):
@@ -655,7 +689,6 @@ def socket_writer_write(self, b):
         PyBuffer_Release(&view)
 
 
-
 # ---------------------------------------------------------------- end of a request
 # TCPServer.shutdown_request/close_request: shutdown(SHUT_WR) and close()
 # cannot block on a plain socket without SO_LINGER, so they keep the GIL too.
@@ -666,7 +699,6 @@ cdef extern from *:
     #include <unistd.h>
     """
     int c_shutdown "shutdown"(int fd, int how) nogil
-    int c_close "close"(int fd) nogil
     int getsockopt(int fd, int level, int name, void *value, socklen_t *length) nogil
     const int SHUT_WR, SOL_SOCKET, SO_LINGER, ECONNRESET
     struct linger:
@@ -703,7 +735,7 @@ def close_socket(sock):
         sock.close()
         return
     fd = sock.detach()  # marks the object closed, as close() does
-    if c_close(fd) != 0:
+    if close(fd) != 0:
         err = errno
         if err != ECONNRESET:  # as socket.close() ignores it
             raise OSError(err, strerror(err).decode())

@@ -24,7 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport (errno, EINTR, EAGAIN, EINPROGRESS, ECONNREFUSED,
                          ECONNRESET, EPIPE, EADDRINUSE, EADDRNOTAVAIL, ETIMEDOUT)
 from libc.stdlib cimport malloc, calloc, free, qsort
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memset
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -153,7 +153,7 @@ cdef struct Slot:
     int state
     int registered        # events currently registered with epoll (0: not registered)
     long long start_ns    # request start (connrate: before socket())
-    long long deadline_ns # the current operation's timeout, or the end of a back-off
+    long long deadline_ns  # the current operation's timeout, or the end of a back-off
     Py_ssize_t sent
     Py_ssize_t received
     Py_ssize_t expect     # total response bytes expected (-1: not known yet, HTTP)
@@ -280,10 +280,12 @@ cdef class LoadGen:
         elif mode == "udp":
             self.mode = M_UDP
         else:
-            raise ValueError("mode must be 'connrate', 'persistent' or 'udp', not {!r}".format(mode))
+            raise ValueError(
+                "mode must be 'connrate', 'persistent' or 'udp', not {!r}".format(mode))
         ip = ipaddress.ip_address(host)
         if not ip.is_loopback:
-            raise ValueError("the load generator only targets loopback addresses, not {}".format(host))
+            raise ValueError(
+                "the load generator only targets loopback addresses, not {}".format(host))
         if not 0 < port < 65536:
             raise ValueError("bad port {}".format(port))
         if concurrency < 1 or concurrency > 4096:
@@ -430,7 +432,7 @@ cdef class LoadGen:
 
     cdef void _open(self, Slot *s, int idx, long long now) noexcept nogil:
         """Open the slot's socket (a TCP connect, or a connected UDP socket)."""
-        cdef int fd, one = 1, tries, r, err, port
+        cdef int fd, one = 1, _attempt, r, err, port
         cdef sockaddr_storage src
         cdef sockaddr_in *s4
         cdef sockaddr_in6 *s6
@@ -456,7 +458,7 @@ cdef class LoadGen:
             self.connects += 1
             s.state = S_IDLE
             return
-        for tries in range(64):
+        for _attempt in range(64):
             fd = socket(self.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
             if fd < 0:
                 self._fail(s, E_OTHER, now)

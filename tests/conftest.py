@@ -1,18 +1,20 @@
-"""One fixture, ``impl``, runs each behaviour test on the stdlib ``socketserver``
-(id ``stdlib``), fastsockserver in pure Python (``py``) and fastsockserver on
-its compiled core (``c``).
+"""Fixtures: ``impl`` runs a test on the stdlib ``socketserver`` (id ``stdlib``),
+fastsockserver in pure Python (``py``) and on its compiled core (``c``);
+``fast_impl`` on the last two only; ``harness`` and ``blocking`` for servers.
 
 The pure implementation is a second copy of the package loaded with
 FASTSOCKSERVER_NO_EXTENSIONS=1, so both modes run in one process.
 ``--no-c-extensions`` (or the variable itself) skips the ``c`` runs.
 """
+import queue
 import socketserver as stdlib_socketserver
+import threading
 
 import pytest
 
 import fastsockserver
 from fastsockserver import _env
-from support import load_pure_copy  # noqa: F401  (also imported from here by test modules)
+from support import Harness, load_pure_copy
 
 
 def pytest_addoption(parser):
@@ -51,3 +53,27 @@ def fast_impl(request):
     if request.param == "py":
         return load_pure_copy()
     return _compiled_module(request.config)
+
+
+@pytest.fixture
+def harness():
+    """A Harness whose servers, threads, clients and directories are cleaned up
+    after the test, even when an assertion failed (every wait is bounded)."""
+    h = Harness()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def blocking():
+    """What blocking_handler() needs: its handler threads block until ``release``."""
+    ns = type("NS", (), {})()
+    ns.started = queue.Queue()
+    ns.release = threading.Event()
+    ns.finished = []
+    try:
+        yield ns
+    finally:
+        ns.release.set()

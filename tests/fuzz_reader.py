@@ -24,26 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import fastsockserver  # noqa: E402
+from support import load_pure_copy, make_handler, outcome  # noqa: E402
 
 OPS = ["read", "read_all", "read1", "peek", "readinto", "readinto1", "readline",
        "readline_limit", "readlines", "next", "raw_readinto"]
-
-
-def make_handler(mod, sock):
-    class Handler(mod.StreamRequestHandler):
-        def handle(self):
-            pass
-
-        def finish(self):
-            pass
-    return Handler(sock, ("fuzz", 0), None)
-
-
-def outcome(func):
-    try:
-        return ("ok", func())
-    except Exception as e:  # noqa: BLE001
-        return ("raise", type(e).__name__, getattr(e, "errno", None), str(e))
 
 
 def do(rfile, op, n):
@@ -143,7 +127,6 @@ def target_module(which):
         if not fastsockserver.COMPILED:
             sys.exit("the compiled core is not in use")
         return fastsockserver
-    from support import load_pure_copy
     return load_pure_copy()
 
 

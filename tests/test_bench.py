@@ -13,6 +13,7 @@ import pytest
 
 import fastsockserver
 from fastsockserver import _env
+from support import free_port
 
 loadgen = pytest.importorskip("fastsockserver._loadgen",
                               reason="the load generator is not built (pure install)")
@@ -25,12 +26,6 @@ def bench(*args, env=None, timeout=120):
     environ.update(env or {})
     return subprocess.run([sys.executable, "-m", "fastsockserver", "bench", *args],
                           capture_output=True, text=True, timeout=timeout, env=environ)
-
-
-def _free_port(kind=socket.SOCK_STREAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the CLI
@@ -152,7 +147,7 @@ def test_missing_peer_is_skipped(monkeypatch, capsys):
 # ---------------------------------------------------------------- the load generator
 
 def test_loadgen_counts_refused_and_stops_by_time():
-    port = _free_port()   # nothing listens there
+    port = free_port()   # nothing listens there
     with loadgen.LoadGen("connrate", "127.0.0.1", port, b"x\n", concurrency=4,
                          timeout=1.0) as lg:
         started = time.monotonic()

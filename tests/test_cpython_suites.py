@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from fastsockserver import _env
+from support import HERE
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "cpython_suite.py")
 MODULES = ["test.test_socketserver", "test.test_httpservers", "test.test_xmlrpc",
            "test.test_wsgiref"]

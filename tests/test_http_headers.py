@@ -6,11 +6,11 @@ import http.client
 import io
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastsockserver import _http
-
-from test_install import code_result, run_code
+from support import code_result, run_code
 
 HYP = dict(deadline=None, database=None, derandomize=True,
            suppress_health_check=[HealthCheck.too_slow])

@@ -16,11 +16,12 @@ from fastsockserver import _env
 PROBE = r"""
 import importlib.util, json, sys
 import fastsockserver
-from fastsockserver import _impl, _pyloop
+from fastsockserver import _core_select, _core_py
 info = {
     "compiled": fastsockserver.COMPILED,
-    "loop_is_pyloop": _impl.loop is _pyloop,
-    "loop_name": _impl.loop.__name__,
+    "core_is_twin": _core_select.core is _core_py,
+    "core_in_use": _core_select.core.__name__,
+    "why_pure": _core_select.WHY_PURE,
     "top_level_core": importlib.util.find_spec("_core") is not None,
 }
 try:
@@ -50,21 +51,22 @@ def test_default_is_compiled():
         # inherits the variable, must report pure
         env_value = os.environ.get(_env.ENV_VAR)
         info = probe(env_value)
-        assert info["compiled"] is False and info["loop_is_pyloop"] is True
+        assert info["compiled"] is False and info["core_is_twin"] is True
         pytest.skip("{}={!r} in this test run".format(_env.ENV_VAR, env_value))
     info = probe(None)
     assert info["compiled"] is True, (
         "the compiled core fastsockserver._core is not built or not in use")
-    assert info["loop_is_pyloop"] is False
-    assert info["loop_name"] == "fastsockserver._core"
+    assert info["core_is_twin"] is False
+    assert info["core_in_use"] == "fastsockserver._core"
 
 
 @pytest.mark.parametrize("value", ["1", "true", "yes", "TRUE", " on "])
 def test_no_extensions_gives_pure(value):
     info = probe(value)
     assert info["compiled"] is False
-    assert info["loop_is_pyloop"] is True
-    assert info["loop_name"] == "fastsockserver._pyloop"
+    assert info["core_is_twin"] is True
+    assert info["core_in_use"] == "fastsockserver._core_py"
+    assert _env.ENV_VAR in info["why_pure"]
 
 
 @pytest.mark.parametrize("value", ["0", "false", "", "no", "off", "False"])
@@ -73,7 +75,7 @@ def test_falsy_values_give_compiled(value):
         pytest.skip("{} set in this test run".format(_env.ENV_VAR))
     info = probe(value)
     assert info["compiled"] is True
-    assert info["loop_is_pyloop"] is False
+    assert info["core_is_twin"] is False
 
 
 def test_core_module_name_and_no_top_level_core():
@@ -110,22 +112,3 @@ def test_pure_and_compiled_expose_the_same_api():
         assert out.returncode == 0, out.stderr
         results.append(json.loads(out.stdout))
     assert results[0] == results[1]
-
-
-def test_both_loops_provide_every_name_the_server_uses():
-    """_server.py calls the loop as ``_loop.<name>``: each name must exist in the
-    pure loop and in the compiled core (PEP 399: the same interface; None in
-    the pure loop marks a compiled-only saving the server checks for)."""
-    import re
-    from fastsockserver import _pyloop, _server
-    with open(_server.__file__, encoding="utf-8") as f:
-        used = set(re.findall(r"\b_loop\.([A-Za-z_]\w*)", f.read()))
-    assert {"serve", "take_pending", "begin_grace"} <= used  # the scan finds them
-    missing_pure = sorted(name for name in used if not hasattr(_pyloop, name))
-    assert missing_pure == []
-    try:
-        from fastsockserver import _core
-    except ImportError:
-        pytest.skip("compiled core not built (test_default_is_compiled reports it)")
-    missing_core = sorted(name for name in used if not hasattr(_core, name))
-    assert missing_core == []

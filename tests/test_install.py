@@ -1,38 +1,14 @@
 """fastsockserver.install() and ``python -m fastsockserver run``, each in a
 fresh interpreter (sys.executable, the environment copied)."""
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-TIMEOUT = 60
-
-
-def run_python(args, cwd=None, timeout=TIMEOUT, env=None):
-    return subprocess.run([sys.executable] + list(args), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=dict(env or os.environ))
-
-
-def run_code(code, **kwargs):
-    return run_python(["-c", textwrap.dedent(code)], **kwargs)
-
-
-def code_result(code, pure=False):
-    """The JSON that ``code`` prints last, run in pure Python mode or not."""
-    env = dict(os.environ)
-    env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
-    if pure:
-        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
-    out = run_code(code, env=env)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
+from support import free_port, run_code, run_python
 
 SERVE_ALL = r"""
 import json, sys, threading, warnings
@@ -262,12 +238,6 @@ def test_run_script_exit_code_propagates(tmp_path):
     (tmp_path / "exit3.py").write_text("import sys; sys.exit(3)\n")
     out = run_python(["-m", "fastsockserver", "run", str(tmp_path / "exit3.py")])
     assert out.returncode == 3
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

@@ -1,7 +1,7 @@
 """Failure paths: running out of descriptors, connections reset before or
-after accept, threads or processes that cannot be started, Ctrl-C, many
-connections with random resets (no descriptor or thread leaks), handler
-thread reuse and retirement, oversized datagrams.
+after accept, misbehaving clients, threads or processes that cannot be started,
+Ctrl-C, a listener made blocking by another process, many connections with random
+resets (no descriptor or thread leaks), oversized datagrams.
 
 Tests take ``impl`` (stdlib, py, c) where the stdlib behaves the same and is
 cheap to include, ``fast_impl`` (py, c) where fastsockserver differs on
@@ -14,90 +14,37 @@ import os
 import random
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from support import wait_for
 
-import fastsockserver
-
-WAIT = 5.0
-POLL = 0.02
-HERE = os.path.dirname(os.path.abspath(__file__))
-# Subprocesses import the fastsockserver this test run imports (installed or
-# editable), never the source tree, which may hold no compiled core.
-SRC = os.path.dirname(os.path.dirname(fastsockserver.__file__))
-IMPLS = ["stdlib", "py", pytest.param("c", marks=pytest.mark.c_extension)]
-
-
-# ------------------------------------------------------------------ helpers
-
-def fd_count():
-    return len(os.listdir("/proc/self/fd"))
-
-
+from support import (
+    IMPLS,
+    TCP_KINDS,
+    WAIT,
+    Harness,
+    Serving,
+    bounded,
+    echo_once,
+    fd_count,
+    import_line,
+    make_server,
+    require_c,
+    reset_close,
+    roundtrip,
+    stream_echo,
+    subprocess_env,
+    wait_for,
+)
 
 
 def impl_name(mod):
     if mod.__name__ == "socketserver":
         return "stdlib"
     return "c" if mod.COMPILED else "py"
-
-
-def subprocess_env(name):
-    env = dict(os.environ)
-    env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
-    if name == "py":
-        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def import_line(name):
-    """Source that binds ``ss`` to the implementation in a subprocess."""
-    if name == "stdlib":
-        return "import socketserver as ss"
-    return ("import fastsockserver as ss\n"
-            "assert ss.COMPILED == {!r}, ss.COMPILED".format(name == "c"))
-
-
-def require_c(request, name):
-    if name == "c":
-        import fastsockserver
-        if request.config.getoption("--no-c-extensions") or not fastsockserver.COMPILED:
-            pytest.skip("compiled core not available")
-
-
-def reset_close(sock):
-    """Close with an RST instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-class Serving:
-    """serve_forever() in a thread; stop() shuts down and closes (bounded)."""
-
-    def __init__(self, server, poll_interval=POLL):
-        self.server = server
-        self.thread = threading.Thread(target=server.serve_forever,
-                                       kwargs={"poll_interval": poll_interval},
-                                       name="robustness-loop", daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        closer = threading.Thread(target=self._stop, daemon=True)
-        closer.start()
-        closer.join(WAIT * 3)
-        assert not closer.is_alive(), "shutdown()/server_close() did not return"
-
-    def _stop(self):
-        self.server.shutdown()
-        self.thread.join(WAIT)
-        self.server.server_close()
 
 
 def echo_handler(mod):
@@ -122,18 +69,6 @@ def quiet_errors(cls):
     return Quiet
 
 
-def echo_once(address, payload=b"ping\n", timeout=WAIT):
-    with socket.create_connection(address, timeout=timeout) as c:
-        c.sendall(payload)
-        got = b""
-        while not got.endswith(b"\n"):
-            data = c.recv(4096)
-            if not data:
-                break
-            got += data
-        return got
-
-
 def read_until_eof(sock, timeout=WAIT):
     sock.settimeout(timeout)
     data = b""
@@ -147,7 +82,7 @@ def read_until_eof(sock, timeout=WAIT):
         return data
 
 
-# ------------------------------------------------------------ out of descriptors
+# --------------------------------------------------------------- out of descriptors
 
 EMFILE_SCRIPT = r"""
 import os, resource, sys, threading
@@ -224,7 +159,8 @@ def test_out_of_descriptors_does_not_spin_and_recovers(name, request):
         used = (cpu() - before) / (time.monotonic() - start)
         if name == "stdlib":
             # Documented difference: the stdlib retries accept() at once, forever.
-            assert used > 0.5, "stdlib expected to spin while out of descriptors ({:.2f})".format(used)
+            assert used > 0.5, (
+                "stdlib expected to spin while out of descriptors ({:.2f})".format(used))
         else:
             assert used < 0.3, "busy loop while out of descriptors: {:.2f} s CPU per s".format(used)
 
@@ -255,7 +191,7 @@ def test_out_of_descriptors_does_not_spin_and_recovers(name, request):
         proc.stderr.close()
 
 
-# ------------------------------------------------------------ resets
+# --------------------------------------------------------------- resets
 
 @pytest.mark.parametrize("class_name", ["TCPServer", "ThreadingTCPServer"])
 def test_connections_reset_before_and_during_serving(impl, class_name):
@@ -285,7 +221,69 @@ def test_connections_reset_before_and_during_serving(impl, class_name):
             server.server_close()
 
 
-# ------------------------------------------------------------ thread / fork failures
+# --------------------------------------------------------------- misbehaving clients
+
+@pytest.mark.parametrize("name", TCP_KINDS)
+@pytest.mark.parametrize("behaviour", ["reset_before_send", "reset_after_send",
+                                       "close_without_send", "connect_idle"])
+def test_misbehaving_client_does_not_break_server(impl, capfd, name, behaviour):
+    if not hasattr(impl, name):
+        pytest.skip("no os.fork")
+    fds_before = fd_count()
+    threads_before = threading.active_count()
+    harness = Harness()
+    try:
+        attrs = {}
+        handler = stream_echo(impl)
+        if (behaviour == "connect_idle" and name == "TCPServer") or name.startswith("Forking"):
+            # a synchronous server is blocked by an idle client until the
+            # handler's timeout fires; a forked child holds a copy of the
+            # client's socket, so closing it here does not end its request
+            handler = type("ShortTimeout", (handler,), {"timeout": 0.3})
+        server = make_server(harness, impl, name, "tcp", handler, **attrs)
+        harness.serve(server)
+        bad = harness.connect(server)
+        if behaviour == "reset_before_send":
+            reset_close(bad)
+        elif behaviour == "reset_after_send":
+            bad.sendall(b"partial line without newline")
+            reset_close(bad)
+        elif behaviour == "close_without_send":
+            bad.close()
+        # connect_idle: stays connected, sends nothing, until the end
+        assert roundtrip(harness, server, "tcp", b"next\n") == b"next\n"
+        assert roundtrip(harness, server, "tcp", b"after\n") == b"after\n"
+        bad.close()
+        harness.stop(server)
+        bounded(server.server_close)
+    finally:
+        harness.close()
+    capfd.readouterr()
+    assert wait_for(lambda: threading.active_count() <= threads_before)
+    assert threading.active_count() == threads_before
+    assert fd_count() == fds_before
+
+
+def test_no_fd_or_thread_leak_after_many_requests(impl):
+    fds_before = fd_count()
+    threads_before = threading.active_count()
+    harness = Harness()
+    try:
+        server = make_server(harness, impl, "ThreadingTCPServer", "tcp", stream_echo(impl))
+        harness.serve(server)
+        for i in range(20):
+            payload = "n{}\n".format(i).encode()
+            assert roundtrip(harness, server, "tcp", payload) == payload
+        harness.stop(server)
+        bounded(server.server_close)
+        assert list(server._threads) == []
+    finally:
+        harness.close()
+    assert threading.active_count() == threads_before
+    assert fd_count() == fds_before
+
+
+# --------------------------------------------------------------- thread / fork failures
 
 @pytest.mark.parametrize("reuse_threads", [True, False])
 def test_thread_start_failure_closes_request_and_reports(impl, reuse_threads, monkeypatch):
@@ -343,7 +341,7 @@ def test_fork_failure_closes_request_and_reports(impl, monkeypatch):
         serving.stop()
 
 
-# ------------------------------------------------------------ Ctrl-C
+# --------------------------------------------------------------- Ctrl-C
 
 SIGINT_SCRIPT = r"""
 import socket, sys, threading
@@ -398,7 +396,7 @@ def test_ctrl_c_stops_serve_forever(name, cls, request):
             proc.communicate(timeout=WAIT)
 
 
-# ------------------------------------------------------------ a listener shared with other processes
+# ----------------------------------------------------------- a listener shared with other processes
 
 SHARED_LISTENER_SCRIPT = """
 {import_line}
@@ -453,7 +451,7 @@ def test_listener_made_blocking_by_another_process(name, request):
     assert lines[2] == "served", stdout
 
 
-# ------------------------------------------------------------ many connections
+# --------------------------------------------------------------- many connections
 
 def _client_worker(address, ops, deadline, failures, done):
     for op in ops:
@@ -543,166 +541,7 @@ def test_many_connections_with_random_resets_leak_nothing(impl, class_name):
                                                 threads_before, threading.active_count()))
 
 
-# ------------------------------------------------------------ thread reuse
-
-def recording_server(mod, reuse_threads=True):
-    seen = []
-
-    class Handler(mod.StreamRequestHandler):
-        def handle(self):
-            seen.append(threading.current_thread())  # kept alive: ids stay distinct
-            self.wfile.write(self.rfile.readline())
-
-    class Server(mod.ThreadingTCPServer):
-        pass
-    Server.reuse_threads = reuse_threads
-    return Server(("127.0.0.1", 0), Handler), seen
-
-
-def test_threads_are_reused(fast_impl):
-    n = 50
-    server, seen = recording_server(fast_impl)
-    serving = Serving(server)
-    try:
-        for _ in range(n):
-            assert echo_once(server.server_address) == b"ping\n"
-    finally:
-        serving.stop()
-    distinct = len({id(t) for t in seen})
-    assert len(seen) == n
-    assert distinct <= n // 5, distinct
-
-
-@pytest.mark.parametrize("reuse_threads", [False])
-def test_reuse_threads_false_gives_a_new_thread_per_request(impl, reuse_threads):
-    """reuse_threads = False: one new thread per request, as the stdlib (always)."""
-    n = 30
-    server, seen = recording_server(impl, reuse_threads)
-    serving = Serving(server)
-    try:
-        for _ in range(n):
-            assert echo_once(server.server_address) == b"ping\n"
-    finally:
-        serving.stop()
-    assert len({id(t) for t in seen}) == len(seen) == n
-
-
-@pytest.mark.parametrize("reuse_threads", [True, False])
-def test_request_never_waits_for_a_blocked_handler(impl, reuse_threads):
-    """A handler blocked on an Event does not delay the next request."""
-    release = threading.Event()
-    entered = threading.Event()
-
-    class Handler(impl.StreamRequestHandler):
-        def handle(self):
-            line = self.rfile.readline()
-            if line == b"block\n":
-                entered.set()
-                release.wait(WAIT * 2)
-            self.wfile.write(line)
-
-    cls = type("Server", (impl.ThreadingTCPServer,), {"reuse_threads": reuse_threads})
-    server = cls(("127.0.0.1", 0), Handler)
-    serving = Serving(server)
-    blocked = socket.create_connection(server.server_address, timeout=WAIT)
-    try:
-        # Warm up so that an idle pooled thread exists (the case to get right).
-        assert echo_once(server.server_address) == b"ping\n"
-        blocked.sendall(b"block\n")
-        assert entered.wait(WAIT)
-        assert echo_once(server.server_address) == b"ping\n"
-        assert not release.is_set()
-        release.set()
-        assert blocked.recv(16) == b"block\n"
-    finally:
-        release.set()
-        blocked.close()
-        serving.stop()
-
-
-def test_threads_list_stays_bounded(fast_impl):
-    n = 200
-    server, seen = recording_server(fast_impl)
-    serving = Serving(server)
-    try:
-        for _ in range(n):
-            assert echo_once(server.server_address) == b"ping\n"
-        distinct = len({id(t) for t in seen})
-        assert len(server._threads) <= distinct, (len(server._threads), distinct)
-        assert distinct < 20
-    finally:
-        serving.stop()
-
-
-def test_idle_threads_retire(fast_impl, monkeypatch):
-    """An idle pooled thread ends after IDLE_SECONDS (shortened here)."""
-    pool_module = sys.modules[fast_impl.__name__ + "._pool"]
-    monkeypatch.setattr(pool_module, "IDLE_SECONDS", 0.2)
-    server, seen = recording_server(fast_impl)
-    serving = Serving(server)
-    try:
-        assert echo_once(server.server_address) == b"ping\n"
-        assert wait_for(lambda: len(seen) == 1)
-        worker = seen[0]
-        assert worker is not threading.current_thread()
-        worker.join(WAIT)
-        assert not worker.is_alive(), "idle handler thread did not retire"
-        assert echo_once(server.server_address) == b"ping\n"  # a new one is started
-    finally:
-        serving.stop()
-
-
-EXIT_SCRIPT = r"""
-import socket, sys, threading, time
-{import_line}
-
-class Handler(ss.StreamRequestHandler):
-    def handle(self):
-        self.wfile.write(self.rfile.readline())
-
-server = ss.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-assert server.daemon_threads is False
-reply = []
-def client():
-    with socket.create_connection(server.server_address, timeout=5) as c:
-        c.sendall(b"x\n")
-        reply.append(c.recv(16))
-t = threading.Thread(target=client)
-t.start()
-server.handle_request()
-t.join(5)
-assert reply == [b"x\n"], reply
-time.sleep(0.2)  # the handler thread has finished its request and is idle
-print(time.monotonic(), flush=True)
-# main ends here, without server_close()
-"""
-
-
-@pytest.mark.parametrize("name", IMPLS)
-def test_idle_non_daemon_threads_do_not_keep_interpreter_alive(name, request):
-    require_c(request, name)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EXIT_SCRIPT.format(import_line=import_line(name))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(name))
-    try:
-        line = proc.stdout.readline()
-        end_of_main = time.monotonic()
-        assert line.strip(), proc.stderr.read()
-        try:
-            proc.wait(WAIT * 2)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the interpreter did not exit: an idle handler thread keeps it alive")
-        exit_delay = time.monotonic() - end_of_main
-        assert proc.returncode == 0, proc.stderr.read()
-        # IDLE_SECONDS is 5: waiting for the idle timeout would take > 4 s.
-        assert exit_delay < 2.5, exit_delay
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=WAIT)
-
-
-# ------------------------------------------------------------ datagrams
+# --------------------------------------------------------------- datagrams
 
 @pytest.mark.parametrize("class_name", ["UDPServer", "ThreadingUDPServer"])
 def test_datagrams_bigger_than_max_packet_size(impl, class_name):
@@ -788,7 +627,8 @@ def test_max_packet_size_zero_or_negative_as_stdlib(name, size, request):
     Run in a subprocess: a memory error must not take the test run down."""
     require_c(request, name)
     proc = subprocess.run(
-        [sys.executable, "-c", NEGATIVE_PACKET_SCRIPT.format(import_line=import_line(name), size=size)],
+        [sys.executable, "-c",
+         NEGATIVE_PACKET_SCRIPT.format(import_line=import_line(name), size=size)],
         capture_output=True, text=True, timeout=30, env=subprocess_env(name))
     lines = proc.stdout.split("\n")
     if size == 0:

@@ -30,15 +30,14 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastsockserver
+from support import CERTFILE, HERE, WAIT, make_handler, outcome, set_linger_zero, wait_for
 
 # socket.timeout is TimeoutError from 3.10 on; a class of its own named "timeout" on 3.9.
 TIMEOUT_NAME = socket.timeout.__name__
-
-WAIT = 5.0
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 SIOCINQ = 0x541B   # FIONREAD: bytes in the receive queue
 SIOCOUTQ = 0x5411  # TIOCOUTQ: TCP: bytes sent and not yet acknowledged
@@ -68,7 +67,7 @@ def is_compiled(mod):
     return mod is fastsockserver and fastsockserver.COMPILED
 
 
-# ---------------------------------------------------------------- sockets
+# --------------------------------------------------------------- sockets
 
 def unix_pair():
     a, b = socket.socketpair()
@@ -102,31 +101,9 @@ TCP_ESTABLISHED = 1
 
 
 def wait_until(predicate, timeout=WAIT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.0005)
-
-
-def set_linger_zero(sock):
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def make_handler(mod, sock, timeout=None, rbufsize=-1, wbufsize=0):
-    """impl.StreamRequestHandler.setup() on ``sock``, as the server runs it."""
-
-    class Handler(mod.StreamRequestHandler):
-        def handle(self):
-            pass
-
-        def finish(self):  # the test closes rfile/wfile itself
-            pass
-
-    Handler.timeout = timeout
-    Handler.rbufsize = rbufsize
-    Handler.wbufsize = wbufsize
-    return Handler(sock, ("test", 0), None)
+    """wait_for() at a finer interval, failing with ``what`` if time runs out."""
+    if not wait_for(predicate, timeout, interval=0.0005):
+        raise AssertionError("timed out waiting for " + what)
 
 
 def close_handler(h):
@@ -135,14 +112,6 @@ def close_handler(h):
             f.close()
         except OSError:
             pass
-
-
-def outcome(func):
-    """What func() returned, or the exception's type, errno and message."""
-    try:
-        return ("ok", func())
-    except Exception as e:  # noqa: BLE001 - we record every Python exception
-        return ("raise", type(e).__name__, getattr(e, "errno", None), str(e))
 
 
 def check_handler_objects(mod, h):
@@ -163,7 +132,7 @@ def check_handler_objects(mod, h):
                 reference.close()
 
 
-# ---------------------------------------------------------------- reader model
+# --------------------------------------------------------------- reader model
 
 BUFFER_SIZE = 8192  # io.DEFAULT_BUFFER_SIZE: rfile's buffer
 
@@ -318,6 +287,7 @@ class ReaderRun:
         sc = self.sc
         trace = []
         self.reader, self.peer = make_pair(sc["transport"])
+        self.peer.settimeout(WAIT)  # a send that cannot go through fails the test, never hangs it
         h = None
         watchdog_fired = []
 
@@ -350,8 +320,8 @@ class ReaderRun:
                     rest = avail + b"".join(e for e in self.events[self.next_event:]
                                             if isinstance(e, bytes))
                     if sc["timeout"] is None:
-                        if not CAN_FEED or (sc["end"] == "none"
-                                            and needs_more(op, arg, rest, len(rest) - len(avail) + inq)):
+                        if not CAN_FEED or (sc["end"] == "none" and needs_more(
+                                op, arg, rest, len(rest) - len(avail) + inq)):
                             trace.append((op, arg, "skipped: would wait forever"))
                             continue
                         feed = True
@@ -390,7 +360,7 @@ class ReaderRun:
         return trace
 
 
-# ---------------------------------------------------------------- strategies
+# --------------------------------------------------------------- strategies
 
 def _split(payload, cuts, max_chunk):
     chunks, pos = [], 0
@@ -416,7 +386,10 @@ payloads = st.one_of(
               st.integers(100, 20000)).map(lambda p: p[:262144]),
 )
 
+
 args = st.one_of(st.integers(-2, 12), st.integers(0, 300), st.integers(0, 70000))
+
+
 operations = st.one_of(
     st.tuples(st.just("read"), st.one_of(st.none(), args)),
     st.tuples(st.sampled_from(["read1", "peek", "readinto", "readinto1"]),
@@ -430,9 +403,9 @@ operations = st.one_of(
 @st.composite
 def reader_scenarios(draw):
     transport = draw(st.sampled_from(["unix", "tcp"]))
-    payload = draw(payloads)
-    if transport == "tcp":
-        payload = payload[:65536]
+    # Prefed chunks go out before anyone reads: keep them well inside the
+    # socket buffers (a unix socketpair holds ~208 KiB), or sendall would wait.
+    payload = draw(payloads)[:65536 if transport == "tcp" else 131072]
     max_chunk = 16384 if transport == "unix" else 4096
     chunks = _split(payload, draw(st.lists(st.integers(1, max_chunk), max_size=12)), max_chunk)
     end = draw(st.sampled_from(["none", "shutdown", "close", "reset"]))
@@ -454,7 +427,7 @@ HYP = dict(deadline=None, database=None, derandomize=True,
                                   HealthCheck.function_scoped_fixture])
 
 
-# ---------------------------------------------------------------- 1. reader equivalence
+# --------------------------------------------------------------- 1. reader equivalence
 
 @settings(max_examples=100, **HYP)
 @given(sc=reader_scenarios())
@@ -508,7 +481,7 @@ def test_rfile_big_fed_scenario(impl, timeout):
     assert ReaderRun(impl, sc).run() == expected
 
 
-# ---------------------------------------------------------------- 2. writer
+# --------------------------------------------------------------- 2. writer
 
 def _writer_value(kind, data):
     if kind == "bytes":
@@ -547,7 +520,8 @@ def _write_and_receive(mod, transport, values):
 
 @settings(max_examples=40, **HYP)
 @given(transport=st.sampled_from(["unix", "tcp"]),
-       items=st.lists(st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "slice", "array"]),
+       items=st.lists(st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "slice",
+                                                 "array"]),
                                 st.one_of(st.binary(max_size=40), st.binary(max_size=70000))),
                       max_size=6))
 def test_wfile_write_matches_stdlib(impl, transport, items):
@@ -727,7 +701,7 @@ def test_wfile_empty_write_timeout_matches_stdlib(request, impl, transport):
     assert _write_timeout(impl, transport, payloads) == expected
 
 
-# ---------------------------------------------------------------- 3. failure paths, misuse
+# --------------------------------------------------------------- 3. failure paths, misuse
 
 READ_OPS = [("read", 1), ("read", None), ("read1", 1), ("peek", 1), ("readinto", 3),
             ("readinto1", 3), ("readline", None), ("readlines", None), ("next", None)]
@@ -992,14 +966,7 @@ def test_close_while_another_thread_reads(impl):
         assert set(seen) <= {"ok", "ValueError", TIMEOUT_NAME, "OSError"}
 
 
-# ---------------------------------------------------------------- 4. TLS
-
-# CPython's test certificate: Lib/test/certdata/ from 3.12 (and late 3.11), Lib/test/ before.
-CERTFILE = next((path for path in (
-    os.path.join(os.path.dirname(socket.__file__), "test", "certdata", "keycert.pem"),
-    os.path.join(os.path.dirname(socket.__file__), "test", "keycert.pem")) if os.path.exists(path)),
-    "keycert.pem (not found)")
-
+# --------------------------------------------------------------- 4. TLS
 
 def tls_pair():
     """(server SSLSocket, client SSLSocket) over loopback TCP."""
@@ -1068,8 +1035,8 @@ def test_tls_through_compiled_reader_and_writer(fast_impl):
     import io
     server, client = tls_pair()
     try:
-        rfile = io.BufferedReader(fast_impl._server._SocketReaderIO(server, "rb"))
-        wfile = fast_impl._server._SocketWriter(server)
+        rfile = io.BufferedReader(fast_impl._stream_io._SocketReaderIO(server, "rb"))
+        wfile = fast_impl._stream_io._SocketWriter(server)
         client.sendall(b"secret line\nmore")
         assert rfile.readline() == b"secret line\n"
         assert rfile.read(4) == b"more"
@@ -1081,10 +1048,11 @@ def test_tls_through_compiled_reader_and_writer(fast_impl):
         client.close()
 
 
-# ---------------------------------------------------------------- 5. fuzz target
+# --------------------------------------------------------------- 5. fuzz target
 
 def test_fuzz_reader_short_run():
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "fuzz_reader.py"), "200", "--seed", "1"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "fuzz_reader.py"), "200", "--seed", "1"],
+        capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "200 iterations" in proc.stdout

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the test suite on every Python 3.9-3.13 found on this machine.
 
-    python3 tools/run_tests.py [--pythons 3.11,3.13] [pytest args ...]
+    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure] [pytest args ...]
 
 For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
 with the compiled core required (a failed compile fails the run), then
@@ -82,7 +82,7 @@ def test_one(python, version, mode, pytest_args):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     sys.stdout.write(proc.stdout)
-    lines = [l for l in proc.stdout.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else "(no output)"
     return proc.returncode == 0, summary
 
@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--pythons", default=",".join(VERSIONS),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
+    parser.add_argument("--only", choices=("compiled", "pure"),
+                        help="only this kind of install, on each Python given (CI's matrix)")
     options, pytest_args = parser.parse_known_args()
     results = []
     found = [(v, find_python(v)) for v in options.pythons.split(",")]
@@ -102,18 +104,23 @@ def main():
     if not found:
         print("no Python 3.9-3.13 found")
         return 1
-    runs = [(v, p, "compiled") for v, p in found]
-    if not options.no_pure:
-        runs.append(found[-1] + ("pure",))
+    if options.only:
+        runs = [(v, p, options.only) for v, p in found]
+    else:
+        runs = [(v, p, "compiled") for v, p in found]
+        if not options.no_pure:
+            runs.append(found[-1] + ("pure",))
     for version, python, mode in runs:
         start = time.monotonic()
-        print("=" * 70 + "\nPython {} ({}), {} install\n".format(version, python, mode) + "=" * 70, flush=True)
+        print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
+              sep="\n", flush=True)
         ok, summary = test_one(python, version, mode, pytest_args)
         results.append((version, mode, ok, summary, time.monotonic() - start))
     print("\n" + "=" * 70)
     passed = failed = 0
     for version, mode, ok, summary, seconds in results:
-        print("Python {:5} {:8} {:4} {:6.0f}s  {}".format(version, mode, "ok" if ok else "FAIL", seconds, summary))
+        print("Python {:5} {:8} {:4} {:6.0f}s  {}".format(
+            version, mode, "ok" if ok else "FAIL", seconds, summary))
         for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
             if word == "passed":
                 passed += int(count)

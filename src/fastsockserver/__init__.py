@@ -17,13 +17,22 @@ from io import BufferedIOBase
 from time import monotonic as time
 
 from . import _server
-from ._pyloop import _ServerSelector
-from ._impl import COMPILED
+from ._core_py import _ServerSelector
+from ._core_select import COMPILED
 from ._install import install
 from ._server import (
-    BaseServer, TCPServer, UDPServer, ThreadingUDPServer, ThreadingTCPServer,
-    BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler,
-    ThreadingMixIn, _SocketWriter, _Threads, _NoThreads,
+    BaseRequestHandler,
+    BaseServer,
+    DatagramRequestHandler,
+    StreamRequestHandler,
+    TCPServer,
+    ThreadingMixIn,
+    ThreadingTCPServer,
+    ThreadingUDPServer,
+    UDPServer,
+    _NoThreads,
+    _SocketWriter,
+    _Threads,
 )
 
 __version__ = "0.1.0"
@@ -33,15 +42,19 @@ __all__ = ["BaseServer", "TCPServer", "UDPServer",
            "BaseRequestHandler", "StreamRequestHandler",
            "DatagramRequestHandler", "ThreadingMixIn"]
 if hasattr(os, "fork"):
-    from ._server import ForkingUDPServer, ForkingTCPServer, ForkingMixIn
+    from ._server import ForkingMixIn, ForkingTCPServer, ForkingUDPServer
     __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
 if hasattr(socket, "AF_UNIX"):
-    from ._server import (UnixStreamServer, UnixDatagramServer,
-                          ThreadingUnixStreamServer, ThreadingUnixDatagramServer)
+    from ._server import (
+        ThreadingUnixDatagramServer,
+        ThreadingUnixStreamServer,
+        UnixDatagramServer,
+        UnixStreamServer,
+    )
     __all__ += ["UnixStreamServer", "UnixDatagramServer",
                 "ThreadingUnixStreamServer", "ThreadingUnixDatagramServer"]
     if hasattr(_server, "ForkingUnixStreamServer"):  # Python 3.12+
-        from ._server import ForkingUnixStreamServer, ForkingUnixDatagramServer
+        from ._server import ForkingUnixDatagramServer, ForkingUnixStreamServer
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 # Our own additions (PEP 399: the same in pure and compiled mode).
 __all__ += ["install", "COMPILED"]

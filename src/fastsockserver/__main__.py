@@ -1,7 +1,6 @@
-"""Command line: ``python -m fastsockserver run ...`` and ``python -m fastsockserver bench ...``."""
+"""Command line: ``python -m fastsockserver {run,bench,info} ...``."""
 import runpy
 import sys
-
 
 RUN_USAGE = """usage: python -m fastsockserver run script.py [args ...]
        python -m fastsockserver run -m module [args ...]
@@ -39,9 +38,14 @@ def _bench(argv):
     return main(argv)
 
 
+def _info(argv):
+    from ._info import main
+    return main(argv)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": _run, "bench": _bench}
+    commands = {"run": _run, "bench": _bench, "info": _info}
     if not argv or argv[0] not in commands:
         names = " | ".join(sorted(commands))
         print("usage: python -m fastsockserver {%s} ..." % names, file=sys.stderr)

@@ -1,47 +1,57 @@
-"""The socketserver class hierarchy: the public API and the stdlib's algorithm.
+"""The socketserver class hierarchy: the public API, and the stdlib's algorithm.
 
 Names, signatures, class attributes, hook order, messages and exceptions
-follow the ``socketserver`` module of the running Python (3.9-3.13). The
-waiting in ``serve_forever()`` and ``handle_request()`` is delegated to
-``_impl.loop``: the compiled core, or its pure-Python twin.
+follow the ``socketserver`` module of the running Python (3.9-3.13): read
+this file beside its ``Lib/socketserver.py``. What is not here:
+
+- ``_core_select``: the serving core in use (compiled ``_core`` or its pure
+  twin ``_core_py``; their interface is declared in ``_core_api``);
+- ``_plan``: which steps the core runs itself, decided per serve_forever();
+- ``_handler_threads``: ThreadingMixIn's reused threads and the hand-off;
+- ``_stream_io``: StreamRequestHandler's rfile and wfile.
+
+The request flow, and where the fast path joins it::
+
+    serve_forever()                       handle_request()
+      plan = plan_serving(server, core)     core.wait_readable(fd, timeout)
+      core.serve(server, plan, state, ...)   -> _handle_request_noblock()
+        wait (GIL released; epoll or poll)      or handle_timeout()
+        plan.listener is None:
+          _handle_request_noblock()
+            get_request()               [stdlib: socket.accept / recvfrom]
+            _verify_and_process()
+        plan.listener:                  [core: batched accept4 / recvfrom,
+          _verify_and_process()           up to plan.batch per wake-up]
+            verify_request()
+            process_request()           [ThreadingMixIn: on a pool thread;
+              finish_request()             with plan.handlers_take that thread
+                RequestHandlerClass()      then takes the next request itself]
+                  setup() handle() finish()
+              shutdown_request()        [TCPServer: core.shutdown_write]
+                close_request()         [TCPServer: core.close_socket]
+        service_actions()               [after each wake-up]
+      handle_error() for an exception of process_request (or its thread)
+
+Every hook is called through the instance, where the stdlib calls it, so an
+override or an instance attribute runs at its usual place: the plan keeps a
+step in the core only while the hook it replaces is the library's own.
 """
-import collections
-import errno
 import os
 import socket
-import _socket
 import sys
 import threading
-import io
-import weakref
-from io import BufferedIOBase
-from time import monotonic as _time
+import time
 
-from ._impl import loop as _loop
-from ._pool import WorkerPool
+from . import _handler_threads
+from ._core_select import core
+from ._handler_threads import WorkerPool
+from ._plan import plan_serving, server_fd
+from ._stream_io import _SocketWriter, is_tcp, make_reader
 
 _HAS_FORK = hasattr(os, "fork")
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
-
-
-def _server_fd(server):
-    """The descriptor to wait on, resolved as ``selectors`` resolves ``register(server)``."""
-    try:
-        fd = int(server.fileno())
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError("Invalid file object: {!r}".format(server)) from None
-    if fd < 0:
-        raise ValueError("Invalid file descriptor: {}".format(fd))
-    return fd
-
-
-_RESOURCE_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
-    if hasattr(errno, name))
-_BACKOFF_FIRST = 0.01
-_BACKOFF_MAX = 1.0
 
 
 class _Waker:
@@ -84,58 +94,6 @@ class _Waker:
             os.close(write_fd)
 
 
-def _uses_own(server, name, function):
-    """True when ``server.<name>`` is the library's ``function``: neither
-    overridden in a subclass nor assigned on the instance."""
-    return (name not in getattr(server, "__dict__", ())
-            and getattr(type(server), name, None) is function)
-
-
-def _own_receive_path(server, fd):
-    """The listening socket, if the compiled core may accept/receive on it itself.
-
-    That is when taking a request in is the library's own code: get_request,
-    _handle_request_noblock and _verify_and_process neither overridden nor
-    assigned on the instance, a plain blocking socket.socket behind fileno().
-    The core then calls _verify_and_process(request, client_address), so
-    verify_request, process_request and every later hook run as usual.
-    Otherwise None: the core calls _handle_request_noblock() as the stdlib does.
-    """
-    if not (_uses_own(server, "_handle_request_noblock", BaseServer._handle_request_noblock)
-            and _uses_own(server, "_verify_and_process", BaseServer._verify_and_process)):
-        return None
-    listener = getattr(server, "socket", None)
-    if (type(listener) is not socket.socket or listener.gettimeout() is not None
-            or listener.fileno() != fd or listener.family not in _CORE_FAMILIES):
-        return None
-    if listener.type == socket.SOCK_STREAM and _uses_own(server, "get_request", TCPServer.get_request):
-        return listener
-    if listener.type == socket.SOCK_DGRAM and _uses_own(server, "get_request", UDPServer.get_request):
-        return listener
-    return None
-
-
-def _own_service_actions(server):
-    """True when service_actions is the library's no-op.
-
-    Only then may requests be taken in batches (and by handler threads):
-    the stdlib calls service_actions() after every request, and ForkingMixIn
-    relies on it to keep below max_children.
-    """
-    return _uses_own(server, "service_actions", BaseServer.service_actions)
-
-
-# Requests taken per wake-up: enough to drain a burst of connects, few enough
-# that service_actions() runs often (shutdown() ends a batch early).
-_MAX_BATCH = 64
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-# socket.socket's family property converts to an IntEnum through Python code
-# (~0.7 us); the C-level member of _socket.socket gives the same number.
-_raw_family = _socket.socket.family.__get__
-_CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
-                       if hasattr(socket, name))
-
-
 class BaseServer:
     """Base class for server classes.
 
@@ -145,6 +103,9 @@ class BaseServer:
     ``handle_timeout``, ``verify_request``, ``process_request``,
     ``shutdown_request``, ``close_request``, ``service_actions``,
     ``handle_error``.
+
+    Beyond the stdlib: ``_serving_state``, what the server shares with the
+    core and handler threads (see _core_api.ServingState).
     """
 
     timeout = None
@@ -156,6 +117,7 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__waker = _Waker()
+        self._serving_state = core.ServingState()
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -169,20 +131,17 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         try:
-            fd = _server_fd(self)
-            receive_path = _own_receive_path(self, fd)
-            batch = _MAX_BATCH if _own_service_actions(self) else 1
-            handlers_take = receive_path is not None and _handlers_take_pending(self)
-            if handlers_take:
-                self.__handoff = collections.deque()
-                _serving_with_takers[id(self)] = self
+            plan = plan_serving(self, core)
+            state = self._serving_state
+            if plan.handlers_take:
+                _handler_threads.serving_begins(state)
             wake_fd = self.__waker.open()
             try:
-                _loop.serve(self, fd, poll_interval, wake_fd, receive_path, batch, handlers_take)
+                core.serve(self, plan, state, wake_fd, poll_interval)
             finally:
-                _serving_with_takers.pop(id(self), None)
                 self.__waker.close()
-                self.__hand_over_queued()
+                if plan.handlers_take:
+                    _handler_threads.serving_ends(self, state, self.__process)
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
@@ -215,65 +174,32 @@ class BaseServer:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         if timeout is not None:
-            deadline = _time() + timeout
-        fd = _server_fd(self)
+            deadline = time.monotonic() + timeout
+        fd = server_fd(self)
         while True:
-            if _loop.wait_readable(fd, timeout):
+            if core.wait_readable(fd, timeout):
                 return self._handle_request_noblock()
             if timeout is not None:
-                timeout = deadline - _time()
+                timeout = deadline - time.monotonic()
                 if timeout < 0:
                     return self.handle_timeout()
 
     def _handle_request_noblock(self):
         """Take one request in and process it; called once the socket is readable."""
+        state = self._serving_state
         try:
             request, client_address = self.get_request()
         except OSError as exc:
-            self.__accept_failed(exc)
+            state.accept_failed(exc.errno)
             return
-        if self.__accept_backoff:
-            self.__accept_recovered()
+        if state.accept_backoff:
+            state.accept_recovered()
         self._verify_and_process(request, client_address)
 
-    # After an accept error that means "out of resources" (EMFILE...), the
-    # listener stays readable: retrying at once would spin the CPU. The loop
-    # stops waiting on it until __accept_resume_at; the pause doubles from
-    # 10 ms to 1 s while the error lasts, and a successful accept ends it.
-    __accept_backoff = 0.0
-    __accept_resume_at = 0.0
-    # The listener handler threads may take the next waiting request from
-    # themselves (see _handlers_take_pending). Set by the compiled core only
-    # while the listener is non-blocking: their accept must never block.
-    __take_pending_from = None
-    # Requests the loop queued for handler threads already on their way to
-    # take the next one, and how many such threads there are (the core's
-    # take_pending / hand_to_taker).
-    __handoff = None
-    __takers = 0
-
-    def __hand_over_queued(self):
-        """After serving: requests still queued for takers go to process_request
-        (each had a taker on its way, so normally none is left)."""
-        handoff, self.__handoff = self.__handoff, None
-        try:
-            while handoff:
-                self.__process(*handoff.popleft())
-        finally:
-            while handoff:  # left by an exception that ends serve_forever()
-                self.shutdown_request(handoff.popleft()[0])
-
-    def __accept_failed(self, exc):
-        if exc.errno in _RESOURCE_ERRNOS:
-            backoff = min(max(self.__accept_backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
-            self.__accept_backoff = backoff
-            self.__accept_resume_at = _time() + backoff
-
-    def __accept_recovered(self):
-        self.__accept_backoff = self.__accept_resume_at = 0.0
-
     def _verify_and_process(self, request, client_address):
-        """verify_request, then process_request, as the stdlib does once a request is in."""
+        """verify_request, then process_request, as the stdlib does once a request is in.
+
+        Where the core takes requests in itself, it calls this for each."""
         if self.verify_request(request, client_address):
             self.__process(request, client_address)
         else:
@@ -433,12 +359,12 @@ class TCPServer(BaseServer):
         # request.shutdown(SHUT_WR), OSError ignored (ENOTCONN on some
         # platforms): close() alone may leave the connection open while
         # other references live.
-        _loop.shutdown_write(request)
+        core.shutdown_write(request)
         self.close_request(request)
 
     def close_request(self, request):
         """Called to clean up an individual request."""
-        _loop.close_socket(request)
+        core.close_socket(request)
 
 
 class UDPServer(TCPServer):
@@ -577,31 +503,6 @@ class _NoThreads:
         pass
 
 
-# Servers whose handler threads take requests (serve_forever running with
-# handlers_take), by id: a subclass may define __eq__ and so be unhashable.
-_serving_with_takers = weakref.WeakValueDictionary()
-
-
-def _forget_takers_after_fork():
-    """In a fork()ed child the handler threads taking requests stayed in the
-    parent: queue nothing for them, and let no thread of the child take from
-    the listener the parent serves."""
-    for server in list(_serving_with_takers.values()):
-        server._BaseServer__take_pending_from = None
-        server._BaseServer__takers = 0
-        queued = server._BaseServer__handoff
-        if queued is not None:
-            server._BaseServer__handoff = collections.deque()
-            for request, _ in queued:  # the parent serves them; close the child's copies
-                if isinstance(request, socket.socket):
-                    request.close()
-    _serving_with_takers.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_takers_after_fork)
-
-
 class ThreadingMixIn:
     """Mix-in class to handle each request in a new thread."""
 
@@ -609,7 +510,7 @@ class ThreadingMixIn:
     block_on_close = True
     # Replaced per instance by a _Threads when block_on_close is true.
     _threads = _NoThreads()
-    # Handler threads are reused (see _pool). A reused thread keeps its
+    # Handler threads are reused (see _handler_threads). A reused thread keeps its
     # threading.local() state from one request to the next; False restores
     # the stdlib's one new thread per request.
     reuse_threads = True
@@ -644,29 +545,16 @@ class ThreadingMixIn:
             if pool is not None:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
-        listener = self._BaseServer__take_pending_from
-        if listener is not None:
-            if _loop.hand_to_taker(self, request, client_address):
+        state = self._serving_state
+        if state.take_pending_from is not None:  # plan.handlers_take, the listener non-blocking
+            if core.hand_to_taker(state, request, client_address):
                 return
-            t = pool.submit(self.__process_then_take_pending,
-                            (request, client_address, listener))
+            t = pool.submit(_handler_threads.run_then_take_pending,
+                            (self, state, request, client_address))
         else:
             t = pool.submit(self.process_request_thread, (request, client_address))
         if t is not None:
             self._threads.append(t)
-
-    def __process_then_take_pending(self, request, client_address, listener):
-        """process_request_thread, then the requests waiting on listener, in this thread."""
-        take_pending = _loop.take_pending
-        begin_grace = _loop.begin_grace
-        while True:
-            begin_grace()
-            self.process_request_thread(request, client_address)
-            request = client_address = None
-            item = take_pending(self, listener)
-            if item is None:
-                return
-            request, client_address = item
 
     def server_close(self):
         super().server_close()
@@ -675,20 +563,6 @@ class ThreadingMixIn:
             self.__pool = None
             pool.close()
         self._threads.join()
-
-
-def _handlers_take_pending(server):
-    """True when ThreadingMixIn's handler threads may take the next waiting request.
-
-    Only where skipping the loop is invisible: the core's take_pending
-    exists, and verify_request, process_request and service_actions are the
-    library's own (the loop would call them in serve_forever's thread).
-    Decided when serve_forever() starts, as _own_receive_path is.
-    """
-    return (_loop.take_pending is not None
-            and _own_service_actions(server)
-            and _uses_own(server, "verify_request", BaseServer.verify_request)
-            and _uses_own(server, "process_request", ThreadingMixIn.process_request))
 
 
 if _HAS_FORK:
@@ -766,11 +640,11 @@ class StreamRequestHandler(BaseRequestHandler):
         self.connection = self.request
         if self.timeout is not None:
             self.connection.settimeout(self.timeout)
-        if self.disable_nagle_algorithm and _is_tcp(self.connection):
+        if self.disable_nagle_algorithm and is_tcp(self.connection):
             self.connection.setsockopt(socket.IPPROTO_TCP,
                                        socket.TCP_NODELAY, True)
         if self.rbufsize == -1 and type(self.connection) is socket.socket:
-            self.rfile = _make_reader(self.connection)
+            self.rfile = make_reader(self.connection)
         else:
             self.rfile = self.connection.makefile('rb', self.rbufsize)
         if self.wbufsize == 0:
@@ -787,55 +661,6 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
-
-
-def _is_tcp(connection):
-    if type(connection) is socket.socket:
-        return _raw_family(connection) in _TCP_FAMILIES
-    return getattr(connection, "family", None) in _TCP_FAMILIES
-
-
-class _SocketReaderIO(socket.SocketIO):
-    """The raw stream under rfile: socket.SocketIO with the core's readinto."""
-
-    readinto = _loop.socketio_readinto
-    # Set by the core's readinto when it should wait at once rather than try
-    # a non-blocking recv first.
-    _expect_wait = False
-
-
-def _make_reader(sock):
-    """What sock.makefile('rb') returns, over _SocketReaderIO."""
-    # SocketIO(sock, "rb")'s state, set without its Python-level __init__
-    # (mode checks, RawIOBase.__init__): ~1 us per connection. The same
-    # five attributes on Python 3.9-3.13; test_stream_io compares the result
-    # with makefile('rb') on every version.
-    raw = _SocketReaderIO.__new__(_SocketReaderIO)
-    raw._sock = sock
-    raw._mode = "rb"
-    raw._reading = True
-    raw._writing = False
-    raw._timeout_occurred = False
-    sock._io_refs += 1
-    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
-
-
-class _SocketWriter(BufferedIOBase):
-    """Simple writable BufferedIOBase implementation for a socket.
-
-    Does not hold data in a buffer, avoiding any need to call flush().
-    """
-
-    def __init__(self, sock):
-        self._sock = sock
-
-    def writable(self):
-        return True
-
-    write = _loop.socket_writer_write
-
-    def fileno(self):
-        return self._sock.fileno()
 
 
 class DatagramRequestHandler(BaseRequestHandler):

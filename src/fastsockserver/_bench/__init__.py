@@ -15,9 +15,21 @@ import sys
 import time
 
 from .. import _env
+from .._info import loadgen_status
 from . import report
-from .workloads import (ALL_IMPLS, HOST, PEER_IMPLS, WORKLOADS, ServerError, ServerProcess,
-                        Settings, measure, measure_shutdown, new_loadgen, select_cases)
+from .workloads import (
+    ALL_IMPLS,
+    HOST,
+    PEER_IMPLS,
+    WORKLOADS,
+    ServerError,
+    ServerProcess,
+    Settings,
+    measure,
+    measure_shutdown,
+    new_loadgen,
+    select_cases,
+)
 
 PROG = "python -m fastsockserver bench"
 
@@ -162,7 +174,8 @@ def run_load_case(run, case, impls, settings):
                     figures = measure(case, servers[impl], settings, loadgens.get(impl))
                 except ServerError as exc:
                     _drop_failed(run, results, live, case, impl,
-                                 "server stopped answering: {}".format(exc), settings.reps - rep - 1)
+                                 "server stopped answering: {}".format(exc),
+                                 settings.reps - rep - 1)
                     continue
                 results[impl]["reps"].append(figures)
                 flag = " client SATURATED" if figures["client_cpu_pct"] > \
@@ -265,11 +278,10 @@ def main(argv=None):
         print("fastsockserver bench: the load generator needs the compiled build "
               "({} is set: pure-Python mode)".format(_env.ENV_VAR), file=sys.stderr)
         return 1
-    try:
-        from .. import _loadgen  # noqa: F401
-    except ImportError as exc:
-        print("fastsockserver bench: the load generator needs the compiled build "
-              "(fastsockserver._loadgen is not built: {})".format(exc), file=sys.stderr)
+    available, why_not = loadgen_status()
+    if not available:
+        print("fastsockserver bench: the load generator is absent: {}. `python -m "
+              "fastsockserver info` shows the build.".format(why_not), file=sys.stderr)
         return 1
 
     run = Run(args)

@@ -119,9 +119,10 @@ def format_report(document):
     out = []
     meta = document["meta"]
     settings = document["settings"]
-    out.append("fastsockserver bench: Python {} ({}), {} cores, server on core {}, client on core {}"
-               .format(meta["python_version"], meta["python_implementation"], meta["cpu_count"],
-                       _dash(settings["server_cpu"]), _dash(settings["client_cpu"])))
+    out.append("fastsockserver bench: Python {} ({}), {} cores, server on core {}, "
+               "client on core {}".format(
+                   meta["python_version"], meta["python_implementation"], meta["cpu_count"],
+                   _dash(settings["server_cpu"]), _dash(settings["client_cpu"])))
     out.append("{} repetitions x {} s after {} s warm-up; medians (min-max); 'x stdlib' > 1 is "
                "better; srv us/req = server CPU per request".format(
                    settings["reps"], settings["duration"], settings["warmup"]))

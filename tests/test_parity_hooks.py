@@ -1,6 +1,8 @@
 """Hook-call parity: the stdlib and fastsockserver (pure, compiled) call the
 same overridable hooks, in the same order, for a matrix of server classes x
-override scenarios, plus http.server, xmlrpc.server and a TLS listener.
+override scenarios, plus http.server, xmlrpc.server and a TLS listener;
+and single requests whose every hook, get_request included, is logged
+(``run_scenario``, at the end).
 
 How a sequence is recorded: ``RecordingMixin`` sits first in the MRO, wraps
 every hook, appends the hook's name and calls through to ``super()``. Each
@@ -23,9 +25,9 @@ the child did is still compared through what the client received.
 
 ``get_request`` is wrapped only in the scenarios that override it: wrapping
 it in every scenario would keep the compiled core off its own accept/recv
-path (``_own_receive_path``), which is exactly the path whose parity matters.
-The ``plain`` scenario asserts that this path is in use for the fast
-implementations.
+path (the plan's ``listener``), which is exactly the path whose parity matters.
+The ``plain`` scenario asserts that this path is in use on the compiled
+core.
 
 http.server / xmlrpc.server bind ``socketserver`` when they are imported, so
 those scenarios run in a subprocess per implementation (``install()`` before
@@ -36,37 +38,24 @@ import json
 import os
 import shutil
 import socket
-import socketserver as stdlib_socketserver
+import socketserver as stdlib
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import pytest
-from support import wait_for
 
-import fastsockserver
+from support import HERE, IMPLS, POLL, WAIT, load_pure_copy, subprocess_env, wait_for
 
-from conftest import load_pure_copy
-
-WAIT = 5.0
-POLL = 0.02
-HERE = os.path.dirname(os.path.abspath(__file__))
-# Subprocesses import the fastsockserver this test run imports (installed or
-# editable), never the source tree, which may hold no compiled core.
-SRC = os.path.dirname(os.path.dirname(fastsockserver.__file__))
-
-HOOKS = ("verify_request", "process_request", "process_request_thread",
-         "finish_request", "shutdown_request", "close_request", "handle_error",
-         "service_actions", "handle_timeout", "fileno", "server_activate",
-         "server_bind", "server_close")
-
-IMPLS = ["stdlib", "py", pytest.param("c", marks=pytest.mark.c_extension)]
+RECORDED_HOOKS = ("verify_request", "process_request", "process_request_thread",
+                  "finish_request", "shutdown_request", "close_request", "handle_error",
+                  "service_actions", "handle_timeout", "fileno", "server_activate",
+                  "server_bind", "server_close")
 
 
-# ------------------------------------------------------------------ recording
+# --------------------------------------------------------------- recording
 
 class Recorder:
     """A thread-safe log of (role, hook) events."""
@@ -128,11 +117,11 @@ def _wrap(name):
 
 
 class RecordingMixin:
-    """Put first in the bases: records every hook of HOOKS, then calls super()."""
+    """Put first in the bases: records every hook of RECORDED_HOOKS, then calls super()."""
     _recorder = None
 
 
-for _name in HOOKS:
+for _name in RECORDED_HOOKS:
     setattr(RecordingMixin, _name, _wrap(_name))
 del _name
 
@@ -180,11 +169,11 @@ def _assign_instance_get_request(server):
     server.get_request = get_request
 
 
-# ------------------------------------------------------------------ helpers
+# --------------------------------------------------------------- helpers
 
 def module_for(name):
     if name == "stdlib":
-        return stdlib_socketserver
+        return stdlib
     if name == "py":
         return load_pure_copy()
     import fastsockserver
@@ -193,11 +182,15 @@ def module_for(name):
     return fastsockserver
 
 
-def server_module(mod):
-    """fastsockserver's _server module of this copy (pure or compiled), or None."""
-    if mod is stdlib_socketserver:
+def planned_listener(mod, server):
+    """The socket the compiled core would take requests from itself (the plan's
+    rule, without the plan's own call of the recorded fileno()); None on the
+    stdlib, the pure core, or where it would not."""
+    if mod is stdlib or not mod.COMPILED:
         return None
-    return sys.modules[mod.__name__ + "._server"]
+    plan = sys.modules[mod.__name__ + "._plan"]
+    library = sys.modules[mod.__name__ + "._server"]
+    return plan._own_receive_path(server, server.socket.fileno(), library)
 
 
 def recv_all(sock, timeout=WAIT):
@@ -216,12 +209,11 @@ def recv_all(sock, timeout=WAIT):
         return b"".join(chunks) + b"<reset>"
 
 
-
-
-SERVER_CLASSES = ["TCPServer", "ThreadingTCPServer", "ForkingTCPServer",
+MATRIX_SERVER_CLASSES = ["TCPServer", "ThreadingTCPServer", "ForkingTCPServer",
                   "UDPServer", "ThreadingUDPServer", "UnixStreamServer"]
 
-SCENARIOS = ["plain", "verify_false", "handler_raises", "get_request_override",
+
+MATRIX_SCENARIOS = ["plain", "verify_false", "handler_raises", "get_request_override",
              "process_request_override", "instance_hooks", "instance_get_request",
              "handle_request", "handle_timeout"]
 
@@ -294,10 +286,10 @@ def run_matrix_scenario(impl_name, class_name, scenario):
             else:
                 client.sendto(b"hello", server.server_address)
 
-            fast_server = server_module(mod)
-            if fast_server is not None:
-                own = fast_server._own_receive_path(server, server.socket.fileno())
-                expect_own = scenario not in ("get_request_override", "instance_get_request")
+            if mod is not stdlib:
+                own = planned_listener(mod, server)
+                expect_own = mod.COMPILED and scenario not in (
+                    "get_request_override", "instance_get_request")
                 assert (own is not None) == expect_own, (scenario, own)
 
             if scenario == "handle_request":
@@ -376,12 +368,12 @@ def assert_same_as_stdlib(runner, impl_name, *key):
     return got
 
 
-# ------------------------------------------------------------------ matrix
+# --------------------------------------------------------------- matrix
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("impl_name", IMPLS)
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("class_name", SERVER_CLASSES)
+@pytest.mark.parametrize("scenario", MATRIX_SCENARIOS)
+@pytest.mark.parametrize("class_name", MATRIX_SERVER_CLASSES)
 def test_hook_sequence_matrix(class_name, scenario, impl_name):
     if class_name == "ForkingTCPServer" and not hasattr(os, "fork"):
         pytest.skip("no fork")
@@ -401,7 +393,7 @@ def test_hook_sequence_matrix(class_name, scenario, impl_name):
         assert "handle_error" in sum(hooks.values(), [])
 
 
-# ------------------------------------------------- http.server / xmlrpc.server
+# --------------------------------------------------------------- http.server / xmlrpc.server
 
 SUBPROCESS_SCRIPT = r"""
 import json, os, sys, threading, time
@@ -412,7 +404,8 @@ if mode != "stdlib":
     fastsockserver.install()
     assert fastsockserver.COMPILED == (mode == "c"), fastsockserver.COMPILED
 import socketserver
-from test_hook_parity import RecordingMixin, Recorder, wait_for
+from support import wait_for
+from test_parity_hooks import RecordingMixin, Recorder
 rec = Recorder()
 result = {{"socketserver": socketserver.__name__}}
 if scenario == "http":
@@ -466,21 +459,12 @@ print(json.dumps(result))
 """
 
 
-def _subprocess_env(impl_name):
-    env = dict(os.environ)
-    env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
-    if impl_name == "py":
-        env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
-    return env
-
-
 def run_stdlib_user(impl_name, scenario):
     if impl_name == "c":
         module_for("c")  # skips when the compiled core is not built
     proc = subprocess.run(
         [sys.executable, "-c", SUBPROCESS_SCRIPT.format(tests=HERE), impl_name, scenario],
-        env=_subprocess_env(impl_name), capture_output=True, text=True, timeout=60)
+        env=subprocess_env(impl_name), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     expected_module = "socketserver" if impl_name == "stdlib" else "fastsockserver"
@@ -500,7 +484,7 @@ def test_stdlib_servers_hook_sequence(scenario, impl_name):
         assert got["client"] == 1024
 
 
-# ------------------------------------------------------------------ TLS
+# --------------------------------------------------------------- TLS
 
 @pytest.fixture(scope="module")
 def tls_cert():
@@ -536,10 +520,8 @@ def run_tls_scenario(impl_name, class_name, cert, key):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    fast_server = server_module(mod)
-    if fast_server is not None:
-        # An SSLSocket: the core must leave accepting (and the handshake) to it.
-        assert fast_server._own_receive_path(server, server.socket.fileno()) is None
+    # An SSLSocket: the core must leave accepting (and the handshake) to it.
+    assert planned_listener(mod, server) is None
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_ctx.load_verify_locations(cert)
     loop_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL},
@@ -566,3 +548,240 @@ def test_tls_listener_hook_sequence(class_name, impl_name, tls_cert):
     # the descriptor directly, so TLS replies went out in plaintext (fixed in c6e6d53).
     got = assert_same_as_stdlib(run_tls_scenario, impl_name, class_name, *tls_cert)
     assert got["client"] == b"SECRET\n"
+
+
+# --------------------------------------------------------------- single requests, every hook logged
+
+HOOKS = ["get_request", "verify_request", "process_request", "finish_request",
+         "shutdown_request", "close_request", "handle_error", "service_actions",
+         "handle_timeout", "fileno", "server_activate", "server_bind",
+         "process_request_thread", "collect_children", "server_close"]
+
+
+class Stop(BaseException):
+    pass
+
+
+def recording_server(mod, cls_name, log, overrides=None):
+    """A subclass of mod.<cls_name> whose every hook logs (thread, name)."""
+    base = getattr(mod, cls_name)
+    overrides = overrides or {}
+    main = threading.get_ident()
+    ns = {}
+
+    def make(name):
+        def hook(self, *args, **kwargs):
+            who = "main" if threading.get_ident() == main else "worker"
+            log.append((who, name))
+            if name in overrides:
+                return overrides[name](self, *args, **kwargs)
+            return getattr(super(cls, self), name)(*args, **kwargs)
+        hook.__name__ = name
+        return hook
+
+    for name in HOOKS:
+        if hasattr(base, name):
+            ns[name] = make(name)
+    cls = type("Recording" + cls_name, (base,), ns)
+    return cls
+
+
+def recording_handler(mod, log, action):
+    class Handler(mod.StreamRequestHandler):
+        timeout = WAIT
+
+        def handle(self):
+            who = "main" if threading.current_thread() is threading.main_thread() else "worker"
+            log.append((who, "handle"))
+            line = self.rfile.readline()
+            if action == "raise":
+                raise ValueError("boom")
+            if action == "stop":
+                raise Stop
+            self.wfile.write(line)
+
+    class DHandler(mod.DatagramRequestHandler):
+        def handle(self):
+            log.append(("worker" if threading.current_thread() is not threading.main_thread()
+                        else "main", "handle"))
+            if action == "raise":
+                raise ValueError("boom")
+            self.wfile.write(self.rfile.read())
+    return Handler, DHandler
+
+
+def run_scenario(mod, scenario):
+    """Run ``scenario`` on ``mod``; return the normalised hook log."""
+    log = []
+    cls_name = scenario.get("cls", "TCPServer")
+    udp = "UDP" in cls_name
+    overrides = {}
+    action = scenario.get("action", "echo")
+    if scenario.get("verify") is False:
+        overrides["verify_request"] = lambda self, r, a: False
+    if scenario.get("get_request_fails"):
+        def get_request(self):
+            super(type(self), self).get_request()[0].close()
+            raise OSError("get_request failed")
+        overrides["get_request"] = get_request
+    if scenario.get("process_fails"):
+        def process_request(self, request, address):
+            raise ValueError("process failed")
+        overrides["process_request"] = process_request
+    if scenario.get("handle_error_quiet", True):
+        overrides["handle_error"] = lambda self, request, address: None
+    cls = recording_server(mod, cls_name, log, overrides)
+    if cls_name.startswith("Forking"):
+        cls.timeout = scenario.get("timeout", 300)
+    elif "timeout" in scenario:
+        cls.timeout = scenario["timeout"]
+    handler, dhandler = recording_handler(mod, log, action)
+    server = cls(("127.0.0.1", 0), dhandler if udp else handler)
+    clients = []
+    try:
+        for _ in range(scenario.get("clients", 1)):
+            if udp:
+                c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                c.settimeout(WAIT)
+                c.sendto(b"dgram", server.server_address)
+            else:
+                c = socket.create_connection(server.server_address, timeout=WAIT)
+                c.sendall(b"line\n")
+            clients.append(c)
+        if scenario.get("clients", 1) == 0:
+            pass
+        how = scenario.get("how", "handle_request")
+        raised = None
+        try:
+            if how == "handle_request":
+                for _ in range(scenario.get("requests", 1)):
+                    log.append(("main", "handle_request->%r" % (server.handle_request(),)))
+            else:
+                # the client is already waiting: the first poll is ready
+                done = threading.Event()
+
+                def stop_when_done():
+                    # after the request and one service_actions, stop the loop
+                    wait_for(lambda: sum(1 for e in log if e[1] == "close_request") >= 1
+                             and log[-1][1] == "service_actions")
+                    server._BaseServer__shutdown_request = True
+                    done.set()
+                stopper = threading.Thread(target=stop_when_done, daemon=True)
+                stopper.start()
+                server.serve_forever(POLL)
+                stopper.join(WAIT)
+        except BaseException as exc:
+            raised = type(exc).__name__
+            log.append(("main", "raised " + raised))
+        for c in clients:
+            try:
+                c.recv(100)
+            except OSError:
+                pass
+        if scenario.get("reap"):
+            wait_for(lambda: (server.collect_children(), not server.active_children)[1])
+    finally:
+        for c in clients:
+            c.close()
+        server.server_close()
+    log = normalise(log)
+    main = [name for who, name in log if who == "main"]
+    worker = [name for who, name in log if who == "worker"]
+    return main, worker
+
+
+def normalise(log):
+    out = []
+    for entry in log:
+        # consecutive service_actions are timing-dependent in number
+        if entry[1] == "service_actions" and out and out[-1] == entry:
+            continue
+        if entry[1] == "collect_children" and out and out[-1] == entry:
+            continue
+        out.append(entry)
+    return out
+
+
+SCENARIOS = {
+    "tcp_ok": {},
+    "tcp_handler_raises": {"action": "raise"},
+    "tcp_handler_baseexception": {"action": "stop"},
+    "tcp_verify_false": {"verify": False},
+    "tcp_get_request_oserror": {"get_request_fails": True},
+    "tcp_process_request_raises": {"process_fails": True},
+    "tcp_timeout": {"clients": 0, "timeout": 0.05},
+    "tcp_serve_forever": {"how": "serve_forever"},
+    "tcp_serve_forever_raises": {"how": "serve_forever", "action": "raise"},
+    "threading_tcp_ok": {"cls": "ThreadingTCPServer"},
+    "threading_tcp_raises": {"cls": "ThreadingTCPServer", "action": "raise"},
+    "threading_tcp_verify_false": {"cls": "ThreadingTCPServer", "verify": False},
+    "udp_ok": {"cls": "UDPServer"},
+    "udp_raises": {"cls": "UDPServer", "action": "raise"},
+    "udp_timeout": {"cls": "UDPServer", "clients": 0, "timeout": 0.05},
+    "threading_udp_ok": {"cls": "ThreadingUDPServer"},
+    "forking_tcp_ok": {"cls": "ForkingTCPServer", "reap": True},
+    "forking_tcp_timeout": {"cls": "ForkingTCPServer", "clients": 0, "timeout": 0.05},
+    "forking_udp_ok": {"cls": "ForkingUDPServer", "reap": True},
+}
+
+
+EXPECTED_STDLIB = {
+    # construction, then what handle_request() does for one request
+    "tcp_ok": ["server_bind", "server_activate", "fileno", "get_request",
+               "verify_request", "process_request", "finish_request", "handle",
+               "shutdown_request", "close_request", "handle_request->None",
+               "server_close"],
+    "tcp_verify_false": ["server_bind", "server_activate", "fileno", "get_request",
+                         "verify_request", "shutdown_request", "close_request",
+                         "handle_request->None", "server_close"],
+    "tcp_handler_raises": ["server_bind", "server_activate", "fileno", "get_request",
+                           "verify_request", "process_request", "finish_request",
+                           "handle", "handle_error", "shutdown_request", "close_request",
+                           "handle_request->None", "server_close"],
+    "tcp_timeout": ["server_bind", "server_activate", "handle_timeout",
+                    "handle_request->None", "server_close"],
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS), ids=list(SCENARIOS))
+def test_hook_sequence_matches_stdlib(impl, scenario):
+    spec = SCENARIOS[scenario]
+    cls = spec.get("cls", "TCPServer")
+    if not hasattr(impl, cls):
+        pytest.skip("no " + cls)
+    expected = run_scenario(stdlib, spec)
+    got = run_scenario(impl, spec)
+    # guard against a vacuous comparison: the stdlib recording is what we think
+    if scenario in EXPECTED_STDLIB:
+        want = EXPECTED_STDLIB[scenario]
+        if scenario == "tcp_timeout":
+            want = want[:2] + ["fileno"] + want[2:]
+        assert expected[0] == want
+    assert "server_close" in expected[0]
+    assert got == expected
+
+
+def test_hook_sequence_threading_worker_side(impl):
+    main, worker = run_scenario(impl, {"cls": "ThreadingTCPServer", "action": "raise"})
+    assert main == ["server_bind", "server_activate", "fileno", "get_request",
+                    "verify_request", "process_request", "handle_request->None",
+                    "server_close"]
+    assert worker == ["process_request_thread", "finish_request", "handle",
+                      "handle_error", "shutdown_request", "close_request"]
+
+
+def test_hook_sequence_serve_forever(impl):
+    main, worker = run_scenario(impl, {"how": "serve_forever"})
+    assert main == ["server_bind", "server_activate", "fileno", "get_request",
+                    "verify_request", "process_request", "finish_request", "handle",
+                    "shutdown_request", "close_request", "service_actions",
+                    "server_close"]
+    assert worker == []
+
+
+def test_hook_sequence_base_exception(impl):
+    main, _ = run_scenario(impl, {"action": "stop"})
+    # shutdown_request runs, handle_error does not, the exception propagates
+    assert main == ["server_bind", "server_activate", "fileno", "get_request",
+                    "verify_request", "process_request", "finish_request", "handle",
+                    "shutdown_request", "close_request", "raised Stop", "server_close"]

@@ -1,4 +1,4 @@
-"""Reusable handler threads for ThreadingMixIn.
+"""ThreadingMixIn's handler threads: reused (WorkerPool), and taking requests themselves.
 
 Starting a thread costs ~70 us of the ~200 us the stdlib spends per
 connection. A pool keeps finished threads waiting for the next request, and
@@ -6,12 +6,23 @@ starts a new one whenever none is idle: concurrency is never capped, so a
 request never waits for another request's handler. Idle threads retire
 after ``IDLE_SECONDS``; ``close()`` retires all idle threads and makes busy
 ones retire when their request ends.
+
+Where the plan has ``handlers_take`` (see _plan), a handler thread whose
+request is done takes the next one itself (the core's ``take_pending``),
+saving the loop's wake-up and a hand-over: ``run_then_take_pending``. The
+loop then gives a request to a thread already on its way to take one
+(``hand_to_taker``) rather than start a new thread. ``serving_begins`` /
+``serving_ends`` bracket that in serve_forever().
 """
 import _thread
+import collections
 import os
+import socket
 import sys
 import threading
 import weakref
+
+from ._core_select import core
 
 IDLE_SECONDS = 5.0
 
@@ -34,12 +45,29 @@ else:  # pragma: no cover
     atexit.register(_close_all_pools)
 
 
-def _count_fork():
+# States of servers whose handler threads take requests (serve_forever
+# running with plan.handlers_take).
+_states_with_takers = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """The threads of this process's pools, and the handler threads taking
+    requests, stayed in the parent: forget them."""
     WorkerPool.process_generation += 1
+    for state in list(_states_with_takers):
+        # Queue nothing for takers that are not here, and let no thread of the
+        # child take from the listener the parent serves.
+        state.take_pending_from = None
+        state.takers = 0
+        queued, state.handoff = state.handoff, collections.deque()
+        for request, _ in queued or ():  # the parent serves them; close our copies
+            if isinstance(request, socket.socket):  # not a datagram's (data, listener)
+                request.close()
+    _states_with_takers.clear()
 
 
-if hasattr(os, "register_at_fork"):  # POSIX; where there is no fork, nothing to count
-    os.register_at_fork(after_in_child=_count_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; where there is no fork, nothing to do
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Worker:
@@ -138,3 +166,35 @@ class WorkerPool:
                 return
             worker.job = None
             worker.wakeup.release()
+
+
+def serving_begins(state):
+    """serve_forever() starts with handlers taking: requests may be queued for takers."""
+    state.handoff = collections.deque()
+    _states_with_takers.add(state)
+
+
+def serving_ends(server, state, process):
+    """After serving: requests still queued for takers go to ``process``
+    (each had a taker on its way, so normally none is left)."""
+    _states_with_takers.discard(state)
+    handoff, state.handoff = state.handoff, None
+    try:
+        while handoff:
+            process(*handoff.popleft())
+    finally:
+        while handoff:  # left by an exception that ends serve_forever()
+            server.shutdown_request(handoff.popleft()[0])
+
+
+def run_then_take_pending(server, state, request, client_address):
+    """process_request_thread, then the requests the core gives this thread, in turn."""
+    take_pending, begin_grace = core.take_pending, core.begin_grace
+    while True:
+        begin_grace()
+        server.process_request_thread(request, client_address)
+        request = client_address = None
+        item = take_pending(server, state)
+        if item is None:
+            return
+        request, client_address = item

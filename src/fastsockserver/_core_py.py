@@ -1,0 +1,139 @@
+"""fastsockserver._core_py: the serving core in pure Python, twin of ``_core``.
+
+Implements ``_core_api`` with the stdlib's algorithm: a poll selector on the
+server's descriptor (and on the shutdown pipe), ``_handle_request_noblock()``
+when it is readable, then ``service_actions()``, until ``shutdown()`` sets
+the flag. It lists no FEATURES: requests always go through
+``_handle_request_noblock()``, so nothing is ever queued for or taken by
+handler threads here, and rfile/wfile are the stdlib's own code.
+"""
+import os
+import selectors
+import socket
+from time import monotonic
+
+from ._core_api import BACKOFF_FIRST, BACKOFF_MAX, RESOURCE_ERRNOS
+
+FEATURES = frozenset()
+
+if hasattr(selectors, "PollSelector"):
+    _ServerSelector = selectors.PollSelector
+else:
+    _ServerSelector = selectors.SelectSelector
+
+
+class ServingState:
+    """What a server shares with its loop and handler threads (see _core_api.ServingState)."""
+
+    __slots__ = ("accept_backoff", "accept_resume_at", "handoff", "takers",
+                 "take_pending_from", "__weakref__")
+
+    def __init__(self):
+        self.accept_backoff = self.accept_resume_at = 0.0
+        self.handoff = None
+        self.takers = 0
+        self.take_pending_from = None
+
+    def accept_failed(self, error_number):
+        if error_number in RESOURCE_ERRNOS:
+            backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+            self.accept_backoff = backoff
+            self.accept_resume_at = monotonic() + backoff
+
+    def accept_recovered(self):
+        self.accept_backoff = self.accept_resume_at = 0.0
+
+
+def serve(server, plan, state, wake_fd, poll_interval):
+    """Run ``server``'s request loop until ``server.shutdown()`` is called.
+
+    Every request goes through ``_handle_request_noblock()``, as in the
+    stdlib (this core has no receive path of its own: plan.listener is None).
+    While the server backs off after an out-of-resources accept error, only
+    ``wake_fd`` is watched.
+    """
+    with _ServerSelector() as selector, _ServerSelector() as wake_only:
+        selector.register(plan.fd, selectors.EVENT_READ)
+        selector.register(wake_fd, selectors.EVENT_READ)
+        wake_only.register(wake_fd, selectors.EVENT_READ)
+        while not server._BaseServer__shutdown_request:
+            pause = state.accept_resume_at
+            if pause:
+                pause -= monotonic()
+            if pause > 0:
+                ready = wake_only.select(
+                    pause if poll_interval is None else min(pause, poll_interval))
+            else:
+                ready = selector.select(poll_interval)
+            # bpo-35017: shutdown() called during select(), exit immediately.
+            if server._BaseServer__shutdown_request:
+                break
+            for key, _ in ready:
+                if key.fd == wake_fd:
+                    _drain(wake_fd)
+                else:
+                    server._handle_request_noblock()
+            server.service_actions()
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def wait_readable(fd, timeout):
+    """Wait up to ``timeout`` seconds (None: forever) for ``fd`` to be readable."""
+    with _ServerSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def take_pending(server, state):
+    """A request the loop queued for a taker, or None (this core never
+    queues one, and never publishes its listener to handler threads)."""
+    handoff = state.handoff
+    if handoff:
+        return handoff.popleft()
+    return None
+
+
+def hand_to_taker(state, request, client_address):
+    """Queue a request for a thread inside take_pending; False when none would
+    take it (always, in practice: without HANDLERS_TAKE no thread waits there)."""
+    handoff = state.handoff
+    if handoff is not None and state.takers > len(handoff):
+        handoff.append((request, client_address))
+        return True
+    return False
+
+
+def begin_grace():
+    """Nothing to time: this core's rfile/wfile never hold the GIL across system calls."""
+
+
+# rfile / wfile and the end of a request: the stdlib's own code (the compiled
+# core's versions first try a system call that cannot block, keeping the GIL).
+socketio_readinto = socket.SocketIO.readinto
+
+
+def socket_writer_write(self, b):
+    """_SocketWriter.write."""
+    self._sock.sendall(b)
+    with memoryview(b) as view:
+        return view.nbytes
+
+
+def shutdown_write(sock):
+    """TCPServer.shutdown_request's sock.shutdown(SHUT_WR), OSError ignored."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def close_socket(sock):
+    """TCPServer.close_request's sock.close()."""
+    sock.close()

@@ -1,0 +1,57 @@
+"""``python -m fastsockserver info``: what a user asks when something is slow."""
+import platform
+import sys
+
+LOADGEN_NAME = "fastsockserver._loadgen"
+
+
+def loadgen_status():
+    """(True, None) when the benchmark's load generator imports; else (False, why)."""
+    try:
+        from . import _loadgen  # noqa: F401
+    except ImportError as exc:
+        if not sys.platform.startswith("linux"):
+            return False, "it is built on Linux only (this is {})".format(sys.platform)
+        return False, "{} is not built ({})".format(LOADGEN_NAME, exc)
+    return True, None
+
+
+def _wait_in_use(core, compiled):
+    from ._core_api import EPOLL
+    if not compiled:
+        from ._core_py import _ServerSelector
+        return "{} (selectors, as the stdlib)".format(_ServerSelector.__name__)
+    if EPOLL in core.FEATURES:
+        return ("epoll where the core takes requests in itself; poll() where a hook "
+                "it would replace is overridden")
+    return "poll()"
+
+
+def lines():
+    """The report, a line each."""
+    from . import __version__
+    from ._core_select import COMPILED, WHY_PURE, core
+    build = sys.implementation.name + " " + platform.python_version()
+    if hasattr(sys, "_is_gil_enabled"):
+        build += ", free-threaded build, GIL {}".format(
+            "enabled" if sys._is_gil_enabled() else "disabled")
+    available, why_not = loadgen_status()
+    return [
+        "fastsockserver {}".format(__version__),
+        "python: {} ({})".format(build, sys.executable),
+        "platform: {} {}".format(platform.system(), platform.machine()),
+        "core: " + ("compiled ({})".format(core.__file__) if COMPILED
+                    else "pure Python: " + WHY_PURE),
+        "core features: {}".format(", ".join(sorted(core.FEATURES)) or "none"),
+        "wait: " + _wait_in_use(core, COMPILED),
+        "load generator (bench): " + ("available" if available else "absent: " + why_not),
+    ]
+
+
+def main(argv):
+    if argv:
+        print("usage: python -m fastsockserver info", file=sys.stderr)
+        return 2
+    for line in lines():
+        print(line)
+    return 0

@@ -1,0 +1,96 @@
+"""Which steps of serving stay in the core: decided once per ``serve_forever()``.
+
+A step stays in the core only where skipping the Python hook is invisible:
+the hook it replaces is the library's own, neither overridden in a subclass
+nor assigned on the instance. Everything else runs where the stdlib runs
+it, through the slow path. Each later capability (limits, drain, TLS) adds
+its field to ServingPlan and its rule here, and nowhere else.
+"""
+import socket
+from typing import NamedTuple, Optional
+
+from ._core_api import HANDLERS_TAKE, MAX_BATCH, RECEIVES
+
+_CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
+                       if hasattr(socket, name))
+
+
+class ServingPlan(NamedTuple):
+    """What the core does itself while serve_forever() runs."""
+
+    fd: int
+    """The descriptor the loop waits on: ``server.fileno()``."""
+    listener: Optional[socket.socket]
+    """The socket the core accepts/receives on itself, handing each request to
+    ``_verify_and_process``; None: ``_handle_request_noblock()`` per wake-up."""
+    batch: int
+    """Requests taken per wake-up (1 where service_actions must run after each)."""
+    handlers_take: bool
+    """ThreadingMixIn's handler threads take the next waiting request themselves."""
+
+
+def server_fd(server):
+    """The descriptor to wait on, resolved as ``selectors`` resolves ``register(server)``."""
+    try:
+        fd = int(server.fileno())
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError("Invalid file object: {!r}".format(server)) from None
+    if fd < 0:
+        raise ValueError("Invalid file descriptor: {}".format(fd))
+    return fd
+
+
+def plan_serving(server, core):
+    """The ServingPlan for ``server`` on ``core`` (an implementation of _core_api)."""
+    from . import _server  # the library's own hooks, to compare with (it imports us)
+
+    fd = server_fd(server)
+    own_service_actions = _uses_own(server, "service_actions", _server.BaseServer.service_actions)
+    listener = None
+    if RECEIVES in core.FEATURES:
+        listener = _own_receive_path(server, fd, _server)
+    # Only with the library's no-op service_actions may requests be taken in
+    # batches (or by handler threads): the stdlib calls it after every
+    # request, and ForkingMixIn relies on it to keep below max_children.
+    batch = MAX_BATCH if listener is not None and own_service_actions else 1
+    # Handler threads may take the next request only where the loop would
+    # have called nothing but the library's own code on it.
+    handlers_take = (listener is not None and own_service_actions
+                     and HANDLERS_TAKE in core.FEATURES
+                     and _uses_own(server, "verify_request", _server.BaseServer.verify_request)
+                     and _uses_own(server, "process_request",
+                                   _server.ThreadingMixIn.process_request))
+    return ServingPlan(fd=fd, listener=listener, batch=batch, handlers_take=handlers_take)
+
+
+def _uses_own(server, name, function):
+    """True when ``server.<name>`` is the library's ``function``: neither
+    overridden in a subclass nor assigned on the instance."""
+    return (name not in getattr(server, "__dict__", ())
+            and getattr(type(server), name, None) is function)
+
+
+def _own_receive_path(server, fd, library):
+    """The listening socket, if taking a request in is the library's own code.
+
+    That is: get_request, _handle_request_noblock and _verify_and_process
+    neither overridden nor assigned on the instance, and a plain blocking
+    socket.socket of a family the core knows behind fileno(). The core then
+    calls _verify_and_process(request, client_address), so verify_request,
+    process_request and every later hook run as usual.
+    """
+    base = library.BaseServer
+    if not (_uses_own(server, "_handle_request_noblock", base._handle_request_noblock)
+            and _uses_own(server, "_verify_and_process", base._verify_and_process)):
+        return None
+    listener = getattr(server, "socket", None)
+    if (type(listener) is not socket.socket or listener.gettimeout() is not None
+            or listener.fileno() != fd or listener.family not in _CORE_FAMILIES):
+        return None
+    if listener.type == socket.SOCK_STREAM:
+        own_get_request = library.TCPServer.get_request
+    elif listener.type == socket.SOCK_DGRAM:
+        own_get_request = library.UDPServer.get_request
+    else:
+        return None
+    return listener if _uses_own(server, "get_request", own_get_request) else None

@@ -1,0 +1,107 @@
+"""The product builds where the load generator cannot; ``info`` reports the build; one version.
+
+test_core_builds_without_the_load_generator builds a wheel from a copy of the sources
+with the load generator's platform test forced false (FASTSOCKSERVER_NO_LOADGEN=1, as on
+macOS) and the core required, then imports it: ~30-60 s, once per test run.
+"""
+import glob
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+import fastsockserver
+from fastsockserver import _env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCES = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md"]
+
+
+def _python(*args, env=None, cwd=None, timeout=60):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FASTSOCKSERVER_") and k != "PYTHONPATH"}
+    env.update(extra)
+    return env
+
+
+def test_one_version():
+    """The version is written once (fastsockserver.__version__); the metadata reads it."""
+    assert importlib.metadata.version("fastsockserver") == fastsockserver.__version__
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        pyproject = f.read()
+    assert 'dynamic = ["version"]' in pyproject
+    assert fastsockserver.__version__ not in pyproject
+
+
+def test_info_reports_the_build():
+    result = _python("-m", "fastsockserver", "info", env=_clean_env())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "fastsockserver " + fastsockserver.__version__
+    report = dict(line.split(": ", 1) for line in lines[1:])
+    assert set(report) == {"python", "platform", "core", "core features", "wait",
+                           "load generator (bench)"}
+    assert sys.executable in report["python"]
+    if fastsockserver.COMPILED:
+        assert report["core"].startswith("compiled (") and "_core" in report["core"]
+        assert "receive" in report["core features"]
+    if sys.platform.startswith("linux") and fastsockserver.COMPILED:
+        assert report["wait"].startswith("epoll")
+        assert report["load generator (bench)"] == "available"
+
+
+def test_info_says_why_pure():
+    result = _python("-m", "fastsockserver", "info", env=_clean_env(**{_env.ENV_VAR: "1"}))
+    assert result.returncode == 0, result.stderr
+    assert "core: pure Python: {} is set".format(_env.ENV_VAR) in result.stdout
+    assert "core features: none" in result.stdout
+    assert "wait: PollSelector" in result.stdout
+
+
+def test_info_rejects_arguments():
+    result = _python("-m", "fastsockserver", "info", "--bogus", env=_clean_env())
+    assert result.returncode == 2 and "usage" in result.stderr
+
+
+@pytest.mark.skipif(_env.NO_EXTENSIONS, reason="a pure-Python test run builds nothing")
+def test_core_builds_without_the_load_generator(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in SOURCES:
+        path = os.path.join(ROOT, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns(
+                "*.so", "*.c", "*.html", "__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(path, source / name)
+    env = _clean_env(FASTSOCKSERVER_NO_LOADGEN="1", FASTSOCKSERVER_REQUIRE_EXTENSIONS="1")
+    built = _python("-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                    str(source), env=env, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    [wheel] = glob.glob(str(tmp_path / "dist" / "*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "site")
+    assert [n for n in names if n.startswith("fastsockserver/_core.") and n.endswith(".so")]
+    assert not [n for n in names if "_loadgen" in n]
+    env = _clean_env(PYTHONPATH=str(tmp_path / "site"))
+    probe = _python("-c", "import fastsockserver, fastsockserver._core as c; "
+                    "assert fastsockserver.COMPILED; print(c.__file__)",
+                    env=env, cwd=str(tmp_path))
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(tmp_path / "site"))
+    info = _python("-m", "fastsockserver", "info", env=env, cwd=str(tmp_path))
+    assert "load generator (bench): absent: fastsockserver._loadgen is not built" in info.stdout
+    bench = _python("-m", "fastsockserver", "bench", "--workloads", "connrate",
+                    env=env, cwd=str(tmp_path))
+    assert bench.returncode == 1
+    assert "the load generator is absent" in bench.stderr

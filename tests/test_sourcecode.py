@@ -1,0 +1,41 @@
+"""Habits as tests: the linters over the sources, and the public stub held to the runtime.
+
+The tools come with the ``test`` extra; their settings live in pyproject.toml.
+"""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_SOURCES = ["src", "tests", "bench", "tools", "setup.py"]
+
+
+def _run(*args):
+    env = dict(os.environ)
+    # cython-lint runs pycodestyle from PATH: the one beside this interpreter.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_lint_and_import_order():
+    result = _run("-m", "ruff", "check", "--no-cache", "--output-format", "concise",
+                  *PYTHON_SOURCES)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cython_lint():
+    sources = sorted(os.path.join("src", name) for name in os.listdir(os.path.join(ROOT, "src"))
+                     if name.endswith((".pyx", ".pxd")))
+    assert "src/_core.pyx" in sources and "src/fastsockserver._core.pxd" in sources
+    result = _run("-c", "import sys; from cython_lint.cython_lint import main; sys.exit(main())",
+                  *sources)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_stub_matches_the_runtime():
+    """mypy.stubtest: src/fastsockserver/__init__.pyi against the installed package."""
+    result = _run("-m", "mypy.stubtest", "fastsockserver",
+                  "--mypy-config-file", os.path.join(ROOT, "pyproject.toml"),
+                  "--allowlist", os.path.join(ROOT, "tests", "stubtest_allowlist.txt"))
+    assert result.returncode == 0, result.stdout + result.stderr
