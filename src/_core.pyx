@@ -20,6 +20,7 @@ from _socket import socket as _c_socket_class
 from math import ceil as _ceil
 from socket import SocketIO as _SocketIO
 from socket import socket as _socket_class
+from weakref import WeakSet as _WeakSet
 
 from fastsockserver._core_api import (
     BACKOFF_FIRST, BACKOFF_MAX, EPOLL, HANDLERS_TAKE, RECEIVES, RESOURCE_ERRNOS,
@@ -176,6 +177,12 @@ cdef class ServingState:
         self.handoff = None
         self.takers = 0
         self.take_pending_from = None
+        self.waker = None
+        self.max_handlers = self.active = 0
+        self.paused = self.draining = False
+        self.readers = _WeakSet()  # a handler may drop its rfile unclosed
+        self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
+        self.drained = self.idle_timeouts = 0
 
     cpdef accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
@@ -409,6 +416,7 @@ cdef object _take_one(server, ServingState state, int fd, listener, bint stream)
         request = (data[:n] if n < max_size else data, listener)
     if state.accept_backoff:
         state.accept_recovered()
+    state.accepted += 1
     return (request, address)
 
 
@@ -432,14 +440,42 @@ def take_pending(server, ServingState state not None):
         state.takers -= 1
     handoff = state.handoff
     if handoff:
-        return handoff.popleft()
+        return handoff.popleft()  # counted by handler_started when it was queued
     listener = state.take_pending_from
-    if listener is None:
+    if listener is None or state.draining or _at_capacity(state):
         return None
     if state.accept_resume_at:
         return None  # backing off after an out-of-resources error: the loop retries
-    return _take_one(server, state, listener.fileno(), listener,
+    item = _take_one(server, state, listener.fileno(), listener,
                      _raw_type(listener) == SOCK_STREAM)
+    if item is not None:
+        state.active += 1  # this thread's next request: as handler_started
+    return item
+
+
+cdef bint _at_capacity(ServingState state) noexcept:
+    """True while ``active`` is at ``max_handlers``: no request is taken (they
+    wait in the listen backlog) until a handler ends (handler_finished)."""
+    return state.max_handlers > 0 and state.active >= state.max_handlers
+
+
+def handler_started(ServingState state not None):
+    """A request was given to the library's process_request."""
+    state.active += 1
+
+
+def request_failed(ServingState state not None):
+    """handle_error was called for a request."""
+    state.errors += 1
+
+
+def handler_finished(ServingState state not None):
+    """That request ended; wakes a loop paused at ``max_handlers``."""
+    state.active -= 1
+    state.finished += 1
+    if state.paused and state.active < state.max_handlers:
+        state.paused = False
+        state.waker.wake()
 
 
 def hand_to_taker(ServingState state not None, request, client_address):
@@ -477,7 +513,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
     cdef int epfd = -1
     cdef double pause
     cdef pollfd fds[2]
-    cdef bint stream = False, listener_watched = False
+    cdef bint stream = False, listener_watched = False, at_capacity
     fds[0].fd = wake_fd
     fds[0].events = POLLIN
     fds[1].fd = fd
@@ -510,15 +546,24 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
             pause = state.accept_resume_at
             if pause:
                 pause -= _now()
-            if pause > 0:
-                if listener_watched:  # backing off: only the wake-up pipe
+            # At max_handlers the loop pauses like the back-off; a handler
+            # that ends (handler_finished) wakes it.
+            at_capacity = _at_capacity(state)
+            if at_capacity != state.paused:
+                state.paused = at_capacity
+                if at_capacity:
+                    state.backpressure_pauses += 1
+            if pause > 0 or at_capacity:
+                if listener_watched:  # only the wake-up pipe
                     listener_watched = False
                     if _epoll_watch(epfd, fd, False) < 0:  # poll() can leave it out
                         close(epfd)
                         epfd = -1
-                wait_ms = <int>ceil(pause * 1e3)
-                if 0 <= interval_ms < wait_ms:
-                    wait_ms = interval_ms
+                wait_ms = interval_ms
+                if not at_capacity:
+                    wait_ms = <int>ceil(pause * 1e3)
+                    if 0 <= interval_ms < wait_ms:
+                        wait_ms = interval_ms
                 _poll(fds, 1, wait_ms, epfd)
                 fds[1].revents = 0
             else:
@@ -541,6 +586,8 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                     for taken in range(batch):
                         if taken and server._BaseServer__shutdown_request:
                             break  # shutdown() waits for the request in progress only
+                        if _at_capacity(state):
+                            break
                         item = _take_one(server, state, fd, listener, stream)
                         if item is None:
                             break
@@ -615,6 +662,8 @@ def socketio_readinto(self, b):
         n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
         err = errno
         if n >= 0:
+            if n:
+                self._request_open = True
             _share_gil_in_io()
             return n
         if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
@@ -631,13 +680,20 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
     without SocketIO.readinto's Python frame."""
     cdef ssize_t n
     cdef int err
+    if self._request_open is not True and _ends_between_requests(self, fd):
+        return 0
     if sock.gettimeout() is not None:
-        return _SocketIO.readinto(self, b)  # timeouts and non-blocking: the stdlib's
+        got = _SocketIO.readinto(self, b)  # timeouts and non-blocking: the stdlib's (or None)
+        if got:
+            self._request_open = True
+        return got
     while True:
         with nogil:
             n = recv(fd, view.buf, view.len, 0)
             err = errno
         if n >= 0:
+            if n:
+                self._request_open = True
             return n
         if err == EAGAIN or err == EWOULDBLOCK:  # SO_RCVTIMEO set by hand
             return None
@@ -646,8 +702,36 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
         PyErr_CheckSignals()  # PEP 475: retry unless a signal handler raised
 
 
-cdef object _stdlib_write(sock, b):
+cdef bint _ends_between_requests(raw, int fd) except -1:
+    """A read between requests would wait: True when it should read end-of-file
+    instead (the server drains, or ``_idle_timeout`` passed with nothing to read)."""
+    cdef pollfd entry
+    cdef int timeout_ms
+    state = raw._state
+    cdef bint draining = (state is not None and state.draining
+                          and raw._request_open is False)
+    timeout = raw._idle_timeout
+    if not draining and timeout is None:
+        return False
+    entry.fd = fd
+    entry.events = POLLIN
+    timeout_ms = 0 if draining else _timeout_ms(timeout)
+    if _poll(&entry, 1, timeout_ms) > 0:
+        return False  # data (or an end) is there: read it
+    if state is not None:
+        if draining:
+            if not raw._drained:
+                (<ServingState>state).drained += 1
+        else:
+            (<ServingState>state).idle_timeouts += 1
+    return True
+
+
+cdef object _stdlib_write(self, sock, b):
     sock.sendall(b)
+    reader = self._reader
+    if reader is not None:
+        reader._request_open = False
     with memoryview(b) as view:
         return view.nbytes
 
@@ -663,13 +747,13 @@ def socket_writer_write(self, b):
     # times out where a send would have gone through), and b"" (one send of
     # 0 bytes, which reports a pending error).
     if type(sock) is not _socket_class or sock.gettimeout() is not None:
-        return _stdlib_write(sock, b)
+        return _stdlib_write(self, sock, b)
     fd = sock.fileno()
     PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
     try:
         total = view.len
         if total == 0:
-            return _stdlib_write(sock, b)
+            return _stdlib_write(self, sock, b)
         n = 0
         if fd >= 0:
             n = send(fd, view.buf, total, MSG_DONTWAIT | MSG_NOSIGNAL)
@@ -684,6 +768,9 @@ def socket_writer_write(self, b):
                 sock.sendall(rest.cast("B")[n:])
         else:
             _share_gil_in_io()
+        reader = self._reader
+        if reader is not None:
+            reader._request_open = False  # a response went out
         return total
     finally:
         PyBuffer_Release(&view)

@@ -11,6 +11,14 @@ cdef class ServingState:
     cdef public object handoff            # deque of (request, client_address) for takers, or None
     cdef public int takers                # handler threads inside take_pending now
     cdef public object take_pending_from  # the listener takers may accept on, or None
+    cdef public object waker              # the server's shutdown pipe: wake()
+    cdef public int max_handlers          # no request is taken while active >= this; 0: no cap
+    cdef public int active                # requests in the library's process_request
+    cdef public bint paused               # not taking: active reached max_handlers
+    cdef public bint draining             # drain() began
+    cdef public object readers            # WeakSet of live rfile raw streams (drain)
+    cdef public long long accepted, finished, errors, backpressure_pauses
+    cdef public long long drained, idle_timeouts
     cdef object __weakref__
 
     cpdef accept_failed(self, error_number)

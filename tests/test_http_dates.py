@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsockserver import _http
+from fastsockserver import _http_patches as _http
 from support import code_result, run_code
 
 HYP = dict(deadline=None, database=None, derandomize=True, max_examples=300,

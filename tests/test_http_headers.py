@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsockserver import _http
+from fastsockserver import _http_patches as _http
 from support import code_result, run_code
 
 HYP = dict(deadline=None, database=None, derandomize=True,
@@ -126,7 +126,7 @@ fastsockserver.install()
 # answers as the real one does.
 source = importlib.util.find_spec("http.client").loader.get_source("http.client")
 import http.client, inspect, io
-import fastsockserver._http as h
+import fastsockserver._http_patches as h
 
 def patched(module):
     f = module.parse_headers
@@ -172,7 +172,7 @@ def test_without_install_http_client_is_untouched():
         import fastsockserver, sys
         import http.client
         assert not hasattr(http.client.parse_headers, "__wrapped__")
-        assert not any(type(f).__module__ == "fastsockserver._http" for f in sys.meta_path)
+        assert not any(type(f).__module__ == "fastsockserver._http_patches" for f in sys.meta_path)
     """)
     assert out.returncode == 0, out.stderr
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON_SOURCES = ["src", "tests", "bench", "tools", "setup.py"]
 
@@ -24,6 +26,9 @@ def test_ruff_lint_and_import_order():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.skipif(sys.version_info < (3, 10), reason=(
+    "cython-lint for Python 3.9 (0.18) fails on Cython 3.3's parse tree; the sources "
+    "are linted by the runs on 3.10+"))
 def test_cython_lint():
     sources = sorted(os.path.join("src", name) for name in os.listdir(os.path.join(ROOT, "src"))
                      if name.endswith((".pyx", ".pxd")))

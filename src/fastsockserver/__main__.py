@@ -2,10 +2,15 @@
 import runpy
 import sys
 
-RUN_USAGE = """usage: python -m fastsockserver run script.py [args ...]
-       python -m fastsockserver run -m module [args ...]
+RUN_USAGE = """usage: python -m fastsockserver run [--drain-timeout SECONDS] script.py [args ...]
+       python -m fastsockserver run [--drain-timeout SECONDS] -m module [args ...]
 
-Runs an unmodified program with fastsockserver installed as socketserver."""
+Runs an unmodified program with fastsockserver installed as socketserver.
+--drain-timeout: the first SIGTERM or SIGINT drains every server in
+serve_forever() (no new connections, requests in progress finish, idle
+keep-alive connections end), then the program goes on as after shutdown();
+a second signal, or handlers still running 2 s after the deadline, end the
+process at once."""
 
 
 def _run(argv):
@@ -14,6 +19,24 @@ def _run(argv):
         print(RUN_USAGE, file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
     from . import install
+    if argv[0] == "--drain-timeout" or argv[0].startswith("--drain-timeout="):
+        if "=" in argv[0]:
+            value, argv = argv[0].partition("=")[2], argv[1:]
+        else:
+            value, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
+        try:
+            drain_timeout = float(value)
+            if not drain_timeout >= 0:
+                raise ValueError
+        except ValueError:
+            print("fastsockserver run: --drain-timeout takes seconds >= 0, not {!r}".format(
+                value), file=sys.stderr)
+            return 2
+        if not argv:
+            print(RUN_USAGE, file=sys.stderr)
+            return 2
+        from ._service import install_drain_on_signals
+        install_drain_on_signals(drain_timeout)
     if argv[0] == "-m":
         if len(argv) < 2:
             print(RUN_USAGE, file=sys.stderr)

@@ -51,9 +51,23 @@ class ServingState:
     - ``takers`` (int): handler threads inside ``take_pending`` now.
     - ``take_pending_from``: the listener handler threads may take from
       (set by the core only while it is non-blocking), or None.
+    - ``waker``: the server's shutdown pipe (``wake()``), set by BaseServer.
+    - ``max_handlers`` (int): the loop takes no request while ``active`` is
+      at least this (ThreadingMixIn.max_threads); 0: no cap.
+    - ``active`` (int): requests the library's process_request has begun and
+      not yet ended; ``paused`` (bool): the loop is not taking requests because
+      ``active`` reached ``max_handlers``, and a handler that ends wakes it.
+    - ``draining`` (bool): drain() began: nothing more is taken in, and a
+      connection idle between requests reads end-of-file.
+    - ``readers``: a WeakSet of the live rfile raw streams (_stream_io), for drain().
+    - counters (int): ``accepted``, ``finished``, ``errors``,
+      ``backpressure_pauses``, ``drained``, ``idle_timeouts``.
     """
 
-    FIELDS = ("accept_backoff", "accept_resume_at", "handoff", "takers", "take_pending_from")
+    FIELDS = ("accept_backoff", "accept_resume_at", "handoff", "takers", "take_pending_from",
+              "waker", "max_handlers", "active", "paused", "draining", "readers",
+              "accepted", "finished", "errors", "backpressure_pauses", "drained",
+              "idle_timeouts")
 
     def accept_failed(self, error_number):
         """An accept/recvfrom failed with ``error_number`` (OSError.errno, may be None):
@@ -92,6 +106,19 @@ def hand_to_taker(state, request, client_address):
     """Queue a request for a thread inside ``take_pending``; False when none would take it."""
 
 
+def handler_started(state):
+    """A request was given to the library's process_request: ``state.active += 1``."""
+
+
+def handler_finished(state):
+    """That request ended: ``active`` down, ``finished`` up; wakes a loop paused
+    at ``max_handlers``."""
+
+
+def request_failed(state):
+    """handle_error was called for a request: ``errors += 1``."""
+
+
 def begin_grace():
     """The calling handler thread, one that takes requests itself, begins a request."""
 
@@ -112,5 +139,6 @@ def close_socket(sock):
     """``TCPServer.close_request``'s ``sock.close()``."""
 
 
-FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "begin_grace",
+FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "handler_started",
+             "handler_finished", "request_failed", "begin_grace",
              "socketio_readinto", "socket_writer_write", "shutdown_write", "close_socket")

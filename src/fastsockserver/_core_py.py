@@ -10,6 +10,8 @@ handler threads here, and rfile/wfile are the stdlib's own code.
 import os
 import selectors
 import socket
+import threading
+import weakref
 from time import monotonic
 
 from ._core_api import BACKOFF_FIRST, BACKOFF_MAX, RESOURCE_ERRNOS
@@ -26,13 +28,24 @@ class ServingState:
     """What a server shares with its loop and handler threads (see _core_api.ServingState)."""
 
     __slots__ = ("accept_backoff", "accept_resume_at", "handoff", "takers",
-                 "take_pending_from", "__weakref__")
+                 "take_pending_from", "waker", "max_handlers", "active", "paused",
+                 "draining", "readers", "accepted", "finished", "errors",
+                 "backpressure_pauses", "drained", "idle_timeouts", "_lock", "__weakref__")
 
     def __init__(self):
         self.accept_backoff = self.accept_resume_at = 0.0
         self.handoff = None
         self.takers = 0
         self.take_pending_from = None
+        self.waker = None
+        self.max_handlers = self.active = 0
+        self.paused = self.draining = False
+        self.readers = weakref.WeakSet()  # a handler may drop its rfile unclosed
+        self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
+        self.drained = self.idle_timeouts = 0
+        # Counters handler threads change: `+=` in Python is not atomic (the
+        # compiled core's, in C under the GIL, are).
+        self._lock = threading.Lock()
 
     def accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
@@ -60,7 +73,9 @@ def serve(server, plan, state, wake_fd, poll_interval):
             pause = state.accept_resume_at
             if pause:
                 pause -= monotonic()
-            if pause > 0:
+            if _at_capacity(state):
+                ready = wake_only.select(poll_interval)  # a handler that ends wakes us
+            elif pause > 0:
                 ready = wake_only.select(
                     pause if poll_interval is None else min(pause, poll_interval))
             else:
@@ -74,6 +89,22 @@ def serve(server, plan, state, wake_fd, poll_interval):
                 else:
                     server._handle_request_noblock()
             server.service_actions()
+
+
+def _at_capacity(state):
+    """True while ``active`` is at ``max_handlers``: the loop stops taking requests
+    (they wait in the listen backlog) until a handler ends."""
+    if state.max_handlers and state.active >= state.max_handlers:
+        if not state.paused:
+            state.paused = True
+            state.backpressure_pauses += 1
+            # handler_finished may have ended the last one before we paused
+            if state.active < state.max_handlers:
+                state.paused = False
+                return False
+        return True
+    state.paused = False
+    return False
 
 
 def _drain(fd):
@@ -110,18 +141,73 @@ def hand_to_taker(state, request, client_address):
     return False
 
 
+def handler_started(state):
+    with state._lock:
+        state.active += 1
+
+
+def handler_finished(state):
+    with state._lock:
+        state.active -= 1
+        state.finished += 1
+        wake = state.paused and state.active < state.max_handlers
+    if wake:
+        state.waker.wake()
+
+
+def request_failed(state):
+    with state._lock:
+        state.errors += 1
+
+
 def begin_grace():
     """Nothing to time: this core's rfile/wfile never hold the GIL across system calls."""
 
 
 # rfile / wfile and the end of a request: the stdlib's own code (the compiled
-# core's versions first try a system call that cannot block, keeping the GIL).
-socketio_readinto = socket.SocketIO.readinto
+# core's versions first try a system call that cannot block, keeping the GIL),
+# and the between-requests rules of _stream_io.
+_stdlib_readinto = socket.SocketIO.readinto
+
+
+def socketio_readinto(self, b):
+    """socket.SocketIO.readinto; between requests, end-of-file instead of a wait
+    once the server drains or ``_idle_timeout`` passes."""
+    if self._request_open is not True and _ends_between_requests(self):
+        return 0
+    n = _stdlib_readinto(self, b)
+    if n:
+        self._request_open = True
+    return n
+
+
+def _ends_between_requests(raw):
+    state = raw._state
+    draining = state is not None and state.draining and raw._request_open is False
+    timeout = raw._idle_timeout
+    if not draining and timeout is None:
+        return False
+    fd = raw._sock.fileno()
+    if fd < 0 or raw.closed:
+        return False  # the stdlib's readinto raises
+    if wait_readable(fd, 0 if draining else timeout):
+        return False  # data (or an end) is there: read it
+    if state is not None:
+        with state._lock:
+            if draining:
+                if not raw._drained:
+                    state.drained += 1
+            else:
+                state.idle_timeouts += 1
+    return True
 
 
 def socket_writer_write(self, b):
     """_SocketWriter.write."""
     self._sock.sendall(b)
+    reader = self._reader
+    if reader is not None:
+        reader._request_open = False  # a response went out
     with memoryview(b) as view:
         return view.nbytes
 

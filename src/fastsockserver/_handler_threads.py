@@ -187,12 +187,26 @@ def serving_ends(server, state, process):
             server.shutdown_request(handoff.popleft()[0])
 
 
+def run_request(server, state, request, client_address):
+    """process_request_thread, counted as a handler (core.handler_started was called)."""
+    try:
+        server.process_request_thread(request, client_address)
+    finally:
+        core.handler_finished(state)
+
+
 def run_then_take_pending(server, state, request, client_address):
-    """process_request_thread, then the requests the core gives this thread, in turn."""
+    """process_request_thread, then the requests the core gives this thread, in turn.
+
+    Each is counted as a handler: handler_started was called for the first
+    (and for each the loop queued), take_pending counts one it takes in."""
     take_pending, begin_grace = core.take_pending, core.begin_grace
     while True:
         begin_grace()
-        server.process_request_thread(request, client_address)
+        try:
+            server.process_request_thread(request, client_address)
+        finally:
+            core.handler_finished(state)
         request = client_address = None
         item = take_pending(server, state)
         if item is None:

@@ -2,7 +2,7 @@
 import sys
 import warnings
 
-from ._http import patch_http_modules
+from ._http_patches import patch_http_modules
 
 
 def _stdlib_socketserver_users(stdlib_module):

@@ -27,6 +27,9 @@ class ServingPlan(NamedTuple):
     """Requests taken per wake-up (1 where service_actions must run after each)."""
     handlers_take: bool
     """ThreadingMixIn's handler threads take the next waiting request themselves."""
+    max_handlers: int
+    """ThreadingMixIn.max_threads: no request is taken while that many are
+    handled (0: no limit)."""
 
 
 def server_fd(server):
@@ -60,7 +63,18 @@ def plan_serving(server, core):
                      and _uses_own(server, "verify_request", _server.BaseServer.verify_request)
                      and _uses_own(server, "process_request",
                                    _server.ThreadingMixIn.process_request))
-    return ServingPlan(fd=fd, listener=listener, batch=batch, handlers_take=handlers_take)
+    max_handlers = _max_handlers(server, _server.ThreadingMixIn)
+    return ServingPlan(fd=fd, listener=listener, batch=batch, handlers_take=handlers_take,
+                       max_handlers=max_handlers)
+
+
+def _max_handlers(server, threading_mixin):
+    limit = getattr(server, "max_threads", None) if isinstance(server, threading_mixin) else None
+    if limit is None:
+        return 0
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError("max_threads must be None or a positive int, not {!r}".format(limit))
+    return limit
 
 
 def _uses_own(server, name, function):

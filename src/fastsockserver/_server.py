@@ -46,12 +46,41 @@ from . import _handler_threads
 from ._core_select import core
 from ._handler_threads import WorkerPool
 from ._plan import plan_serving, server_fd
-from ._stream_io import _SocketWriter, is_tcp, make_reader
+from ._service import serving_servers
+from ._stream_io import (
+    NEW_CONNECTION_GRACE,
+    _SocketWriter,
+    end_idle_readers,
+    is_tcp,
+    make_reader,
+)
 
 _HAS_FORK = hasattr(os, "fork")
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
+
+
+def _remaining(deadline):
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# struct tcp_info: tcpi_unacked, the accept queue's length on a listening socket (Linux).
+_TCPI_UNACKED = 24
+
+
+def listen_backlog(sock):
+    """Connections waiting in a TCP listener's accept queue (Linux); None where unknown."""
+    if (type(sock) is not socket.socket or not hasattr(socket, "TCP_INFO")
+            or not is_tcp(sock) or sock.fileno() < 0):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return None
+    if len(info) < _TCPI_UNACKED + 4 or info[0] != 10:  # tcpi_state: TCP_LISTEN
+        return None
+    return int.from_bytes(info[_TCPI_UNACKED:_TCPI_UNACKED + 4], sys.byteorder)
 
 
 class _Waker:
@@ -104,8 +133,9 @@ class BaseServer:
     ``shutdown_request``, ``close_request``, ``service_actions``,
     ``handle_error``.
 
-    Beyond the stdlib: ``_serving_state``, what the server shares with the
-    core and handler threads (see _core_api.ServingState).
+    Beyond the stdlib, for the caller: ``drain`` and ``stats``. And
+    ``_serving_state``, what the server shares with the core and handler
+    threads (see _core_api.ServingState).
     """
 
     timeout = None
@@ -117,7 +147,9 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__waker = _Waker()
-        self._serving_state = core.ServingState()
+        self.__serving_thread = None  # the thread in serve_forever(), while it runs
+        self._serving_state = state = core.ServingState()
+        state.waker = self.__waker
 
     def server_activate(self):
         """Called by constructor to activate the server.  May be overridden."""
@@ -133,18 +165,89 @@ class BaseServer:
         try:
             plan = plan_serving(self, core)
             state = self._serving_state
+            if state.draining:
+                return  # drain() began: nothing more is taken in
+            state.max_handlers = plan.max_handlers
+            self.__serving_thread = threading.get_ident()
+            serving_servers[id(self)] = self
             if plan.handlers_take:
                 _handler_threads.serving_begins(state)
             wake_fd = self.__waker.open()
             try:
                 core.serve(self, plan, state, wake_fd, poll_interval)
             finally:
+                self.__serving_thread = None
+                serving_servers.pop(id(self), None)
                 self.__waker.close()
                 if plan.handlers_take:
                     _handler_threads.serving_ends(self, state, self.__process)
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
+
+    def drain(self, timeout=None):
+        """Stop taking requests, end idle connections, wait for handlers to finish.
+
+        serve_forever() returns (as after shutdown()), and does not serve
+        again; connections not yet accepted stay in the listen backlog until
+        server_close() (the kernel then resets them). A handler inside a
+        request finishes it; a connection idle between requests (its handler
+        waiting in rfile, the library's, with nothing read since its last
+        write) reads end-of-file, so http.server and its kin end their loop;
+        one accepted but silent gets NEW_CONNECTION_GRACE (2 s) to begin.
+        Returns True when every handler ended within ``timeout`` seconds
+        (None: no limit), False otherwise (they keep running). Call it from a
+        thread other than serve_forever's and the handlers'.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state = self._serving_state
+        state.draining = True
+        serving = self.__serving_thread
+        if serving is not None:
+            if serving == threading.get_ident():
+                raise RuntimeError("drain() called from serve_forever()'s own thread "
+                                   "would wait for itself")
+            self.__shutdown_request = True
+            self.__waker.wake()
+        end_idle_readers(state)
+        grace_ends = time.monotonic() + NEW_CONNECTION_GRACE
+        # serve_forever() returns once the request its thread handles (if any)
+        # is done; then the handlers of other threads and processes.
+        while ((serving is not None and not self.__is_shut_down.is_set())
+               or self.__handlers_running()):
+            left = _remaining(deadline)
+            if left is not None and left <= 0:
+                return False
+            if grace_ends and time.monotonic() >= grace_ends:
+                end_idle_readers(state, new_too=True)
+                grace_ends = 0
+            time.sleep(0.01 if left is None else min(0.01, left))
+        return True
+
+    def __handlers_running(self):
+        if self._serving_state.active > 0:
+            return True
+        if getattr(self, "active_children", None):  # ForkingMixIn
+            self.collect_children()
+            return bool(self.active_children)
+        return False
+
+    def stats(self):
+        """Counters and gauges of this server, as a new dict (see the README)."""
+        state = self._serving_state
+        children = getattr(self, "active_children", None) or ()
+        return {
+            "accepted": state.accepted,
+            "active": state.active + len(children),
+            "finished": state.finished,
+            "errors": state.errors,
+            "waiting": listen_backlog(getattr(self, "socket", None)),
+            "backpressured": bool(state.paused),
+            "backpressure_pauses": state.backpressure_pauses,
+            "draining": bool(state.draining),
+            "drained": state.drained,
+            "idle_timeouts": state.idle_timeouts,
+        }
 
     def shutdown(self):
         """Stops the serve_forever loop.
@@ -194,6 +297,7 @@ class BaseServer:
             return
         if state.accept_backoff:
             state.accept_recovered()
+        state.accepted += 1
         self._verify_and_process(request, client_address)
 
     def _verify_and_process(self, request, client_address):
@@ -210,6 +314,7 @@ class BaseServer:
         try:
             self.process_request(request, client_address)
         except Exception:
+            core.request_failed(self._serving_state)
             self.handle_error(request, client_address)
             self.shutdown_request(request)
         except:
@@ -235,8 +340,13 @@ class BaseServer:
 
         Overridden by ForkingMixIn and ThreadingMixIn.
         """
-        self.finish_request(request, client_address)
-        self.shutdown_request(request)
+        state = self._serving_state
+        core.handler_started(state)  # for stats() and drain()
+        try:
+            self.finish_request(request, client_address)
+            self.shutdown_request(request)
+        finally:
+            core.handler_finished(state)
 
     def server_close(self):
         """Called to clean-up the server.
@@ -514,6 +624,10 @@ class ThreadingMixIn:
     # threading.local() state from one request to the next; False restores
     # the stdlib's one new thread per request.
     reuse_threads = True
+    # At most this many requests are handled at once; while they are, the
+    # loop takes no new one (connections wait in the listen backlog, as the
+    # kernel holds them). None: no limit, as in the stdlib.
+    max_threads = None
     __pool = None
 
     def process_request_thread(self, request, client_address):
@@ -524,6 +638,7 @@ class ThreadingMixIn:
         try:
             self.finish_request(request, client_address)
         except Exception:
+            core.request_failed(self._serving_state)
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
@@ -532,12 +647,18 @@ class ThreadingMixIn:
         """Run process_request_thread on a thread: a reused idle one, or a new one."""
         if self.block_on_close and '_threads' not in vars(self):
             self._threads = _Threads()  # the stdlib's setdefault, without a _Threads per call
+        state = self._serving_state
+        core.handler_started(state)
         if not self.reuse_threads:
-            t = threading.Thread(target=self.process_request_thread,
-                                 args=(request, client_address))
+            t = threading.Thread(target=_handler_threads.run_request,
+                                 args=(self, state, request, client_address))
             t.daemon = self.daemon_threads
             self._threads.append(t)
-            t.start()
+            try:
+                t.start()
+            except BaseException:
+                core.handler_finished(state)
+                raise
             return
         pool = self.__pool
         if (pool is None or pool.daemon != self.daemon_threads
@@ -545,14 +666,17 @@ class ThreadingMixIn:
             if pool is not None:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
-        state = self._serving_state
         if state.take_pending_from is not None:  # plan.handlers_take, the listener non-blocking
             if core.hand_to_taker(state, request, client_address):
                 return
-            t = pool.submit(_handler_threads.run_then_take_pending,
-                            (self, state, request, client_address))
+            job = _handler_threads.run_then_take_pending
         else:
-            t = pool.submit(self.process_request_thread, (request, client_address))
+            job = _handler_threads.run_request
+        try:
+            t = pool.submit(job, (self, state, request, client_address))
+        except BaseException:
+            core.handler_finished(state)
+            raise
         if t is not None:
             self._threads.append(t)
 
@@ -629,6 +753,13 @@ class StreamRequestHandler(BaseRequestHandler):
 
     timeout = None
 
+    # Seconds a connection may sit idle between requests (or before its
+    # first) with nothing to read: then rfile reads end-of-file, so the
+    # handler ends as if the client had closed. None: no limit, as in the
+    # stdlib. Applies to the library's rfile (rbufsize -1, no setup() of
+    # your own that replaces it).
+    idle_timeout = None
+
     # True here (False in the stdlib): with Nagle on, a response written in
     # two parts (http.server: headers, then body) waits for the client's
     # delayed ACK, ~40 ms per response. TCP_NODELAY holds nothing back: each
@@ -643,12 +774,17 @@ class StreamRequestHandler(BaseRequestHandler):
         if self.disable_nagle_algorithm and is_tcp(self.connection):
             self.connection.setsockopt(socket.IPPROTO_TCP,
                                        socket.TCP_NODELAY, True)
+        reader = None
         if self.rbufsize == -1 and type(self.connection) is socket.socket:
-            self.rfile = make_reader(self.connection)
+            self.rfile = make_reader(self.connection,
+                                     getattr(self.server, "_serving_state", None),
+                                     self.idle_timeout)
+            reader = self.rfile.raw
         else:
             self.rfile = self.connection.makefile('rb', self.rbufsize)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
+            self.wfile._reader = reader
         else:
             self.wfile = self.connection.makefile('wb', self.wbufsize)
 

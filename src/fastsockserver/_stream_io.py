@@ -4,7 +4,18 @@ rfile is what ``sock.makefile('rb')`` returns, a BufferedReader over a
 socket.SocketIO, whose ``readinto`` is the core's; wfile is the stdlib's
 ``_SocketWriter`` (unbuffered: each write goes out at once) whose ``write``
 is the core's. The compiled core's versions first try a system call that
-cannot block, keeping the GIL; the pure core's are the stdlib's code.
+cannot block, keeping the GIL; the pure core's call the stdlib's code.
+
+Between requests. The raw reader knows whether its connection is inside a
+request: ``_request_open`` is None on a new connection (nothing read yet),
+becomes True when a read returns data and False when wfile writes (the
+response went out). A read that would wait while it is not True reads
+end-of-file instead once ``idle_timeout`` seconds pass with nothing to read;
+while it is False (idle after a response), also at once when the server
+drains. drain() shuts the reading side of the connections idle at that
+moment (``end_idle_readers``), so a handler already waiting wakes with
+end-of-file; a new connection that has sent nothing gets NEW_CONNECTION_GRACE
+seconds to begin its first request first (as Go's Server.Shutdown does).
 """
 import _socket
 import io
@@ -14,6 +25,7 @@ from io import BufferedIOBase
 from ._core_select import core
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+NEW_CONNECTION_GRACE = 2.0
 # socket.socket's family property converts to an IntEnum through Python code
 # (~0.7 us); the C-level member of _socket.socket gives the same number.
 _raw_family = _socket.socket.family.__get__
@@ -33,10 +45,52 @@ class _SocketReaderIO(socket.SocketIO):
     # Set by the compiled readinto when it should wait at once rather than
     # try a non-blocking recv first.
     _expect_wait = False
+    # See the module's docstring. _state: the server's ServingState (drain,
+    # counters), or None; _drained: drain() shut this connection's reading side.
+    _request_open = None
+    _idle_timeout = None
+    _state = None
+    _drained = False
+
+    def close(self):
+        state = self._state
+        if state is not None:
+            state.readers.discard(self)
+        super().close()
 
 
-def make_reader(sock):
-    """What sock.makefile('rb') returns, over _SocketReaderIO."""
+def end_idle_readers(state, new_too=False):
+    """drain(): connections idle between requests read end-of-file now (with
+    ``new_too``, also those that have not sent anything yet)."""
+    for raw in list(state.readers):
+        if raw._drained or raw._request_open or (raw._request_open is None and not new_too):
+            continue
+        sock = raw._sock  # None once closed (by its handler, meanwhile)
+        try:
+            if sock is None or sock.fileno() < 0:
+                continue
+            sock.shutdown(socket.SHUT_RD)  # a waiting recv returns 0 at once
+        except OSError:
+            continue  # already gone
+        raw._drained = True
+        state.drained += 1  # drain()'s thread only
+
+
+def end_all_readers(state):
+    """After a drain that ran out of time: every connection read by the library's
+    rfile is shut both ways (its handler sees end-of-file or EPIPE)."""
+    for raw in list(state.readers):
+        sock = raw._sock  # None once closed
+        try:
+            if sock is not None and sock.fileno() >= 0:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def make_reader(sock, state=None, idle_timeout=None):
+    """What sock.makefile('rb') returns, over _SocketReaderIO; ``state``: the
+    server's ServingState, or None (a server not of this library)."""
     # SocketIO(sock, "rb")'s state, set without its Python-level __init__
     # (mode checks, RawIOBase.__init__): ~1 us per connection. The same
     # five attributes on Python 3.9-3.13; a test compares the result with
@@ -48,6 +102,11 @@ def make_reader(sock):
     raw._writing = False
     raw._timeout_occurred = False
     sock._io_refs += 1
+    if idle_timeout is not None:
+        raw._idle_timeout = idle_timeout
+    if state is not None:
+        raw._state = state
+        state.readers.add(raw)
     return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 
@@ -56,6 +115,10 @@ class _SocketWriter(BufferedIOBase):
 
     Does not hold data in a buffer, avoiding any need to call flush().
     """
+
+    # The rfile raw stream of the same connection, told when a response goes
+    # out (see the module's docstring); None: not tracked.
+    _reader = None
 
     def __init__(self, sock):
         self._sock = sock

@@ -1,0 +1,101 @@
+"""Running a server as a service: SIGTERM or SIGINT drains it (serve, run --drain-timeout)."""
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+
+from ._stream_io import end_all_readers
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name))
+
+# Servers inside serve_forever(), by id (a subclass may define __eq__ and so be
+# unhashable): what `run --drain-timeout` drains.
+serving_servers = weakref.WeakValueDictionary()
+
+
+class _StopNow(BaseException):
+    """A second signal while draining."""
+
+
+def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
+    """Serve ``server`` in this (the main) thread until SIGTERM or SIGINT, then drain it.
+
+    The first signal begins ``server.drain(drain_timeout)``: no new
+    connections are taken, requests in progress finish, idle keep-alive
+    connections end. A second signal stops at once: the connections still
+    open are shut. Then ``server.server_close()`` (without waiting for
+    handlers that outlived the drain). Returns True when every handler ended
+    within ``drain_timeout``; a ``shutdown()`` from elsewhere returns True
+    after server_close(). The previous signal handlers are restored.
+    """
+    outcome = []
+    drainer = []
+
+    def drain():
+        outcome.append(server.drain(drain_timeout))
+
+    def on_signal(signum, frame):
+        if drainer:
+            raise _StopNow(signum)
+        thread = threading.Thread(target=drain, name="fastsockserver-drain", daemon=True)
+        drainer.append(thread)
+        thread.start()
+
+    previous = {number: signal.signal(number, on_signal) for number in SIGNALS}
+    drained = True
+    try:
+        try:
+            server.serve_forever(poll_interval)
+            if drainer:
+                drainer[0].join()  # a second signal interrupts it
+                drained = outcome[0] if outcome else False
+        except _StopNow:
+            drained = False
+        if not drained:
+            end_all_readers(server._serving_state)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if not drained:
+            # server_close() must not wait for handlers that outlived the drain
+            server.block_on_close = False  # ForkingMixIn: no blocking waitpid
+            if hasattr(server, "_threads"):  # ThreadingMixIn: joins what it lists
+                from ._server import _NoThreads
+                server._threads = _NoThreads()
+        server.server_close()
+    return drained
+
+
+def install_drain_on_signals(drain_timeout, stderr=sys.stderr):
+    """For ``python -m fastsockserver run --drain-timeout``: the first SIGTERM or
+    SIGINT drains every server in serve_forever(), the program then goes on
+    (its serve_forever() returns); a second signal, or handlers still running
+    2 s after the deadline, end the process at once."""
+    started = []
+
+    def drain_all():
+        deadline = time.monotonic() + drain_timeout
+        results = []
+        for server in list(serving_servers.values()):
+            left = max(0.0, deadline - time.monotonic())
+            results.append(server.drain(left))
+        if all(results):
+            return
+        for server in list(serving_servers.values()):
+            end_all_readers(server._serving_state)
+        time.sleep(2.0)
+        print("fastsockserver: handlers still running {:g} s after the drain began; "
+              "exiting".format(drain_timeout), file=stderr, flush=True)
+        os._exit(1)
+
+    def on_signal(signum, frame):
+        if started:
+            print("fastsockserver: second signal; exiting now", file=stderr, flush=True)
+            os._exit(128 + signum)
+        started.append(True)
+        threading.Thread(target=drain_all, name="fastsockserver-drain", daemon=True).start()
+
+    for number in SIGNALS:
+        signal.signal(number, on_signal)
