@@ -442,7 +442,7 @@ def take_pending(server, ServingState state not None):
     if handoff:
         return handoff.popleft()  # counted by handler_started when it was queued
     listener = state.take_pending_from
-    if listener is None or state.draining or _at_capacity(state):
+    if listener is None or state.draining:  # (never published under max_threads: see _plan)
         return None
     if state.accept_resume_at:
         return None  # backing off after an out-of-resources error: the loop retries
@@ -718,7 +718,7 @@ cdef bint _ends_between_requests(raw, int fd) except -1:
     timeout_ms = 0 if draining else _timeout_ms(timeout)
     if _poll(&entry, 1, timeout_ms) > 0:
         return False  # data (or an end) is there: read it
-    if state is not None:
+    if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
         if draining:
             if not raw._drained:
                 (<ServingState>state).drained += 1

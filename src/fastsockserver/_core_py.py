@@ -173,7 +173,7 @@ _stdlib_readinto = socket.SocketIO.readinto
 def socketio_readinto(self, b):
     """socket.SocketIO.readinto; between requests, end-of-file instead of a wait
     once the server drains or ``_idle_timeout`` passes."""
-    if self._request_open is not True and _ends_between_requests(self):
+    if self._request_open is not True and _ends_between_requests(self, b):
         return 0
     n = _stdlib_readinto(self, b)
     if n:
@@ -181,15 +181,19 @@ def socketio_readinto(self, b):
     return n
 
 
-def _ends_between_requests(raw):
+def _ends_between_requests(raw, b):
     state = raw._state
     draining = state is not None and state.draining and raw._request_open is False
     timeout = raw._idle_timeout
     if not draining and timeout is None:
         return False
-    fd = raw._sock.fileno()
-    if fd < 0 or raw.closed:
+    if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
         return False  # the stdlib's readinto raises
+    try:
+        memoryview(b).release()
+    except TypeError:
+        return False  # not a buffer: the stdlib's readinto raises
+    fd = raw._sock.fileno()
     if wait_readable(fd, 0 if draining else timeout):
         return False  # data (or an end) is there: read it
     if state is not None:

@@ -181,10 +181,14 @@ def serving_ends(server, state, process):
     handoff, state.handoff = state.handoff, None
     try:
         while handoff:
-            process(*handoff.popleft())
+            item = handoff.popleft()
+            core.handler_finished(state)  # counted when queued; process() counts it anew
+            process(*item)
     finally:
         while handoff:  # left by an exception that ends serve_forever()
-            server.shutdown_request(handoff.popleft()[0])
+            item = handoff.popleft()
+            core.handler_finished(state)
+            server.shutdown_request(item[0])
 
 
 def run_request(server, state, request, client_address):

@@ -56,14 +56,16 @@ def plan_serving(server, core):
     # batches (or by handler threads): the stdlib calls it after every
     # request, and ForkingMixIn relies on it to keep below max_children.
     batch = MAX_BATCH if listener is not None and own_service_actions else 1
+    max_handlers = _max_handlers(server, _server.ThreadingMixIn)
     # Handler threads may take the next request only where the loop would
-    # have called nothing but the library's own code on it.
-    handlers_take = (listener is not None and own_service_actions
+    # have called nothing but the library's own code on it, and without a
+    # cap: then only the loop takes requests in, so a check of the count and
+    # the take that follows cannot interleave with another thread's.
+    handlers_take = (listener is not None and own_service_actions and not max_handlers
                      and HANDLERS_TAKE in core.FEATURES
                      and _uses_own(server, "verify_request", _server.BaseServer.verify_request)
                      and _uses_own(server, "process_request",
                                    _server.ThreadingMixIn.process_request))
-    max_handlers = _max_handlers(server, _server.ThreadingMixIn)
     return ServingPlan(fd=fd, listener=listener, batch=batch, handlers_take=handlers_take,
                        max_handlers=max_handlers)
 
@@ -72,7 +74,7 @@ def _max_handlers(server, threading_mixin):
     limit = getattr(server, "max_threads", None) if isinstance(server, threading_mixin) else None
     if limit is None:
         return 0
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2 ** 31:
         raise ValueError("max_threads must be None or a positive int, not {!r}".format(limit))
     return limit
 

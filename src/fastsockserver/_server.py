@@ -165,22 +165,27 @@ class BaseServer:
         try:
             plan = plan_serving(self, core)
             state = self._serving_state
-            if state.draining:
-                return  # drain() began: nothing more is taken in
             state.max_handlers = plan.max_handlers
+            # Published before draining is read: a drain() from now on sees
+            # this loop and stops it; one before, the check below sees.
             self.__serving_thread = threading.get_ident()
             serving_servers[id(self)] = self
-            if plan.handlers_take:
-                _handler_threads.serving_begins(state)
-            wake_fd = self.__waker.open()
             try:
-                core.serve(self, plan, state, wake_fd, poll_interval)
+                if state.draining:
+                    return  # drain() began: nothing more is taken in
+                if plan.handlers_take:
+                    _handler_threads.serving_begins(state)
+                wake_fd = self.__waker.open()
+                try:
+                    core.serve(self, plan, state, wake_fd, poll_interval)
+                finally:
+                    self.__waker.close()
+                    if plan.handlers_take:
+                        _handler_threads.serving_ends(self, state, self.__process)
             finally:
                 self.__serving_thread = None
                 serving_servers.pop(id(self), None)
-                self.__waker.close()
-                if plan.handlers_take:
-                    _handler_threads.serving_ends(self, state, self.__process)
+                state.paused = False
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
@@ -201,12 +206,12 @@ class BaseServer:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         state = self._serving_state
+        if self.__serving_thread == threading.get_ident():
+            raise RuntimeError("drain() called from serve_forever()'s own thread "
+                               "would wait for itself")
         state.draining = True
         serving = self.__serving_thread
         if serving is not None:
-            if serving == threading.get_ident():
-                raise RuntimeError("drain() called from serve_forever()'s own thread "
-                                   "would wait for itself")
             self.__shutdown_request = True
             self.__waker.wake()
         end_idle_readers(state)
@@ -227,9 +232,17 @@ class BaseServer:
     def __handlers_running(self):
         if self._serving_state.active > 0:
             return True
-        if getattr(self, "active_children", None):  # ForkingMixIn
-            self.collect_children()
-            return bool(self.active_children)
+        children = getattr(self, "active_children", None)  # ForkingMixIn
+        if children:
+            for pid in list(children):  # never blocks, unlike collect_children at max_children
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        children.discard(pid)
+                except ChildProcessError:
+                    children.discard(pid)
+                except OSError:
+                    pass
+            return bool(children)
         return False
 
     def stats(self):

@@ -6,7 +6,7 @@ import threading
 import time
 import weakref
 
-from ._stream_io import end_all_readers
+from ._stream_io import end_all_readers, snapshot
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name))
 
@@ -54,6 +54,8 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
         except _StopNow:
             drained = False
         if not drained:
+            for number in SIGNALS:  # a third signal: nothing more to stop
+                signal.signal(number, signal.SIG_IGN)
             end_all_readers(server._serving_state)
     finally:
         for number, handler in previous.items():
@@ -75,15 +77,17 @@ def install_drain_on_signals(drain_timeout, stderr=sys.stderr):
     2 s after the deadline, end the process at once."""
     started = []
 
-    def drain_all():
-        deadline = time.monotonic() + drain_timeout
+    def drain_all(servers):
         results = []
-        for server in list(serving_servers.values()):
-            left = max(0.0, deadline - time.monotonic())
-            results.append(server.drain(left))
+        drains = [threading.Thread(target=lambda s=server: results.append(s.drain(drain_timeout)),
+                                   daemon=True) for server in servers]
+        for thread in drains:  # all at once: none takes new connections meanwhile
+            thread.start()
+        for thread in drains:
+            thread.join()
         if all(results):
             return
-        for server in list(serving_servers.values()):
+        for server in servers:
             end_all_readers(server._serving_state)
         time.sleep(2.0)
         print("fastsockserver: handlers still running {:g} s after the drain began; "
@@ -94,8 +98,15 @@ def install_drain_on_signals(drain_timeout, stderr=sys.stderr):
         if started:
             print("fastsockserver: second signal; exiting now", file=stderr, flush=True)
             os._exit(128 + signum)
+        servers = snapshot(serving_servers)
+        if not servers:  # nothing serving yet (or any more): the signal's usual effect
+            signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT
+                          else signal.default_int_handler)
+            signal.raise_signal(signum)
+            return
         started.append(True)
-        threading.Thread(target=drain_all, name="fastsockserver-drain", daemon=True).start()
+        threading.Thread(target=drain_all, args=(servers,), name="fastsockserver-drain",
+                         daemon=True).start()
 
     for number in SIGNALS:
         signal.signal(number, on_signal)

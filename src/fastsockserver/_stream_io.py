@@ -59,10 +59,22 @@ class _SocketReaderIO(socket.SocketIO):
         super().close()
 
 
+def snapshot(weak_collection):
+    """A list of a WeakSet's items (or a WeakValueDictionary's values) that
+    other threads add to and remove from meanwhile (iterating may then raise)."""
+    while True:
+        try:
+            if hasattr(weak_collection, "values"):
+                return list(weak_collection.values())
+            return list(weak_collection)
+        except RuntimeError:  # changed size during iteration: again
+            continue
+
+
 def end_idle_readers(state, new_too=False):
     """drain(): connections idle between requests read end-of-file now (with
     ``new_too``, also those that have not sent anything yet)."""
-    for raw in list(state.readers):
+    for raw in snapshot(state.readers):
         if raw._drained or raw._request_open or (raw._request_open is None and not new_too):
             continue
         sock = raw._sock  # None once closed (by its handler, meanwhile)
@@ -79,7 +91,7 @@ def end_idle_readers(state, new_too=False):
 def end_all_readers(state):
     """After a drain that ran out of time: every connection read by the library's
     rfile is shut both ways (its handler sees end-of-file or EPIPE)."""
-    for raw in list(state.readers):
+    for raw in snapshot(state.readers):
         sock = raw._sock  # None once closed
         try:
             if sock is not None and sock.fileno() >= 0:

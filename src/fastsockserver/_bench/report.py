@@ -37,6 +37,7 @@ def summarize_load(reps):
         "server_us_per_req": _median(r["server_us_per_req"] for r in reps),
         "server_cpu_pct": _median(r["server_cpu_pct"] for r in reps),
         "server_rss_mib": max(r["server_rss_mib"] for r in reps),
+        "server_peak_threads": max(r.get("server_peak_threads") or 0 for r in reps),
         "server_children_rss_mib": max(r["server_children_rss_mib"] for r in reps),
         "errors": errors,
         "errors_total": sum(errors.values()),
@@ -173,6 +174,9 @@ def format_report(document):
             if entry.get("server_tracebacks"):
                 notes.append("{}: the server printed {} traceback(s)".format(
                     impl, entry["server_tracebacks"]))
+            if case["case"] == "overload":
+                notes.append("{}: at most {} server threads".format(
+                    impl, s["server_peak_threads"]))
             rows.append([
                 impl,
                 "{} ({}-{})".format(_num(s["rps"]), _num(s["rps_min"]), _num(s["rps_max"])),

@@ -33,7 +33,8 @@ STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
-         "http", "fork", "shutdown")
+         "http", "fork", "shutdown", "overload")
+OVERLOAD_MAX_THREADS = 32
 
 HTTP_BODY = b"Hello, world!"  # 13 bytes
 
@@ -95,6 +96,13 @@ def make_socketserver(kind, impl, address):
                     break
                 sendall(data)
 
+    class WorkingLineEcho(mod.StreamRequestHandler):
+        """overload: one line in, 1 ms of work (a wait, as for a database), the line out."""
+        def handle(self):
+            line = self.rfile.readline()
+            time.sleep(0.001)
+            self.wfile.write(line)
+
     class DatagramEcho(mod.DatagramRequestHandler):
         def handle(self):
             self.wfile.write(self.rfile.read())
@@ -103,6 +111,11 @@ def make_socketserver(kind, impl, address):
         return mod.ThreadingTCPServer(address, LineEcho)
     if kind == "echo-stream":
         return mod.ThreadingTCPServer(address, StreamEcho)
+    if kind == "overload":
+        server = mod.ThreadingTCPServer(address, WorkingLineEcho)
+        if hasattr(mod.ThreadingMixIn, "max_threads"):  # fastsockserver only
+            server.max_threads = OVERLOAD_MAX_THREADS
+        return server
     if kind == "echo-base":
         return mod.ThreadingTCPServer(address, BaseEcho)
     if kind == "udp-threading":
@@ -282,6 +295,13 @@ class Accounting:
     def mark(self):
         self.start = self._times()
         self.start_wall = time.monotonic()
+        self.peak_threads = threading.active_count()
+
+    def sample_threads(self):
+        """Every 10 ms: the most threads seen since mark()."""
+        while True:
+            self.peak_threads = max(self.peak_threads, threading.active_count())
+            time.sleep(0.01)
 
     def stats(self):
         me, kids = self._times()
@@ -295,6 +315,7 @@ class Accounting:
             "maxrss_kib": _peak_rss_kib(me),
             "children_maxrss_kib": kids.ru_maxrss,
             "threads": threading.active_count(),
+            "peak_threads": self.peak_threads,
         }
 
 
@@ -375,6 +396,8 @@ def main(argv=None):
 
     accounting = Accounting()
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
+    if args.kind == "overload":  # elsewhere the sampler's wake-ups would only add noise
+        threading.Thread(target=accounting.sample_threads, daemon=True).start()
     _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0]})
     serve()
     return 0

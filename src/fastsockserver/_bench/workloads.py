@@ -20,6 +20,7 @@ HOST = "127.0.0.1"
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
+OVERLOAD_CLIENTS = 1000
 
 LINE64 = b"x" * 63 + b"\n"
 LINE1K = b"x" * 1023 + b"\n"
@@ -39,6 +40,7 @@ class Case:
     impls: tuple = SOCKETSERVER_IMPLS
     http: bool = False
     unit: str = "req/s"
+    concurrency: int = CONCURRENCY
 
 
 CASES = (
@@ -63,6 +65,10 @@ CASES = (
     Case("http-close", "http-close", "http", "connrate", HTTP_CLOSE,
          "http.server.ThreadingHTTPServer, a connection per request, 13-byte body, "
          "32 clients", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
+    Case("overload", "overload", "overload", "connrate", LINE64,
+         "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
+         "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
+         "the stdlib has no limit)", unit="conn/s", concurrency=OVERLOAD_CLIENTS),
     Case("fork", "fork", "fork", "connrate", LINE64,
          "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
     Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
@@ -248,7 +254,8 @@ def _busy_pct(before, after, cpu):
 def new_loadgen(case, server, settings):
     from .. import _loadgen
     return _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
-                            concurrency=CONCURRENCY, timeout=settings.timeout, http=case.http)
+                            concurrency=case.concurrency, timeout=settings.timeout,
+                            http=case.http)
 
 
 def measure(case, server, settings, lg=None):
@@ -284,6 +291,7 @@ def measure(case, server, settings, lg=None):
         "server_rss_mib": stats["maxrss_kib"] / 1024.0,
         "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
         "server_threads_at_end": stats["threads"],
+        "server_peak_threads": stats["peak_threads"],
         # How busy the two cores were, whoever used them: well above what the server or
         # the client used means another process competed and the figures may be low.
         "server_core_busy_pct": _busy_pct(before, after, settings.server_cpu),
