@@ -20,10 +20,12 @@ from _socket import socket as _c_socket_class
 from math import ceil as _ceil
 from socket import SocketIO as _SocketIO
 from socket import socket as _socket_class
+from socket import timeout as _socket_timeout
 from weakref import WeakSet as _WeakSet
 
 from fastsockserver._core_api import (
-    BACKOFF_FIRST, BACKOFF_MAX, EPOLL, HANDLERS_TAKE, RECEIVES, RESOURCE_ERRNOS,
+    BACKOFF_FIRST, BACKOFF_MAX, EPOLL, HANDLERS_TAKE, HEAD_TIMEOUT_MESSAGE, RECEIVES,
+    RESOURCE_ERRNOS,
 )
 
 # socket.socket's type/family properties convert to an IntEnum in Python
@@ -180,9 +182,12 @@ cdef class ServingState:
         self.waker = None
         self.max_handlers = self.active = 0
         self.paused = self.draining = False
+        self.idle_cut_at = 0.0
         self.readers = _WeakSet()  # a handler may drop its rfile unclosed
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
+        self.first_byte_timeouts = self.headers_timeouts = 0
+        self.waiting_room = None
 
     cpdef accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
@@ -504,20 +509,31 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
     _plan) connections or datagrams are taken in here, up to ``plan.batch``
     per wake-up, and handed to ``server._verify_and_process``; without one
     each wake-up calls ``server._handle_request_noblock()`` as the stdlib
-    does. While the server backs off after an out-of-resources accept error,
-    only ``wake_fd`` is watched.
+    does. With ``state.waiting_room`` (first_byte_timeout) new connections
+    go there first, and the loop also waits on the room. While the server
+    backs off after an out-of-resources accept error, the listener is not
+    watched; at max_handlers, neither is the room.
     """
     cdef int fd = plan.fd, batch = plan.batch
     cdef bint handlers_take = plan.handlers_take
     cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
-    cdef int epfd = -1
+    cdef int epfd = -1, room_fd = -1, listener_at = 1, nfds, i
     cdef double pause
-    cdef pollfd fds[2]
-    cdef bint stream = False, listener_watched = False, at_capacity
+    cdef pollfd fds[3]
+    cdef bint stream = False, listener_watched = False, room_watched = False, at_capacity
+    cdef bint want_listener, want_room
+    room = state.waiting_room
+    # The wait's entries, in this order so that each wait is a prefix:
+    # the wake-up pipe, the waiting room (if any), the listener.
     fds[0].fd = wake_fd
-    fds[0].events = POLLIN
-    fds[1].fd = fd
-    fds[1].events = POLLIN
+    if room is not None:
+        room_fd = room.fileno()
+        fds[1].fd = room_fd
+        listener_at = 2
+    fds[listener_at].fd = fd
+    for i in range(3):
+        fds[i].events = POLLIN
+        fds[i].revents = 0
     listener = plan.listener
     dispatch = None
     if listener is not None:
@@ -553,33 +569,44 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                 state.paused = at_capacity
                 if at_capacity:
                     state.backpressure_pauses += 1
-            if pause > 0 or at_capacity:
-                if listener_watched:  # only the wake-up pipe
-                    listener_watched = False
-                    if _epoll_watch(epfd, fd, False) < 0:  # poll() can leave it out
-                        close(epfd)
-                        epfd = -1
-                wait_ms = interval_ms
-                if not at_capacity:
-                    wait_ms = <int>ceil(pause * 1e3)
-                    if 0 <= interval_ms < wait_ms:
-                        wait_ms = interval_ms
-                _poll(fds, 1, wait_ms, epfd)
-                fds[1].revents = 0
-            else:
-                if epfd >= 0 and not listener_watched:
-                    if _epoll_watch(epfd, fd, True) == 0:
-                        listener_watched = True
-                    else:  # e.g. closed meanwhile: poll() reports it as the stdlib's does
-                        close(epfd)
-                        epfd = -1
-                _poll(fds, 2, interval_ms, epfd)
+            want_room = room is not None and not at_capacity
+            want_listener = not at_capacity and pause <= 0
+            if epfd >= 0 and want_room != room_watched:
+                if _epoll_watch(epfd, room_fd, want_room) == 0:
+                    room_watched = want_room
+                else:
+                    close(epfd)
+                    epfd = -1
+            if epfd >= 0 and want_listener != listener_watched:
+                if _epoll_watch(epfd, fd, want_listener) == 0:
+                    listener_watched = want_listener
+                else:  # e.g. closed meanwhile: poll() reports it as the stdlib's does
+                    close(epfd)
+                    epfd = -1
+            nfds = listener_at + 1 if want_listener else (2 if want_room else 1)
+            wait_ms = interval_ms
+            if not at_capacity and pause > 0:
+                wait_ms = <int>ceil(pause * 1e3)
+                if 0 <= interval_ms < wait_ms:
+                    wait_ms = interval_ms
+            if room is not None:
+                wait_ms = _sooner_ms(wait_ms, room.next_timeout())
+            _poll(fds, nfds, wait_ms, epfd)
             # bpo-35017: shutdown() called during the wait, exit immediately.
             if server._BaseServer__shutdown_request:
                 break
             if fds[0].revents:
+                fds[0].revents = 0
                 _drain(wake_fd)
-            if fds[1].revents:
+            if room is not None:
+                if fds[1].revents:
+                    fds[1].revents = 0
+                    for item in room.take_ready(_room_for(state, batch)):
+                        server._verify_and_process(*item)
+                        item = None
+                room.expire()
+            if fds[listener_at].revents:
+                fds[listener_at].revents = 0
                 if dispatch is None:
                     server._handle_request_noblock()
                 else:
@@ -591,7 +618,8 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                         item = _take_one(server, state, fd, listener, stream)
                         if item is None:
                             break
-                        dispatch(*item)
+                        if room is None or not room.hold(*item):
+                            dispatch(*item)
                         item = None
             server.service_actions()
     finally:
@@ -600,6 +628,23 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
             fcntl(fd, F_SETFL, flags)
+
+
+cdef int _sooner_ms(int wait_ms, seconds) except -2:
+    """The sooner of a wait (ms, -1: forever) and ``seconds`` (None: never)."""
+    cdef int ms
+    if seconds is None:
+        return wait_ms
+    ms = _timeout_ms(seconds)
+    return ms if wait_ms < 0 or ms < wait_ms else wait_ms
+
+
+cdef int _room_for(ServingState state, int batch) noexcept:
+    """How many requests the loop may hand on now: up to max_handlers, at most a batch."""
+    cdef int room = batch
+    if state.max_handlers > 0 and state.max_handlers - state.active < room:
+        room = state.max_handlers - state.active
+    return room if room > 0 else 0
 
 
 def wait_readable(int fd, timeout):
@@ -662,8 +707,8 @@ def socketio_readinto(self, b):
         n = recv(fd, view.buf, view.len, MSG_DONTWAIT)
         err = errno
         if n >= 0:
-            if n:
-                self._request_open = True
+            if n and self._request_open is not True:
+                _request_opens(self)
             _share_gil_in_io()
             return n
         if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
@@ -680,20 +725,23 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
     without SocketIO.readinto's Python frame."""
     cdef ssize_t n
     cdef int err
-    if self._request_open is not True and _ends_between_requests(self, fd):
-        return 0
+    if self._request_open is not True:
+        if _ends_between_requests(self, fd):
+            return 0
+    elif self._head_deadline:
+        _wait_for_head(self, fd)
     if sock.gettimeout() is not None:
         got = _SocketIO.readinto(self, b)  # timeouts and non-blocking: the stdlib's (or None)
-        if got:
-            self._request_open = True
+        if got and self._request_open is not True:
+            _request_opens(self)
         return got
     while True:
         with nogil:
             n = recv(fd, view.buf, view.len, 0)
             err = errno
         if n >= 0:
-            if n:
-                self._request_open = True
+            if n and self._request_open is not True:
+                _request_opens(self)
             return n
         if err == EAGAIN or err == EWOULDBLOCK:  # SO_RCVTIMEO set by hand
             return None
@@ -702,9 +750,36 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
         PyErr_CheckSignals()  # PEP 475: retry unless a signal handler raised
 
 
+cdef void _request_opens(raw) except *:
+    """A read returned a request's first bytes: its head's deadline starts."""
+    raw._request_open = True
+    timeout = raw._headers_timeout
+    if timeout is not None:
+        raw._head_deadline = _now() + timeout
+
+
+cdef int _wait_for_head(raw, int fd) except -1:
+    """Wait for more of a request's head until its deadline; raise socket.timeout
+    (as a timed-out recv does, marking the stream) when it passes first."""
+    cdef pollfd entry
+    cdef double left = raw._head_deadline - _now()
+    entry.fd = fd
+    entry.events = POLLIN
+    if left > 0 and _poll(&entry, 1, <int>ceil(left * 1e3)) > 0:
+        return 0
+    if _poll(&entry, 1, 0) > 0:
+        return 0  # it came just in time
+    state = raw._state
+    if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
+        (<ServingState>state).headers_timeouts += 1
+    raw._timeout_occurred = True
+    raise _socket_timeout(HEAD_TIMEOUT_MESSAGE)
+
+
 cdef bint _ends_between_requests(raw, int fd) except -1:
     """A read between requests would wait: True when it should read end-of-file
-    instead (the server drains, or ``_idle_timeout`` passed with nothing to read)."""
+    instead (the server drains and its last call is over, or ``_idle_timeout``
+    passed with nothing to read)."""
     cdef pollfd entry
     cdef int timeout_ms
     state = raw._state
@@ -715,7 +790,12 @@ cdef bint _ends_between_requests(raw, int fd) except -1:
         return False
     entry.fd = fd
     entry.events = POLLIN
-    timeout_ms = 0 if draining else _timeout_ms(timeout)
+    if draining:  # a request may still begin until the last call ends
+        timeout_ms = <int>ceil((<double>state.idle_cut_at - _now()) * 1e3)
+        if timeout_ms < 0:
+            timeout_ms = 0
+    else:
+        timeout_ms = _timeout_ms(timeout)
     if _poll(&entry, 1, timeout_ms) > 0:
         return False  # data (or an end) is there: read it
     if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)

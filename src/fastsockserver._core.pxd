@@ -16,9 +16,11 @@ cdef class ServingState:
     cdef public int active                # requests in the library's process_request
     cdef public bint paused               # not taking: active reached max_handlers
     cdef public bint draining             # drain() began
+    cdef public double idle_cut_at        # draining: from then, idle connections read EOF
     cdef public object readers            # WeakSet of live rfile raw streams (drain)
     cdef public long long accepted, finished, errors, backpressure_pauses
-    cdef public long long drained, idle_timeouts
+    cdef public long long drained, idle_timeouts, first_byte_timeouts, headers_timeouts
+    cdef public object waiting_room       # _waiting_room.WaitingRoom while serving with one
     cdef object __weakref__
 
     cpdef accept_failed(self, error_number)

@@ -31,8 +31,9 @@ DELIBERATE = {
 # by the class that defines them.
 ADDED_PUBLIC = {
     "BaseServer": {"drain", "stats"},
+    "TCPServer": {"first_byte_timeout"},
     "ThreadingMixIn": {"reuse_threads", "max_threads"},
-    "StreamRequestHandler": {"idle_timeout"},
+    "StreamRequestHandler": {"idle_timeout", "headers_timeout"},
 }
 
 

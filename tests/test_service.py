@@ -334,12 +334,17 @@ def test_max_threads_with_process_request_overridden(fast_impl, harness):
     assert counter.peak <= 2
 
 
-@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
-def test_max_threads_must_be_a_positive_int(fast_impl, harness, value):
+@pytest.mark.parametrize("name, value", [
+    *(("max_threads", value) for value in (0, -1, 1.5, "2", True)),
+    *(("first_byte_timeout", value)
+      for value in (0, -1, True, "1", float("nan"), float("inf"))),
+])
+def test_limits_must_be_valid(fast_impl, harness, name, value):
+    """max_threads: None or a positive int; first_byte_timeout: None or positive seconds."""
     server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
                             LineEcho.handler(fast_impl))
-    server.max_threads = value
-    with pytest.raises(ValueError, match="max_threads"):
+    setattr(server, name, value)
+    with pytest.raises(ValueError, match=name):
         bounded(server.serve_forever)
 
 
@@ -423,7 +428,8 @@ def test_stats_counts(fast_impl, harness):
         "accepted": 0, "active": 0, "finished": 0, "errors": 0,
         "waiting": 0 if sys.platform.startswith("linux") else None,
         "backpressured": False, "backpressure_pauses": 0, "draining": False, "drained": 0,
-        "idle_timeouts": 0}
+        "idle_timeouts": 0, "awaiting_first_byte": 0, "first_byte_timeouts": 0,
+        "headers_timeouts": 0}
     harness.serve(server)
     for _ in range(5):
         with harness.connect(server) as client:

@@ -54,6 +54,7 @@ class BaseServer:
 class TCPServer(BaseServer):
     if sys.version_info >= (3, 11):
         allow_reuse_port: bool
+    first_byte_timeout: float | None
     server_address: _AfInetAddress
     def __init__(
         self,
@@ -135,6 +136,7 @@ class StreamRequestHandler(BaseRequestHandler):
     timeout: ClassVar[float | None]
     disable_nagle_algorithm: ClassVar[bool]
     idle_timeout: ClassVar[float | None]
+    headers_timeout: ClassVar[float | None]
     connection: Any
     rfile: BinaryIO
     wfile: BinaryIO

@@ -35,6 +35,10 @@ RESOURCE_ERRNOS = frozenset(
 BACKOFF_FIRST = 0.01
 BACKOFF_MAX = 1.0
 
+# What rfile raises (socket.timeout) when a request's head is not read within
+# StreamRequestHandler.headers_timeout; http.server logs it as "Request timed out".
+HEAD_TIMEOUT_MESSAGE = "request head not read within headers_timeout"
+
 
 class ServingState:
     """Declaration of the state a server shares with its loop and handler threads.
@@ -58,16 +62,21 @@ class ServingState:
       not yet ended; ``paused`` (bool): the loop is not taking requests because
       ``active`` reached ``max_handlers``, and a handler that ends wakes it.
     - ``draining`` (bool): drain() began: nothing more is taken in, and a
-      connection idle between requests reads end-of-file.
+      connection idle between requests reads end-of-file from ``idle_cut_at``
+      (float, monotonic time: drain()'s start plus its last call) on.
     - ``readers``: a WeakSet of the live rfile raw streams (_stream_io), for drain().
+    - ``waiting_room``: the server's ``_waiting_room.WaitingRoom`` while
+      serve_forever() runs with first_byte_timeout; else None. New connections
+      go there first (``hold``), and the loop waits on its ``fileno()`` too.
     - counters (int): ``accepted``, ``finished``, ``errors``,
-      ``backpressure_pauses``, ``drained``, ``idle_timeouts``.
+      ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
+      ``first_byte_timeouts``, ``headers_timeouts``.
     """
 
     FIELDS = ("accept_backoff", "accept_resume_at", "handoff", "takers", "take_pending_from",
-              "waker", "max_handlers", "active", "paused", "draining", "readers",
+              "waker", "max_handlers", "active", "paused", "draining", "idle_cut_at", "readers",
               "accepted", "finished", "errors", "backpressure_pauses", "drained",
-              "idle_timeouts")
+              "idle_timeouts", "waiting_room", "first_byte_timeouts", "headers_timeouts")
 
     def accept_failed(self, error_number):
         """An accept/recvfrom failed with ``error_number`` (OSError.errno, may be None):
@@ -86,6 +95,9 @@ def serve(server, plan, state, wake_fd, poll_interval):
     ``plan.listener`` the core takes up to ``plan.batch`` requests in per
     wake-up and hands each to ``server._verify_and_process``; without, each
     wake-up calls ``server._handle_request_noblock()`` as the stdlib does.
+    With ``state.waiting_room``, a connection taken in goes to its ``hold``
+    first; the loop also waits on the room, hands on what ``take_ready``
+    gives (up to max_handlers) and calls its ``expire`` after each wake-up.
     ``server.service_actions()`` runs after each wake-up.
     """
 

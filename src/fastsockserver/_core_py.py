@@ -14,7 +14,13 @@ import threading
 import weakref
 from time import monotonic
 
-from ._core_api import BACKOFF_FIRST, BACKOFF_MAX, RESOURCE_ERRNOS
+from ._core_api import (
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    HEAD_TIMEOUT_MESSAGE,
+    MAX_BATCH,
+    RESOURCE_ERRNOS,
+)
 
 FEATURES = frozenset()
 
@@ -29,8 +35,9 @@ class ServingState:
 
     __slots__ = ("accept_backoff", "accept_resume_at", "handoff", "takers",
                  "take_pending_from", "waker", "max_handlers", "active", "paused",
-                 "draining", "readers", "accepted", "finished", "errors",
-                 "backpressure_pauses", "drained", "idle_timeouts", "_lock", "__weakref__")
+                 "draining", "idle_cut_at", "readers", "accepted", "finished", "errors",
+                 "backpressure_pauses", "drained", "idle_timeouts", "first_byte_timeouts",
+                 "headers_timeouts", "waiting_room", "_lock", "__weakref__")
 
     def __init__(self):
         self.accept_backoff = self.accept_resume_at = 0.0
@@ -40,9 +47,12 @@ class ServingState:
         self.waker = None
         self.max_handlers = self.active = 0
         self.paused = self.draining = False
+        self.idle_cut_at = 0.0
         self.readers = weakref.WeakSet()  # a handler may drop its rfile unclosed
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
+        self.first_byte_timeouts = self.headers_timeouts = 0
+        self.waiting_room = None
         # Counters handler threads change: `+=` in Python is not atomic (the
         # compiled core's, in C under the GIL, are).
         self._lock = threading.Lock()
@@ -62,33 +72,64 @@ def serve(server, plan, state, wake_fd, poll_interval):
 
     Every request goes through ``_handle_request_noblock()``, as in the
     stdlib (this core has no receive path of its own: plan.listener is None).
-    While the server backs off after an out-of-resources accept error, only
-    ``wake_fd`` is watched.
+    With ``state.waiting_room`` the loop also waits on the room and hands on
+    the connections in it that spoke. While the server backs off after an
+    out-of-resources accept error, the listener is not watched; at
+    max_handlers, neither is the room.
     """
-    with _ServerSelector() as selector, _ServerSelector() as wake_only:
-        selector.register(plan.fd, selectors.EVENT_READ)
-        selector.register(wake_fd, selectors.EVENT_READ)
-        wake_only.register(wake_fd, selectors.EVENT_READ)
+    room = state.waiting_room
+    room_fd = room.fileno() if room is not None else None
+    with _ServerSelector() as everything, _ServerSelector() as no_listener, \
+            _ServerSelector() as wake_only:
+        for selector in (everything, no_listener, wake_only):
+            selector.register(wake_fd, selectors.EVENT_READ)
+        if room is not None:
+            everything.register(room_fd, selectors.EVENT_READ)
+            no_listener.register(room_fd, selectors.EVENT_READ)
+        everything.register(plan.fd, selectors.EVENT_READ)
         while not server._BaseServer__shutdown_request:
             pause = state.accept_resume_at
             if pause:
                 pause -= monotonic()
+            timeout = poll_interval
             if _at_capacity(state):
-                ready = wake_only.select(poll_interval)  # a handler that ends wakes us
+                selector = wake_only  # a handler that ends wakes us
             elif pause > 0:
-                ready = wake_only.select(
-                    pause if poll_interval is None else min(pause, poll_interval))
+                selector = no_listener
+                timeout = pause if poll_interval is None else min(pause, poll_interval)
             else:
-                ready = selector.select(poll_interval)
+                selector = everything
+            if room is not None:
+                timeout = _sooner(timeout, room.next_timeout())
+            ready = selector.select(timeout)
             # bpo-35017: shutdown() called during select(), exit immediately.
             if server._BaseServer__shutdown_request:
                 break
             for key, _ in ready:
                 if key.fd == wake_fd:
                     _drain(wake_fd)
+                elif key.fd == room_fd:
+                    for request, client_address in room.take_ready(_room_for(state)):
+                        server._verify_and_process(request, client_address)
                 else:
                     server._handle_request_noblock()
+            if room is not None:
+                room.expire()
             server.service_actions()
+
+
+def _sooner(timeout, seconds):
+    """The sooner of a wait (None: forever) and ``seconds`` (None: never)."""
+    if seconds is None:
+        return timeout
+    return seconds if timeout is None or seconds < timeout else timeout
+
+
+def _room_for(state):
+    """How many requests the loop may hand on now (up to max_handlers)."""
+    if state.max_handlers:
+        return max(state.max_handlers - state.active, 0)
+    return MAX_BATCH
 
 
 def _at_capacity(state):
@@ -172,13 +213,34 @@ _stdlib_readinto = socket.SocketIO.readinto
 
 def socketio_readinto(self, b):
     """socket.SocketIO.readinto; between requests, end-of-file instead of a wait
-    once the server drains or ``_idle_timeout`` passes."""
-    if self._request_open is not True and _ends_between_requests(self, b):
-        return 0
+    once the server drains or ``_idle_timeout`` passes; inside one, socket.timeout
+    once its head's deadline (``_headers_timeout``) passes."""
+    if self._request_open is not True:
+        if _ends_between_requests(self, b):
+            return 0
+    elif self._head_deadline:
+        _wait_for_head(self)
     n = _stdlib_readinto(self, b)
-    if n:
+    if n and self._request_open is not True:
         self._request_open = True
+        timeout = self._headers_timeout
+        if timeout is not None:
+            self._head_deadline = monotonic() + timeout
     return n
+
+
+def _wait_for_head(raw):
+    if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
+        return  # the stdlib's readinto raises
+    fd = raw._sock.fileno()
+    if wait_readable(fd, max(raw._head_deadline - monotonic(), 0.0)) or wait_readable(fd, 0):
+        return
+    state = raw._state
+    if state is not None:
+        with state._lock:
+            state.headers_timeouts += 1
+    raw._timeout_occurred = True
+    raise socket.timeout(HEAD_TIMEOUT_MESSAGE)
 
 
 def _ends_between_requests(raw, b):
@@ -194,7 +256,9 @@ def _ends_between_requests(raw, b):
     except TypeError:
         return False  # not a buffer: the stdlib's readinto raises
     fd = raw._sock.fileno()
-    if wait_readable(fd, 0 if draining else timeout):
+    if draining:  # a request may still begin until the last call ends
+        timeout = max(state.idle_cut_at - monotonic(), 0.0)
+    if wait_readable(fd, timeout):
         return False  # data (or an end) is there: read it
     if state is not None:
         with state._lock:

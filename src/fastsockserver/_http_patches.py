@@ -22,6 +22,8 @@ import re
 import sys
 import time
 
+from ._stream_io import head_read
+
 # A block the feed parser reads as nothing but headers: "Name: value" lines,
 # where the name has only the characters the parser's headerRE allows in one
 # and the value only printable ASCII and tabs (no line break str.splitlines
@@ -62,6 +64,7 @@ def _make_parse_headers(module):
 
     def parse_headers(fp, _class=module.HTTPMessage):
         lines = module._read_headers(fp)
+        head_read(fp)  # a server's rfile: its headers_timeout ends here
         parse_lines = getattr(module, "_parse_header_lines", None)
         # (A _parse_header_lines replaced by someone else gets every block.)
         if _class is module.HTTPMessage and parse_lines is stdlib_parse_lines:
@@ -176,11 +179,47 @@ def _same_month_name(handler, detail):
     return str(handler.monthname[month]) == name
 
 
+# ---------------------------------------------------------------- http.server in a drain
+
+def _closing_while_draining(original):
+    """BaseHTTPRequestHandler.end_headers, adding ``Connection: close`` to a
+    response while its server drains: the client then opens its next
+    request's connection elsewhere (or later) instead of sending it on this
+    one as drain() ends it. ``original`` runs in any case."""
+    def end_headers(self):
+        state = getattr(getattr(self, "server", None), "_serving_state", None)
+        if state is not None and state.draining:
+            _say_close(self)
+        return original(self)
+
+    functools.update_wrapper(end_headers, original)  # __wrapped__: the stdlib's
+    end_headers._fastsockserver_drain = True
+    return end_headers
+
+
+def _say_close(handler):
+    lines = getattr(handler, "_headers_buffer", None)
+    if not lines or getattr(handler, "request_version", None) == "HTTP/0.9":
+        return
+    status = lines[0].split(b" ", 2)
+    if len(status) < 2 or status[1][:1] == b"1":
+        return  # an interim response (100 Continue): the final one will say it
+    for line in lines[1:]:
+        if line[:11].lower() == b"connection:":
+            return  # the handler's own choice stands
+    lines.append(b"Connection: close\r\n")
+    handler.close_connection = True
+
+
 def patch_http_server(module):
     """Give the http.server ``module``'s BaseHTTPRequestHandler date methods
-    that keep their text for the second, where they are the stdlib's own."""
+    that keep their text for the second, where they are the stdlib's own, and
+    an end_headers that says ``Connection: close`` while the server drains."""
     handler_class = getattr(module, "BaseHTTPRequestHandler", None)
     methods = getattr(handler_class, "__dict__", {})
+    end_headers = methods.get("end_headers")
+    if callable(end_headers) and not hasattr(end_headers, "_fastsockserver_drain"):
+        handler_class.end_headers = _closing_while_draining(end_headers)
     module_globals = vars(module)
     if module_globals.get("time") is not time:  # the text_at functions use this one
         return

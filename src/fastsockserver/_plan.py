@@ -9,6 +9,7 @@ its field to ServingPlan and its rule here, and nowhere else.
 import socket
 from typing import NamedTuple, Optional
 
+from . import _waiting_room
 from ._core_api import HANDLERS_TAKE, MAX_BATCH, RECEIVES
 
 _CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX")
@@ -30,6 +31,9 @@ class ServingPlan(NamedTuple):
     max_handlers: int
     """ThreadingMixIn.max_threads: no request is taken while that many are
     handled (0: no limit)."""
+    first_byte_timeout: Optional[float]
+    """TCPServer.first_byte_timeout: new connections wait in the server's
+    waiting room until they speak (see _waiting_room); None: handed on at once."""
 
 
 def server_fd(server):
@@ -57,17 +61,20 @@ def plan_serving(server, core):
     # request, and ForkingMixIn relies on it to keep below max_children.
     batch = MAX_BATCH if listener is not None and own_service_actions else 1
     max_handlers = _max_handlers(server, _server.ThreadingMixIn)
+    first_byte_timeout = _first_byte_timeout(server)
     # Handler threads may take the next request only where the loop would
     # have called nothing but the library's own code on it, and without a
     # cap: then only the loop takes requests in, so a check of the count and
-    # the take that follows cannot interleave with another thread's.
+    # the take that follows cannot interleave with another thread's. Nor
+    # with a waiting room: they would take silent connections past it.
     handlers_take = (listener is not None and own_service_actions and not max_handlers
+                     and first_byte_timeout is None
                      and HANDLERS_TAKE in core.FEATURES
                      and _uses_own(server, "verify_request", _server.BaseServer.verify_request)
                      and _uses_own(server, "process_request",
                                    _server.ThreadingMixIn.process_request))
     return ServingPlan(fd=fd, listener=listener, batch=batch, handlers_take=handlers_take,
-                       max_handlers=max_handlers)
+                       max_handlers=max_handlers, first_byte_timeout=first_byte_timeout)
 
 
 def _max_handlers(server, threading_mixin):
@@ -77,6 +84,14 @@ def _max_handlers(server, threading_mixin):
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2 ** 31:
         raise ValueError("max_threads must be None or a positive int, not {!r}".format(limit))
     return limit
+
+
+def _first_byte_timeout(server):
+    timeout = _waiting_room.validate(getattr(server, "first_byte_timeout", None))
+    if timeout is not None and getattr(server, "socket_type", None) != socket.SOCK_STREAM:
+        raise ValueError("first_byte_timeout applies to stream servers, not {}".format(
+            type(server).__name__))
+    return timeout
 
 
 def _uses_own(server, name, function):

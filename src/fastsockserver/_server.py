@@ -43,17 +43,20 @@ import threading
 import time
 
 from . import _handler_threads
+from ._core_api import MAX_BATCH
 from ._core_select import core
 from ._handler_threads import WorkerPool
 from ._plan import plan_serving, server_fd
 from ._service import serving_servers
 from ._stream_io import (
+    LAST_CALL,
     NEW_CONNECTION_GRACE,
     _SocketWriter,
     end_idle_readers,
     is_tcp,
     make_reader,
 )
+from ._waiting_room import WaitingRoom
 
 _HAS_FORK = hasattr(os, "fork")
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
@@ -139,6 +142,9 @@ class BaseServer:
     """
 
     timeout = None
+    # The connections held for TCPServer.first_byte_timeout (a
+    # _waiting_room.WaitingRoom), made by the first serve_forever() with it.
+    _waiting_room = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -166,6 +172,7 @@ class BaseServer:
             plan = plan_serving(self, core)
             state = self._serving_state
             state.max_handlers = plan.max_handlers
+            state.waiting_room = self.__waiting_room_for(plan, state)
             # Published before draining is read: a drain() from now on sees
             # this loop and stops it; one before, the check below sees.
             self.__serving_thread = threading.get_ident()
@@ -186,9 +193,19 @@ class BaseServer:
                 self.__serving_thread = None
                 serving_servers.pop(id(self), None)
                 state.paused = False
+                state.waiting_room = None
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
+
+    def __waiting_room_for(self, plan, state):
+        if plan.first_byte_timeout is None:
+            return None
+        room = self._waiting_room
+        if room is None:
+            room = self._waiting_room = WaitingRoom(self, state, plan.first_byte_timeout)
+        room.timeout = plan.first_byte_timeout  # for connections held from now on
+        return room
 
     def drain(self, timeout=None):
         """Stop taking requests, end idle connections, wait for handlers to finish.
@@ -198,8 +215,11 @@ class BaseServer:
         server_close() (the kernel then resets them). A handler inside a
         request finishes it; a connection idle between requests (its handler
         waiting in rfile, the library's, with nothing read since its last
-        write) reads end-of-file, so http.server and its kin end their loop;
-        one accepted but silent gets NEW_CONNECTION_GRACE (2 s) to begin.
+        write) reads end-of-file once LAST_CALL (0.25 s) is over, so
+        http.server and its kin end their loop (a request it begins before
+        is answered, and under install() http.server's responses say
+        ``Connection: close`` while the server drains); one accepted but
+        silent gets NEW_CONNECTION_GRACE (2 s) to begin.
         Returns True when every handler ended within ``timeout`` seconds
         (None: no limit), False otherwise (they keep running). Call it from a
         thread other than serve_forever's and the handlers'.
@@ -209,25 +229,43 @@ class BaseServer:
         if self.__serving_thread == threading.get_ident():
             raise RuntimeError("drain() called from serve_forever()'s own thread "
                                "would wait for itself")
+        start = time.monotonic()
+        if not state.draining:
+            state.idle_cut_at = start + LAST_CALL
         state.draining = True
         serving = self.__serving_thread
         if serving is not None:
             self.__shutdown_request = True
             self.__waker.wake()
-        end_idle_readers(state)
-        grace_ends = time.monotonic() + NEW_CONNECTION_GRACE
+        last_call_ends = state.idle_cut_at
+        grace_ends = start + NEW_CONNECTION_GRACE
+        room = self._waiting_room
         # serve_forever() returns once the request its thread handles (if any)
         # is done; then the handlers of other threads and processes.
-        while ((serving is not None and not self.__is_shut_down.is_set())
-               or self.__handlers_running()):
+        while True:
+            loop_running = serving is not None and not self.__is_shut_down.is_set()
+            if room and not loop_running:
+                # Connections the loop held, silent so far: those that speak
+                # within the grace are handled; the rest are closed after it.
+                if grace_ends:
+                    for request, client_address in room.take_ready(MAX_BATCH):
+                        self._verify_and_process(request, client_address)
+                    room.expire()
+                else:
+                    state.drained += room.close_all()
+            if not (loop_running or room or self.__handlers_running()):
+                return True
             left = _remaining(deadline)
             if left is not None and left <= 0:
                 return False
-            if grace_ends and time.monotonic() >= grace_ends:
+            now = time.monotonic()
+            if last_call_ends and now >= last_call_ends:
+                end_idle_readers(state)
+                last_call_ends = 0
+            if grace_ends and now >= grace_ends:
                 end_idle_readers(state, new_too=True)
                 grace_ends = 0
             time.sleep(0.01 if left is None else min(0.01, left))
-        return True
 
     def __handlers_running(self):
         if self._serving_state.active > 0:
@@ -249,6 +287,7 @@ class BaseServer:
         """Counters and gauges of this server, as a new dict (see the README)."""
         state = self._serving_state
         children = getattr(self, "active_children", None) or ()
+        room = self._waiting_room
         return {
             "accepted": state.accepted,
             "active": state.active + len(children),
@@ -260,6 +299,9 @@ class BaseServer:
             "draining": bool(state.draining),
             "drained": state.drained,
             "idle_timeouts": state.idle_timeouts,
+            "awaiting_first_byte": len(room) if room is not None else 0,
+            "first_byte_timeouts": state.first_byte_timeouts,
+            "headers_timeouts": state.headers_timeouts,
         }
 
     def shutdown(self):
@@ -311,6 +353,9 @@ class BaseServer:
         if state.accept_backoff:
             state.accept_recovered()
         state.accepted += 1
+        room = state.waiting_room
+        if room is not None and room.hold(request, client_address):
+            return  # the loop hands it on once it speaks
         self._verify_and_process(request, client_address)
 
     def _verify_and_process(self, request, client_address):
@@ -418,6 +463,13 @@ class TCPServer(BaseServer):
     if _PY311:
         allow_reuse_port = False
 
+    # Seconds a new connection may stay silent: until its first byte arrives
+    # the loop holds it itself, without a thread, and closes it when the time
+    # is up (see _waiting_room). None: handed on at once, as in the stdlib.
+    # Only for protocols where the client speaks first: a server that greets
+    # first (SMTP, FTP, a banner) would close every connection.
+    first_byte_timeout = None
+
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
         BaseServer.__init__(self, server_address, RequestHandlerClass)
@@ -461,6 +513,10 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        room = self._waiting_room
+        if room is not None:  # connections held for first_byte_timeout
+            self._waiting_room = None
+            room.close()
         self.socket.close()
 
     def fileno(self):
@@ -579,6 +635,9 @@ if _HAS_FORK:
             else:
                 # The child never returns into the server loop.
                 status = 1
+                room = self._waiting_room
+                if room is not None:
+                    room.forget_in_child()
                 try:
                     self.finish_request(request, client_address)
                     status = 0
@@ -773,6 +832,15 @@ class StreamRequestHandler(BaseRequestHandler):
     # your own that replaces it).
     idle_timeout = None
 
+    # Seconds from a request's first byte until its head is read: the request
+    # line and headers for http.server and its kin (when install()'s
+    # http.client.parse_headers returns), for other handlers until their first
+    # write. Trickling bytes do not extend it. When it passes, rfile raises
+    # socket.timeout, which http.server logs ("Request timed out") before it
+    # closes the connection. None: no limit, as in the stdlib. Applies to the
+    # library's rfile, as idle_timeout does.
+    headers_timeout = None
+
     # True here (False in the stdlib): with Nagle on, a response written in
     # two parts (http.server: headers, then body) waits for the client's
     # delayed ACK, ~40 ms per response. TCP_NODELAY holds nothing back: each
@@ -791,7 +859,7 @@ class StreamRequestHandler(BaseRequestHandler):
         if self.rbufsize == -1 and type(self.connection) is socket.socket:
             self.rfile = make_reader(self.connection,
                                      getattr(self.server, "_serving_state", None),
-                                     self.idle_timeout)
+                                     self.idle_timeout, self.headers_timeout)
             reader = self.rfile.raw
         else:
             self.rfile = self.connection.makefile('rb', self.rbufsize)

@@ -9,13 +9,21 @@ cannot block, keeping the GIL; the pure core's call the stdlib's code.
 Between requests. The raw reader knows whether its connection is inside a
 request: ``_request_open`` is None on a new connection (nothing read yet),
 becomes True when a read returns data and False when wfile writes (the
-response went out). A read that would wait while it is not True reads
+response went out). While it is True and the handler has a headers_timeout,
+a read that would wait past the request's head deadline (its first byte's
+time plus headers_timeout; ``head_read`` ends it) raises socket.timeout, as
+a recv with a timeout does. A read that would wait while it is not True reads
 end-of-file instead once ``idle_timeout`` seconds pass with nothing to read;
-while it is False (idle after a response), also at once when the server
-drains. drain() shuts the reading side of the connections idle at that
-moment (``end_idle_readers``), so a handler already waiting wakes with
-end-of-file; a new connection that has sent nothing gets NEW_CONNECTION_GRACE
-seconds to begin its first request first (as Go's Server.Shutdown does).
+while it is False (idle after a response), also once the server drains and
+its LAST_CALL is over. For LAST_CALL seconds a drain lets idle connections
+still begin a request: a client whose next request is already on its way
+(a closed-loop client sends it the moment a response is in) is answered,
+not cut off, and http.server tells it ``Connection: close`` (install()'s
+end_headers, _http_patches). Then drain() shuts the reading side of the
+connections idle at that moment (``end_idle_readers``), so a handler
+already waiting wakes with end-of-file; a new connection that has sent
+nothing gets NEW_CONNECTION_GRACE seconds to begin its first request first
+(as Go's Server.Shutdown does).
 """
 import _socket
 import io
@@ -26,6 +34,7 @@ from ._core_select import core
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 NEW_CONNECTION_GRACE = 2.0
+LAST_CALL = 0.25
 # socket.socket's family property converts to an IntEnum through Python code
 # (~0.7 us); the C-level member of _socket.socket gives the same number.
 _raw_family = _socket.socket.family.__get__
@@ -51,6 +60,10 @@ class _SocketReaderIO(socket.SocketIO):
     _idle_timeout = None
     _state = None
     _drained = False
+    # _headers_timeout: StreamRequestHandler.headers_timeout, or None;
+    # _head_deadline: when the open request's head must be in (monotonic), 0.0: none.
+    _headers_timeout = None
+    _head_deadline = 0.0
 
     def close(self):
         state = self._state
@@ -100,7 +113,15 @@ def end_all_readers(state):
             pass
 
 
-def make_reader(sock, state=None, idle_timeout=None):
+def head_read(rfile):
+    """http.client.parse_headers has read a request's head from ``rfile``: its
+    headers_timeout no longer applies (the body is the handler's business)."""
+    raw = getattr(rfile, "raw", None)
+    if type(raw) is _SocketReaderIO:
+        raw._head_deadline = 0.0
+
+
+def make_reader(sock, state=None, idle_timeout=None, headers_timeout=None):
     """What sock.makefile('rb') returns, over _SocketReaderIO; ``state``: the
     server's ServingState, or None (a server not of this library)."""
     # SocketIO(sock, "rb")'s state, set without its Python-level __init__
@@ -116,6 +137,8 @@ def make_reader(sock, state=None, idle_timeout=None):
     sock._io_refs += 1
     if idle_timeout is not None:
         raw._idle_timeout = idle_timeout
+    if headers_timeout is not None:
+        raw._headers_timeout = headers_timeout
     if state is not None:
         raw._state = state
         state.readers.add(raw)
