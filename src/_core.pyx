@@ -186,7 +186,7 @@ cdef class ServingState:
         self.readers = _WeakSet()  # a handler may drop its rfile unclosed
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
-        self.first_byte_timeouts = self.headers_timeouts = 0
+        self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
         self.waiting_room = None
 
     cpdef accept_failed(self, error_number):
@@ -472,6 +472,11 @@ def handler_started(ServingState state not None):
 def request_failed(ServingState state not None):
     """handle_error was called for a request."""
     state.errors += 1
+
+
+def handshake_failed(ServingState state not None):
+    """A TLS handshake of ssl_context failed or timed out."""
+    state.tls_handshake_failures += 1
 
 
 def handler_finished(ServingState state not None):

@@ -30,7 +30,7 @@ DELIBERATE = {
 # Public names fastsockserver adds on purpose (opt-in, README's migration table),
 # by the class that defines them.
 ADDED_PUBLIC = {
-    "BaseServer": {"drain", "stats"},
+    "BaseServer": {"drain", "stats", "ssl_context", "ssl_handshake_timeout"},
     "TCPServer": {"first_byte_timeout"},
     "ThreadingMixIn": {"reuse_threads", "max_threads"},
     "StreamRequestHandler": {"idle_timeout", "headers_timeout"},

@@ -9,7 +9,8 @@ pytest. Behaviour tests run on stdlib, pure and compiled in that one run;
 on the first interpreter the package is also installed pure
 (FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
 compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
-under ~/.pyenv/versions (or $PYENV_ROOT/versions).
+under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
+tests drive (TOOLS: openssl) are installed with apt-get when missing.
 """
 import argparse
 import glob
@@ -43,6 +44,27 @@ def find_python(version):
         if python and _works(python, version):
             return python
     return None
+
+
+# Command line tools the tests use as they are (real components, not mocks),
+# and the Debian package that has each.
+TOOLS = {"openssl": "openssl"}
+
+
+def ensure_tools():
+    """Install the missing TOOLS with apt-get where we can (root on Debian);
+    False, with why, when one is still missing: the run then fails loudly."""
+    missing = {tool: package for tool, package in TOOLS.items() if not shutil.which(tool)}
+    if missing and shutil.which("apt-get") and os.geteuid() == 0:
+        packages = sorted(set(missing.values()))
+        print("installing " + ", ".join(packages) + " (apt-get)", flush=True)
+        subprocess.run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", *packages], stdout=subprocess.DEVNULL)
+        missing = {tool: package for tool, package in missing.items() if not shutil.which(tool)}
+    for tool, package in missing.items():
+        print("MISSING: the tests need the {} command (Debian package {})".format(
+            tool, package))
+    return not missing
 
 
 def run(cmd, env=None, log=None):
@@ -95,6 +117,8 @@ def main():
     parser.add_argument("--only", choices=("compiled", "pure"),
                         help="only this kind of install, on each Python given (CI's matrix)")
     options, pytest_args = parser.parse_known_args()
+    if not ensure_tools():
+        return 1
     results = []
     found = [(v, find_python(v)) for v in options.pythons.split(",")]
     for version, python in found:

@@ -54,8 +54,9 @@ def plan_serving(server, core):
     fd = server_fd(server)
     own_service_actions = _uses_own(server, "service_actions", _server.BaseServer.service_actions)
     listener = None
+    tls_listener_type = _tls_listener_type(server)
     if RECEIVES in core.FEATURES:
-        listener = _own_receive_path(server, fd, _server)
+        listener = _own_receive_path(server, fd, _server, tls_listener_type)
     # Only with the library's no-op service_actions may requests be taken in
     # batches (or by handler threads): the stdlib calls it after every
     # request, and ForkingMixIn relies on it to keep below max_children.
@@ -101,12 +102,23 @@ def _uses_own(server, name, function):
             and getattr(type(server), name, None) is function)
 
 
-def _own_receive_path(server, fd, library):
+def _tls_listener_type(server):
+    """With a valid ssl_context, ssl.SSLSocket (a wrapped listener is then
+    accepted from as a plain one); else None."""
+    if getattr(server, "ssl_context", None) is None:
+        return None
+    from . import _tls  # (imports ssl: only for servers that use it)
+    _tls.validate(server)
+    return _tls.ssl.SSLSocket
+
+
+def _own_receive_path(server, fd, library, tls_listener_type=None):
     """The listening socket, if taking a request in is the library's own code.
 
     That is: get_request, _handle_request_noblock and _verify_and_process
     neither overridden nor assigned on the instance, and a plain blocking
-    socket.socket of a family the core knows behind fileno(). The core then
+    socket.socket of a family the core knows behind fileno() (or one of
+    ``tls_listener_type``: see _tls). The core then
     calls _verify_and_process(request, client_address), so verify_request,
     process_request and every later hook run as usual.
     """
@@ -115,7 +127,10 @@ def _own_receive_path(server, fd, library):
             and _uses_own(server, "_verify_and_process", base._verify_and_process)):
         return None
     listener = getattr(server, "socket", None)
-    if (type(listener) is not socket.socket or listener.gettimeout() is not None
+    # With ssl_context, a wrapped listener's connections are taken in plain
+    # (TCPServer.get_request then does the same), and handshaken later.
+    plain = type(listener) is socket.socket or type(listener) is tls_listener_type
+    if (not plain or listener.gettimeout() is not None
             or listener.fileno() != fd or listener.family not in _CORE_FAMILIES):
         return None
     if listener.type == socket.SOCK_STREAM:

@@ -59,6 +59,13 @@ from ._stream_io import (
 from ._waiting_room import WaitingRoom
 
 _HAS_FORK = hasattr(os, "fork")
+
+
+def _tls():
+    """The _tls module, imported when first needed (it imports ssl, ~10 ms)."""
+    from . import _tls
+    return _tls
+
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
@@ -145,6 +152,12 @@ class BaseServer:
     # The connections held for TCPServer.first_byte_timeout (a
     # _waiting_room.WaitingRoom), made by the first serve_forever() with it.
     _waiting_room = None
+    # An ssl.SSLContext: the loop takes plain connections in and each is
+    # wrapped, with its handshake, by the thread or child that handles it,
+    # within ssl_handshake_timeout seconds, before finish_request (see _tls).
+    # None: as the stdlib (wrap the listener, or the connections, yourself).
+    ssl_context = None
+    ssl_handshake_timeout = 5.0
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -302,6 +315,7 @@ class BaseServer:
             "awaiting_first_byte": len(room) if room is not None else 0,
             "first_byte_timeouts": state.first_byte_timeouts,
             "headers_timeouts": state.headers_timeouts,
+            "tls_handshake_failures": state.tls_handshake_failures,
         }
 
     def shutdown(self):
@@ -401,6 +415,11 @@ class BaseServer:
         state = self._serving_state
         core.handler_started(state)  # for stats() and drain()
         try:
+            if self.ssl_context is not None:  # (here on the loop's thread: no other)
+                request, ok = _tls().handshake(self, request, client_address)
+                if not ok:
+                    self.shutdown_request(request)
+                    return
             self.finish_request(request, client_address)
             self.shutdown_request(request)
         finally:
@@ -531,6 +550,8 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        if self.ssl_context is not None:  # a wrapped listener: no handshake here
+            return _tls().accept(self.socket)
         return self.socket.accept()
 
     def shutdown_request(self, request):
@@ -639,8 +660,12 @@ if _HAS_FORK:
                 if room is not None:
                     room.forget_in_child()
                 try:
-                    self.finish_request(request, client_address)
-                    status = 0
+                    ok = True
+                    if self.ssl_context is not None:
+                        request, ok = _tls().handshake(self, request, client_address)
+                    if ok:
+                        self.finish_request(request, client_address)
+                        status = 0
                 except Exception:
                     self.handle_error(request, client_address)
                 finally:
@@ -708,6 +733,10 @@ class ThreadingMixIn:
         In addition, exception handling is done here.
         """
         try:
+            if self.ssl_context is not None:
+                request, ok = _tls().handshake(self, request, client_address)
+                if not ok:
+                    return  # reported and counted; shut down below
             self.finish_request(request, client_address)
         except Exception:
             core.request_failed(self._serving_state)

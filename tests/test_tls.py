@@ -1,0 +1,264 @@
+"""TLS with the handshake off the loop: BaseServer.ssl_context (fastsockserver only, pure
+and compiled), against real OpenSSL handshakes. The certificates are made by the openssl
+command line tool for each run (a CA, a server and a client certificate). Every wait is
+bounded."""
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from support import WAIT, fd_count, needs_fork, wait_for
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Paths of a CA, a server certificate (127.0.0.1) and a client certificate."""
+    openssl = shutil.which("openssl")
+    assert openssl, "the openssl command line tool is needed (Debian: apt-get install openssl)"
+    d = tmp_path_factory.mktemp("pki")
+
+    def run(*args):
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=fastsockserver test CA")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        run("req", *ec, "-keyout", name + ".key", "-out", name + ".csr",
+            "-subj", "/CN=" + name)
+        (d / (name + ".ext")).write_text(extension + "\n")
+        run("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", name + ".pem", "-extfile", name + ".ext")
+    return d
+
+
+def server_context(pki, require_client=False):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    if require_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(str(pki / "ca.pem"))
+    return ctx
+
+
+def client_context(pki, with_certificate=False):
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if with_certificate:
+        ctx.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+    return ctx
+
+
+def tls_echo(mod):
+    class Handler(mod.StreamRequestHandler):
+        """One line in; out: the line, upper-cased, and what the handler saw."""
+        def handle(self):
+            line = self.rfile.readline()
+            peer = self.connection.getpeercert()
+            subject = dict(part[0] for part in peer["subject"]) if peer else {}
+            seen = "{} {}".format(type(self.connection).__name__, subject.get("commonName"))
+            self.wfile.write(line.upper() + seen.encode() + b"\n")
+    return Handler
+
+
+def ask_tls(pki, address, line=b"hello\n", timeout=WAIT, with_certificate=False):
+    ctx = client_context(pki, with_certificate)
+    with socket.create_connection(address, timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(line)
+            data = b""
+            while data.count(b"\n") < 2:
+                chunk = tls.recv(200)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+
+def tls_server(harness, mod, pki, cls="ThreadingTCPServer", **attrs):
+    server = harness.server(getattr(mod, cls), ("127.0.0.1", 0), tls_echo(mod))
+    server.ssl_context = server_context(pki)
+    for name, value in attrs.items():
+        setattr(server, name, value)
+    return server
+
+
+def test_a_client_that_never_starts_tls_stalls_nobody(fast_impl, harness, pki, capsys):
+    server = tls_server(harness, fast_impl, pki, ssl_handshake_timeout=0.5)
+    harness.serve(server)
+    idle = harness.connect(server)  # TCP only, never a ClientHello
+    start = time.monotonic()
+    for _ in range(3):
+        assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    assert time.monotonic() - start < 0.5  # none waited for the idle one
+    assert idle.recv(10) == b""  # closed when its handshake time ran out
+    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert "timed out" in capsys.readouterr().err  # through handle_error
+
+
+def test_by_default_a_wrapped_listener_handshakes_on_the_loop_as_in_the_stdlib(
+        fast_impl, harness, pki):
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), tls_echo(fast_impl))
+    server.socket = server_context(pki).wrap_socket(server.socket, server_side=True)
+    harness.serve(server)
+    idle = harness.connect(server)
+    time.sleep(0.1)  # the loop is now inside accept()'s handshake with it
+    with pytest.raises((socket.timeout, ssl.SSLError, OSError)):
+        ask_tls(pki, server.server_address, timeout=0.5)
+    idle.close()  # the loop's handshake fails, and it goes on
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+
+
+def test_one_line_moves_a_wrapped_listeners_handshakes_off_the_loop(fast_impl, harness, pki):
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), tls_echo(fast_impl))
+    server.socket = server_context(pki).wrap_socket(server.socket, server_side=True)
+    server.ssl_context = server.socket.context  # the one line
+    harness.serve(server)
+    harness.connect(server)
+    time.sleep(0.1)
+    assert ask_tls(pki, server.server_address, timeout=1.0) == b"HELLO\nSSLSocket None\n"
+
+
+@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.0\r\n\r\n", b"\x16\x03\x01\x00\x05hello",
+                                     b""])
+def test_failed_handshakes_are_closed_counted_and_reported(fast_impl, harness, pki, capsys,
+                                                           garbage):
+    reported = []
+
+    class Server(fast_impl.ThreadingTCPServer):
+        def handle_error(self, request, client_address):
+            reported.append((type(request).__name__, client_address))
+
+    server = harness.server(Server, ("127.0.0.1", 0), tls_echo(fast_impl))
+    server.ssl_context = server_context(pki)
+    harness.serve(server)
+    bad = harness.connect(server)
+    bad.sendall(garbage)
+    if not garbage:
+        bad.shutdown(socket.SHUT_WR)  # end-of-file before any ClientHello
+    for _ in range(10):  # perhaps an alert first, then the end
+        if bad.recv(100) == b"":
+            break
+    else:
+        pytest.fail("the connection stayed open")
+    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert reported == [("SSLSocket", bad.getsockname())]
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    assert server.stats()["errors"] == 0
+
+
+def test_mutual_tls_the_handler_sees_the_client_certificate(fast_impl, harness, pki, capsys):
+    server = tls_server(harness, fast_impl, pki)
+    server.ssl_context = server_context(pki, require_client=True)
+    harness.serve(server)
+    assert (ask_tls(pki, server.server_address, with_certificate=True)
+            == b"HELLO\nSSLSocket client\n")
+    with pytest.raises((ssl.SSLError, OSError)):  # no certificate: refused in the handshake
+        ask_tls(pki, server.server_address, with_certificate=False)
+    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+
+
+def test_verify_request_runs_before_the_handshake(fast_impl, harness, pki):
+    seen = []
+
+    class Server(fast_impl.ThreadingTCPServer):
+        def verify_request(self, request, client_address):
+            seen.append(type(request).__name__)
+            return True
+
+    server = harness.server(Server, ("127.0.0.1", 0), tls_echo(fast_impl))
+    server.ssl_context = server_context(pki)
+    harness.serve(server)
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    assert seen == ["socket"]
+
+
+@pytest.mark.parametrize("cls", ["TCPServer", "ThreadingTCPServer"])
+def test_get_request_overridden_slow_path(fast_impl, harness, pki, cls):
+    calls = []
+    base = getattr(fast_impl, cls)
+
+    class Server(base):
+        def get_request(self):
+            calls.append(1)
+            return super().get_request()
+
+    server = harness.server(Server, ("127.0.0.1", 0), tls_echo(fast_impl))
+    server.ssl_context = server_context(pki)
+    harness.serve(server)
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    assert calls
+
+
+@needs_fork
+def test_forking_server_handshakes_in_the_child(fast_impl, harness, pki):
+    class Handler(tls_echo(fast_impl)):
+        def setup(self):
+            super().setup()
+            self.connection.settimeout(WAIT)  # the child holds the test's sockets too
+
+    server = harness.server(fast_impl.ForkingTCPServer, ("127.0.0.1", 0), Handler)
+    server.ssl_context = server_context(pki)
+    server.ssl_handshake_timeout = 1.0
+    harness.serve(server, poll_interval=0.05)
+    harness.connect(server)  # never starts TLS: its child waits, the parent does not
+    time.sleep(0.1)
+    assert ask_tls(pki, server.server_address, timeout=1.0) == b"HELLO\nSSLSocket None\n"
+
+
+def test_tls_with_first_byte_timeout_keeps_silent_clients_off_threads(fast_impl, harness,
+                                                                      pki):
+    server = tls_server(harness, fast_impl, pki, first_byte_timeout=0.3)
+    before = threading.active_count()
+    harness.serve(server)
+    silent = [harness.connect(server) for _ in range(10)]
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 10)
+    assert threading.active_count() == before + 1
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    for client in silent:
+        assert client.recv(10) == b""
+    assert server.stats()["tls_handshake_failures"] == 0
+
+
+@pytest.mark.parametrize("attrs, error", [
+    ({"ssl_context": "not a context"}, TypeError),
+    ({"ssl_handshake_timeout": 0}, ValueError),
+    ({"ssl_handshake_timeout": float("nan")}, ValueError),
+    ({"ssl_handshake_timeout": True}, ValueError),
+])
+def test_ssl_settings_are_checked(fast_impl, harness, pki, attrs, error):
+    server = tls_server(harness, fast_impl, pki, **attrs)
+    with pytest.raises(error, match="ssl_"):
+        server.serve_forever()
+
+
+def test_ssl_context_is_for_stream_servers(fast_impl, harness, pki):
+    server = harness.server(fast_impl.UDPServer, ("127.0.0.1", 0),
+                            fast_impl.DatagramRequestHandler)
+    server.ssl_context = server_context(pki)
+    with pytest.raises(ValueError, match="stream servers"):
+        server.serve_forever()
+
+
+def test_nothing_left_behind_by_tls_clients(fast_impl, pki, capsys):
+    threads, fds = threading.active_count(), fd_count()
+    server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), tls_echo(fast_impl))
+    server.ssl_context = server_context(pki)
+    server.ssl_handshake_timeout = 0.3
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,))
+    loop.start()
+    idle = [socket.create_connection(server.server_address, timeout=WAIT) for _ in range(5)]
+    for _ in range(5):
+        assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    for client in idle:
+        assert client.recv(10) == b""
+        client.close()
+    assert server.drain(WAIT) is True
+    loop.join(WAIT)
+    server.server_close()
+    assert wait_for(lambda: threading.active_count() <= threads and fd_count() <= fds,
+                    timeout=WAIT + 1), (threading.enumerate(), fd_count(), fds)
