@@ -1,5 +1,6 @@
 """``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -280,6 +281,118 @@ def test_loadgen_server_gone_mid_run():
         assert time.monotonic() - started < 1.5
     assert result["requests"] > 0
     assert result["errors_total"] > 0
+
+
+def _http_server(responses):
+    """An HTTP server in a thread that answers the requests of each connection with
+    ``responses`` (an iterable) in turn, then closes it; returns (port, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.05)
+    port = srv.getsockname()[1]
+    stopping = threading.Event()
+
+    def serve_conn(conn):
+        with conn:
+            data = b""
+            for response in responses:
+                while b"\r\n\r\n" not in data and not stopping.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    data += chunk
+                _, _, data = data.partition(b"\r\n\r\n")
+                conn.sendall(response)
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2.0)
+            threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(2)
+        srv.close()
+    return port, stop
+
+
+def _response(*headers):
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(h + b"\r\n" for h in headers) + \
+        b"Content-Length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize("header", [b"Connection: close", b"connection: CLOSE",
+                                    b"CONNECTION:close", b"Connection: keep-alive, Close"])
+def test_loadgen_http_connection_close_opens_a_new_connection(header):
+    """After a response with Connection: close (any case, or among other tokens) the
+    slot opens a new connection: not an error, and no request is sent on the old one."""
+    port, stop = _http_server([_response(b"X-A: 1"), _response(header)])
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=4, timeout=2.0, http=True) as lg:
+            lg.warm_up(0.05, 1.0)
+            result = lg.run(0.3)
+            lg.drain(1.0)
+    finally:
+        stop()
+    assert result["requests"] > 20, result
+    assert result["errors_total"] == 0, result["errors"]
+    # every second response closes: about half the requests open a connection
+    assert result["close_responses"] >= result["requests"] // 2 - 4
+    assert result["connects"] >= result["close_responses"] - 4
+
+
+def test_loadgen_http_keep_alive_and_lookalikes_keep_the_connection():
+    port, stop = _http_server(itertools.repeat(_response(
+        b"Connection: keep-alive", b"X-Connection: close", b"Connection: closed")))
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=2, timeout=2.0, http=True) as lg:
+            lg.warm_up(0.05, 1.0)
+            result = lg.run(0.2)
+            lg.drain(1.0)
+    finally:
+        stop()
+    assert result["requests"] > 10 and result["errors_total"] == 0, result
+    assert result["close_responses"] == 0 and result["connects"] == 0
+
+
+def test_loadgen_errors_split_by_served_connections():
+    """A connection closed after its first response (no Connection: close) fails its
+    second request: an error on a served connection. Refused connects are on new ones."""
+    port, stop = _http_server([_response()])
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=2, timeout=1.0, http=True) as lg:
+            result = lg.run(0.3)
+    finally:
+        stop()
+    assert result["requests"] > 0
+    assert result["errors_on_served_total"] > 0
+    assert result["errors_on_served"]["closed"] + result["errors_on_served"]["reset"] \
+        == result["errors_on_served_total"]
+    for kind, count in result["errors"].items():
+        assert result["errors_on_served"][kind] + result["errors_on_new"][kind] == count
+    assert result["errors_on_new_total"] + result["errors_on_served_total"] \
+        == result["errors_total"]
+    with loadgen.LoadGen("persistent", "127.0.0.1", free_port(), b"x\n", concurrency=2,
+                         timeout=1.0) as lg:
+        refused = lg.run(0.1)
+    assert refused["errors_on_new"]["refused"] == refused["errors_total"] > 0
+    assert refused["errors_on_served_total"] == 0
 
 
 def test_loadgen_loopback_only():
