@@ -96,6 +96,49 @@ def test_overload_stays_within_max_threads(tmp_path):
 
 
 @pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_drain_figures(tmp_path):
+    """SIGTERM under load: the stdlib dies at once; fastsockserver's serve() drains,
+    then the process exits by itself (code 0), well within the drain timeout."""
+    from fastsockserver._bench import servers, workloads
+    path = tmp_path / "drain.json"
+    started = time.monotonic()
+    out = bench("--workloads", "drain", "--reps", "1", "--duration", "0.3",
+                "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 30
+    assert out.returncode == 0, out.stderr
+    [case] = json.loads(path.read_text())["cases"]
+    assert case["mode"] == "drain"
+    results = case["results"]
+    bound = servers.DRAIN_TIMEOUT + workloads.DRAIN_EXIT_MARGIN
+    for impl in ("stdlib", "compiled"):
+        assert results[impl]["status"] == "ok", results[impl]
+        [rep] = results[impl]["reps"]
+        assert rep["requests_before_signal"] > 0 and rep["errors_before_signal"] == 0
+        assert rep["requests_after_signal"] >= 0
+        assert 0 <= rep["signal_to_exit_s"] < bound
+        assert rep["load_after_signal_s"] >= rep["signal_to_exit_s"]
+        for split in ("errors_on_served", "errors_on_new"):
+            assert rep[split + "_total"] == sum(rep[split].values())
+        assert rep["errors_on_served_total"] + rep["errors_on_new_total"] \
+            == rep["errors_total"]
+        s = results[impl]["summary"]
+        assert s["errors_on_served_total"] == rep["errors_on_served_total"]
+        assert s["not_exited"] == 0
+    stdlib, compiled = results["stdlib"]["reps"][0], results["compiled"]["reps"][0]
+    assert stdlib["exit_code"] == -15 and stdlib["drained"] is None
+    assert compiled["exit_code"] == 0 and compiled["drained"] is True
+    assert "failed: served conns" in out.stdout and "SIGTERM to exit s" in out.stdout
+    # A drain loses no request the server had accepted. The library tells the
+    # clients with "Connection: close" on the responses of a drain; until it
+    # does, the keep-alive race (a request sent as the server ends an idle
+    # connection) loses requests, and this check cannot hold yet.
+    if compiled["close_responses_after_signal"] == 0:
+        pytest.xfail("no Connection: close in a drain yet: {} request(s) failed on served "
+                     "connections".format(compiled["errors_on_served_total"]))
+    assert compiled["errors_on_served_total"] == 0, compiled["errors_on_served"]
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
 def test_tiny_run_has_every_figure(tmp_path):
     path = tmp_path / "out.json"
     plot = tmp_path / "out.png"

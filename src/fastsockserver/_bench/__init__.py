@@ -26,6 +26,7 @@ from .workloads import (
     ServerProcess,
     Settings,
     measure,
+    measure_drain,
     measure_shutdown,
     new_loadgen,
     select_cases,
@@ -237,6 +238,33 @@ def run_shutdown_case(run, case, impls, settings):
     return results
 
 
+def run_drain_case(run, case, impls, settings):
+    results = {impl: {"status": "pending", "reps": []} for impl in impls}
+    live = list(impls)
+    for rep in range(settings.reps):
+        for impl in list(live):
+            run.done += 1
+            try:
+                figures = measure_drain(case, impl, settings, port=run.port())
+            except ServerError as exc:
+                _drop_failed(run, results, live, case, impl,
+                             "failed: {}".format(exc), settings.reps - rep - 1)
+                continue
+            results[impl]["reps"].append(figures)
+            run.progress("drain {} rep {}/{}: {} requests before SIGTERM, {} after; failed: "
+                         "{} on served connections, {} on new ones; exit after {} s".format(
+                             impl, rep + 1, settings.reps, figures["requests_before_signal"],
+                             figures["requests_after_signal"],
+                             figures["errors_on_served_total"], figures["errors_on_new_total"],
+                             report._num(figures["signal_to_exit_s"], 3)))
+    for entry in results.values():
+        if entry["reps"]:
+            entry["summary"] = report.summarize_drain(entry["reps"])
+            if entry["status"] == "pending":
+                entry["status"] = "ok"
+    return results
+
+
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -330,6 +358,8 @@ def main(argv=None):
             continue
         if case.mode == "shutdown":
             results = run_shutdown_case(run, case, case_impls, settings)
+        elif case.mode == "drain":
+            results = run_drain_case(run, case, case_impls, settings)
         else:
             results = run_load_case(run, case, case_impls, settings)
         report.add_ratios(case, results)

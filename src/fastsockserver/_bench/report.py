@@ -50,6 +50,35 @@ def summarize_load(reps):
     }
 
 
+def summarize_drain(reps):
+    """Medians of the counts and times over the repetitions; failures summed."""
+    exits = [r["signal_to_exit_s"] for r in reps]
+    on_served, on_new = {}, {}
+    for r in reps:
+        for total, part in ((on_served, r["errors_on_served"]), (on_new, r["errors_on_new"])):
+            for kind, count in part.items():
+                total[kind] = total.get(kind, 0) + count
+    return {
+        "rps": _median(r["rps"] for r in reps),
+        "requests_before_signal": _median(r["requests_before_signal"] for r in reps),
+        "requests_after_signal": _median(r["requests_after_signal"] for r in reps),
+        "close_responses_after_signal": _median(r["close_responses_after_signal"]
+                                                for r in reps),
+        "errors_before_signal": sum(r["errors_before_signal"] for r in reps),
+        "errors_on_served": on_served,
+        "errors_on_served_total": sum(on_served.values()),
+        "errors_on_new": on_new,
+        "errors_on_new_total": sum(on_new.values()),
+        "signal_to_exit_s": _median(exits),
+        "signal_to_exit_s_max": None if None in exits else max(exits),
+        "not_exited": sum(1 for e in exits if e is None),
+        "exit_codes": sorted(set(r["exit_code"] for r in reps if r["exit_code"] is not None)),
+        "drained": [r["drained"] for r in reps],
+        "server_rss_mib": max(r["server_rss_mib"] for r in reps),
+        "reps": len(reps),
+    }
+
+
 def summarize_shutdown(reps):
     samples = [ms for r in reps for ms in r["shutdown_ms"]]
     if not samples:
@@ -65,6 +94,8 @@ def add_ratios(case, results):
         summary = entry.get("summary")
         if not summary:
             continue
+        if case.mode == "drain":
+            continue   # counts of failures: no ratio to the stdlib
         if case.mode == "shutdown":
             if base and summary["shutdown_ms"]:
                 summary["ratio"] = base["shutdown_ms"] / summary["shutdown_ms"]
@@ -145,6 +176,9 @@ def format_report(document):
                              _ratio(s.get("ratio")), s["samples"]])
             out.extend(_table(header, rows, right={2, 3}))
             continue
+        if case["mode"] == "drain":
+            out.extend(_drain_table(results))
+            continue
         header = ["impl", case["unit"] + " (min-max)", "x stdlib", "p50 ms", "p99 ms",
                   "p99.9 ms", "srv us/req", "x stdlib cpu", "srv RSS MiB", "errors",
                   "client cpu"]
@@ -208,6 +242,41 @@ def format_report(document):
         out.append("")
         out.extend(document["messages"])
     return "\n".join(out)
+
+
+def _drain_table(results):
+    header = ["impl", "req before SIGTERM", "req after", "failed: served conns",
+              "failed: new conns", "SIGTERM to exit s (max)", "exit code", "drained"]
+    rows = []
+    for impl, entry in results.items():
+        s = entry.get("summary")
+        if not s:
+            rows.append([impl, entry.get("reason") or entry["status"]] + [""] * 6)
+            continue
+        exit_s = _num(s["signal_to_exit_s"], 3)
+        if s["not_exited"]:
+            exit_s += " ({} not exited)".format(s["not_exited"])
+        else:
+            exit_s += " ({})".format(_num(s["signal_to_exit_s_max"], 3))
+        rows.append([impl, _num(s["requests_before_signal"]), _num(s["requests_after_signal"]),
+                     _errors_text(s["errors_on_served_total"], s["errors_on_served"]),
+                     _errors_text(s["errors_on_new_total"], s["errors_on_new"]),
+                     exit_s, ",".join(str(c) for c in s["exit_codes"]) or "-",
+                     "-" if all(d is None for d in s["drained"])
+                     else ",".join("yes" if d else "no" for d in s["drained"])])
+    lines = _table(header, rows, right={1, 2, 6})
+    lines.append("  note: failed on served conns: requests on a connection that had had a "
+                 "response (the server had accepted it: the goal is 0); on new conns: refused, "
+                 "reset in the listen backlog, or closed before a first response (each client "
+                 "tries again every 10 ms: the count grows with the time the load goes on)")
+    return lines
+
+
+def _errors_text(total, kinds):
+    text = str(total)
+    if total:
+        text += " (" + ", ".join("{} {}".format(k, v) for k, v in kinds.items() if v) + ")"
+    return text
 
 
 def _dash(value):

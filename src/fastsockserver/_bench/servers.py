@@ -12,6 +12,10 @@ answers commands read line by line on stdin, each with one JSON line on stdout:
 
 It also exits by itself after ``--max-seconds``. The ``shutdown`` kind
 measures in-process how long ``shutdown()`` takes, prints the times and exits.
+The ``drain`` kind is the ``http`` server run as a service: for fastsockserver
+``serve(server, drain_timeout=DRAIN_TIMEOUT)`` (SIGTERM drains it, then the
+process prints ``{"drained": ...}`` and exits), for the stdlib
+``serve_forever()`` with SIGTERM's default disposition (the process dies).
 
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
@@ -33,8 +37,10 @@ STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
-         "http", "fork", "shutdown", "overload")
+         "http", "fork", "shutdown", "overload", "drain")
+HTTP_KINDS = ("http", "drain")
 OVERLOAD_MAX_THREADS = 32
+DRAIN_TIMEOUT = 10.0
 
 HTTP_BODY = b"Hello, world!"  # 13 bytes
 
@@ -126,7 +132,7 @@ def make_socketserver(kind, impl, address):
         if not hasattr(mod, "ForkingTCPServer"):
             raise StartError("no ForkingTCPServer on this platform")
         return mod.ForkingTCPServer(address, LineEcho)
-    if kind == "http":
+    if kind in HTTP_KINDS:
         if impl not in STDLIB_IMPLS:
             mod.install()  # before http.server is imported
         if "http.server" in sys.modules:
@@ -393,6 +399,13 @@ def main(argv=None):
     except Exception as exc:
         _emit({"error": "{}: {}".format(type(exc).__name__, exc)})
         return 1
+
+    if args.kind == "drain" and args.impl not in STDLIB_IMPLS:
+        import fastsockserver
+
+        def serve():
+            drained = fastsockserver.serve(server, drain_timeout=DRAIN_TIMEOUT)
+            _emit({"drained": drained})
 
     accounting = Accounting()
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()

@@ -7,20 +7,33 @@ the message, and the implementations it applies to.
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
 from .._env import ENV_VAR
-from .servers import PEER_IMPLS, SOCKETSERVER_IMPLS, STDLIB_IMPLS, STDLIB_NODELAY
+from .servers import (
+    DRAIN_TIMEOUT,
+    PEER_IMPLS,
+    SOCKETSERVER_IMPLS,
+    STDLIB_IMPLS,
+    STDLIB_NODELAY,
+)
 
 HOST = "127.0.0.1"
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
+# drain: the load goes on after SIGTERM until the server process has exited (at most
+# DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN seconds), then DRAIN_TAIL seconds more.
+DRAIN_EXIT_MARGIN = 5.0
+DRAIN_TAIL = 0.25
+DRAIN_STEP = 0.02   # the load runs in steps this long while the process is alive
 
 LINE64 = b"x" * 63 + b"\n"
 LINE1K = b"x" * 1023 + b"\n"
@@ -69,6 +82,10 @@ CASES = (
          "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
          "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
          "the stdlib has no limit)", unit="conn/s", concurrency=OVERLOAD_CLIENTS),
+    Case("drain", "drain", "drain", "drain", HTTP_KEEPALIVE,
+         "SIGTERM under 32-client keep-alive http load (ThreadingHTTPServer; "
+         "fastsockserver in serve(drain_timeout={:g}), the stdlib in serve_forever() "
+         "and the default SIGTERM)".format(DRAIN_TIMEOUT), http=True, unit="requests"),
     Case("fork", "fork", "fork", "connrate", LINE64,
          "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
     Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
@@ -97,24 +114,13 @@ class ServerError(Exception):
     """A server process that failed to start or stopped answering (one-line message)."""
 
 
-class ServerProcess:
-    """One server of ``servers.py`` in a subprocess, spoken to over its stdin/stdout."""
+class ChildProcess:
+    """A helper process spoken to in JSON lines over its stdin/stdout."""
 
-    def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
-        self.case = case
-        self.impl = impl
-        self.port = None
-        self.info = {}
-        env = dict(os.environ)
-        env.pop(ENV_VAR, None)
-        if impl == "pure":
-            env[ENV_VAR] = "1"
-        cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
-               "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
-               "--max-seconds", "{:.0f}".format(max_seconds)]
-        if cpu is not None:
-            cmd += ["--cpu", str(cpu)]
-        cmd += list(extra)
+    error = ServerError
+    name = "the server"
+
+    def _spawn(self, cmd, env):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, close_fds=True)
@@ -127,17 +133,17 @@ class ServerProcess:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ServerError("no answer from the server within {:.0f} s".format(timeout))
+                raise self.error("no answer from {} within {:.0f} s".format(self.name, timeout))
             if self._selector.select(left):
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
                 if not chunk:
-                    raise ServerError("the server exited ({})".format(self._why_dead()))
+                    raise self.error("{} exited ({})".format(self.name, self._why_dead()))
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             return json.loads(line)
         except ValueError:
-            raise ServerError("unreadable answer from the server: {!r}".format(line[:200]))
+            raise self.error("unreadable answer from {}: {!r}".format(self.name, line[:200]))
 
     def _why_dead(self):
         try:
@@ -156,26 +162,17 @@ class ServerProcess:
         except (OSError, ValueError):
             return ""
 
-    def wait_ready(self, timeout=30.0):
-        """The server's first line: its port (raises ServerError if it failed to start)."""
-        info = self._readline(timeout)
-        if "error" in info:
-            raise ServerError(info["error"])
-        self.info = info
-        self.port = info.get("port")
-        return info
-
     def request(self, command, timeout=15.0):
         if self.proc.poll() is not None:
-            raise ServerError("the server exited ({})".format(self._why_dead()))
+            raise self.error("{} exited ({})".format(self.name, self._why_dead()))
         try:
             self.proc.stdin.write(command.encode() + b"\n")
             self.proc.stdin.flush()
         except OSError:
-            raise ServerError("the server exited ({})".format(self._why_dead())) from None
+            raise self.error("{} exited ({})".format(self.name, self._why_dead())) from None
         answer = self._readline(timeout)
         if "error" in answer:
-            raise ServerError(answer["error"])
+            raise self.error(answer["error"])
         return answer
 
     def tracebacks(self):
@@ -210,6 +207,36 @@ class ServerProcess:
     def close(self):
         self.stop()
         self.stderr.close()
+
+
+class ServerProcess(ChildProcess):
+    """One server of ``servers.py`` in a subprocess, spoken to over its stdin/stdout."""
+
+    def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
+        self.case = case
+        self.impl = impl
+        self.port = None
+        self.info = {}
+        env = dict(os.environ)
+        env.pop(ENV_VAR, None)
+        if impl == "pure":
+            env[ENV_VAR] = "1"
+        cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
+               "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
+               "--max-seconds", "{:.0f}".format(max_seconds)]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        cmd += list(extra)
+        self._spawn(cmd, env)
+
+    def wait_ready(self, timeout=30.0):
+        """The server's first line: its port (raises ServerError if it failed to start)."""
+        info = self._readline(timeout)
+        if "error" in info:
+            raise ServerError(info["error"])
+        self.info = info
+        self.port = info.get("port")
+        return info
 
 
 @dataclass
@@ -253,7 +280,8 @@ def _busy_pct(before, after, cpu):
 
 def new_loadgen(case, server, settings):
     from .. import _loadgen
-    return _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
+    mode = "persistent" if case.mode == "drain" else case.mode  # drain: keep-alive load
+    return _loadgen.LoadGen(mode, HOST, server.port, case.message,
                             concurrency=case.concurrency, timeout=settings.timeout,
                             http=case.http)
 
@@ -336,3 +364,80 @@ def measure_shutdown(case, impl, settings, port=0):
         return {"shutdown_ms": [t * 1e3 for t in info["shutdown_s"]]}
     finally:
         server.close()
+
+
+def _add_errors(total, part):
+    for kind, count in part.items():
+        total[kind] = total.get(kind, 0) + count
+
+
+def measure_drain(case, impl, settings, port=0):
+    """One repetition of the drain case, in a new server process: load, SIGTERM, the load
+    going on until the process has exited, then a short tail."""
+    bound = DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN
+    server = ServerProcess(case, impl, port=port, cpu=settings.server_cpu,
+                           max_seconds=60 + settings.warmup + settings.timeout
+                           + settings.duration + bound)
+    try:
+        server.wait_ready()
+        lg = new_loadgen(case, server, settings)
+        try:
+            lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
+            server.request("mark")
+            before = lg.run(settings.duration)
+            stats = server.request("stats")
+            exited = []
+
+            def wait_for_exit():
+                server.proc.wait()
+                exited.append(time.monotonic())
+
+            waiter = threading.Thread(target=wait_for_exit, daemon=True)
+            waiter.start()
+            signalled = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            steps = []
+            while not exited and time.monotonic() - signalled < bound:
+                steps.append(lg.run(DRAIN_STEP))
+            steps.append(lg.run(DRAIN_TAIL))
+            load_after_s = time.monotonic() - signalled
+            lg.drain(min(settings.timeout, 2.0))
+        finally:
+            lg.close()
+        waiter.join(0.1)
+        exit_s = exited[0] - signalled if exited else None
+        drained = None
+        if exited and server.info:   # fastsockserver's serve() said how the drain went
+            try:
+                drained = server._readline(1.0).get("drained")
+            except ServerError:
+                pass
+        exit_code = server.proc.returncode
+    finally:
+        server.close()
+    errors, on_served, on_new = {}, {}, {}
+    for step in steps:
+        _add_errors(errors, step["errors"])
+        _add_errors(on_served, step["errors_on_served"])
+        _add_errors(on_new, step["errors_on_new"])
+    return {
+        "rps": before["rps"],
+        "lat_p50_ms": before["lat_p50_ms"],
+        "lat_p99_ms": before["lat_p99_ms"],
+        "errors_before_signal": before["errors_total"],
+        "requests_before_signal": before["requests"],
+        "requests_after_signal": sum(step["requests"] for step in steps),
+        "close_responses_after_signal": sum(step["close_responses"] for step in steps),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "errors_on_served": on_served,
+        "errors_on_served_total": sum(on_served.values()),
+        "errors_on_new": on_new,
+        "errors_on_new_total": sum(on_new.values()),
+        "signal_to_exit_s": exit_s,
+        "exit_code": exit_code,
+        "drained": drained,
+        "load_after_signal_s": load_after_s,
+        "server_rss_mib": stats["maxrss_kib"] / 1024.0,
+        "client_cpu_pct": before["client_cpu_pct"],
+    }
