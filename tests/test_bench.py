@@ -139,6 +139,57 @@ def test_drain_figures(tmp_path):
 
 
 @pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_slowloris_small_run(tmp_path):
+    """200 idle and 10 trickling connections: the stdlib holds a thread for each;
+    fastsockserver stays within max_threads (and, with first_byte_timeout and
+    headers_timeout, keeps serving its good clients)."""
+    from fastsockserver._bench import servers
+    path = tmp_path / "slow.json"
+    started = time.monotonic()
+    out = bench("--workloads", "slowloris", "--reps", "1", "--duration", "0.5",
+                "--timeout", "2", "--impls", "stdlib,compiled", "--slowloris-idle", "200",
+                "--slowloris-trickle", "10", "--json", str(path))
+    assert time.monotonic() - started < 45
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["slowloris_idle"] == 200
+    cases = {c["case"]: c for c in doc["cases"]}
+    assert set(cases) == {"slowloris", "slowloris/baseline"}
+    assert cases["slowloris"]["description"].startswith("200 idle connections")
+    for impl in ("stdlib", "compiled"):
+        base = cases["slowloris/baseline"]["results"][impl]["summary"]
+        assert base["rps"] > 0 and base["errors_total"] == 0
+        entry = cases["slowloris"]["results"][impl]
+        assert entry["status"] == "ok", entry
+        s = entry["summary"]
+        [rep] = entry["reps"]
+        assert s["slow_idle_open"] == 200 and s["slow_trickle_open"] == 10, rep
+        assert rep["slow_clients_ready"] is True
+        assert rep["server_fds_at_start"] > 0
+        assert s["of_baseline"] == pytest.approx(s["rps"] / base["rps"])
+        for key in ("lat_p99_ms", "lat_p999_ms", "server_rss_mib", "server_peak_threads"):
+            assert key in s
+    stdlib = cases["slowloris"]["results"]["stdlib"]
+    assert stdlib["server_limits"] == dict.fromkeys(
+        ("max_threads", "first_byte_timeout", "headers_timeout", "idle_timeout"))
+    # a thread per connection it has taken in (most of the 210: its listen backlog
+    # is 5, and the kernel retries a connection the full backlog dropped later)
+    assert stdlib["summary"]["server_peak_threads"] > 2 * servers.SLOWLORIS_MAX_THREADS
+    assert stdlib["summary"]["rps"] > 0
+    compiled = cases["slowloris"]["results"]["compiled"]
+    limits = compiled["server_limits"]
+    assert limits["max_threads"] == servers.SLOWLORIS_MAX_THREADS
+    # the loop, the control thread, the sampler, the time-bound timer; a handler
+    # thread that just ended may not yet be idle when the loop starts the next one
+    assert compiled["summary"]["server_peak_threads"] <= servers.SLOWLORIS_MAX_THREADS + 5
+    assert "of the throughput without the slow clients" in out.stdout
+    if limits["first_byte_timeout"] is not None and limits["headers_timeout"] is not None:
+        # idle connections wait in the loop, trickling ones lose their thread
+        # after headers_timeout: the good clients are served
+        assert compiled["summary"]["rps"] > 0 and compiled["summary"]["errors_total"] == 0
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
 def test_tiny_run_has_every_figure(tmp_path):
     path = tmp_path / "out.json"
     plot = tmp_path / "out.png"

@@ -17,17 +17,22 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
+from .slowclients import CONNECT_RATE
 from .workloads import (
     ALL_IMPLS,
     HOST,
     PEER_IMPLS,
+    SLOWLORIS_IDLE,
+    SLOWLORIS_TRICKLE,
     WORKLOADS,
     ServerError,
     ServerProcess,
     Settings,
+    SlowClientsError,
     measure,
     measure_drain,
     measure_shutdown,
+    measure_with_slow_clients,
     new_loadgen,
     select_cases,
 )
@@ -53,6 +58,11 @@ def _parse(argv):
                         help="timeout of each request, seconds (default 5)")
     parser.add_argument("--shutdown-count", type=int, default=2,
                         help="shutdown() timings per repetition (default 2)")
+    parser.add_argument("--slowloris-idle", type=int, default=SLOWLORIS_IDLE, metavar="N",
+                        help="slowloris: idle connections (default {})".format(SLOWLORIS_IDLE))
+    parser.add_argument("--slowloris-trickle", type=int, default=SLOWLORIS_TRICKLE,
+                        metavar="N", help="slowloris: trickling connections (default "
+                                          "{})".format(SLOWLORIS_TRICKLE))
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -75,6 +85,10 @@ def _parse(argv):
         parser.error("--shutdown-count must be at least 1")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
+    # Each connection is a socket here and one in the server (the open-files
+    # limit, 20,000 on many systems), and a source port from the ephemeral range.
+    if not 0 <= args.slowloris_idle <= 50000 or not 0 <= args.slowloris_trickle <= 5000:
+        parser.error("--slowloris-idle must be in 0..50000, --slowloris-trickle in 0..5000")
     return args
 
 
@@ -147,6 +161,8 @@ def _fmt_rate(value):
 def run_load_case(run, case, impls, settings):
     results = {impl: {"status": "pending", "reps": []} for impl in impls}
     per_run = settings.warmup + settings.duration + 1.0
+    if case.slow_clients:   # the slow clients' connections open before each repetition
+        per_run += (settings.slowloris_idle + settings.slowloris_trickle) / CONNECT_RATE + 20.0
     max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
     servers = {}
     loadgens = {}   # persistent connections are kept across repetitions
@@ -170,9 +186,18 @@ def run_load_case(run, case, impls, settings):
             for impl in list(live):
                 run.done += 1
                 try:
-                    if case.mode == "persistent" and impl not in loadgens:
-                        loadgens[impl] = new_loadgen(case, servers[impl], settings)
-                    figures = measure(case, servers[impl], settings, loadgens.get(impl))
+                    if case.slow_clients:
+                        figures = measure_with_slow_clients(case, servers[impl], settings,
+                                                            max_seconds=per_run + 30)
+                    else:
+                        if case.keep_clients and case.mode == "persistent" \
+                                and impl not in loadgens:
+                            loadgens[impl] = new_loadgen(case, servers[impl], settings)
+                        figures = measure(case, servers[impl], settings, loadgens.get(impl))
+                except SlowClientsError as exc:
+                    _drop_failed(run, results, live, case, impl, str(exc),
+                                 settings.reps - rep - 1)
+                    continue
                 except ServerError as exc:
                     _drop_failed(run, results, live, case, impl,
                                  "server stopped answering: {}".format(exc),
@@ -185,6 +210,12 @@ def run_load_case(run, case, impls, settings):
                     if figures["errors_total"] else ""
                 if figures["contended"]:
                     flag += " (another process used the cores: figures may be low)"
+                if case.slow_clients:
+                    slow = figures["slow_clients_at_start"]
+                    flag += "  {} idle + {} trickling open{}, {} server threads".format(
+                        slow["idle_open"], slow["trickle_open"],
+                        "" if figures["slow_clients_ready"] else " (not all)",
+                        figures["server_peak_threads"])
                 run.progress("{} {} rep {}/{}: {} {}  p99 {} ms  srv {} us/req{}{}".format(
                     case.name, impl, rep + 1, settings.reps, _fmt_rate(figures["rps"]),
                     case.unit, report._ms(figures["lat_p99_ms"]),
@@ -199,6 +230,8 @@ def run_load_case(run, case, impls, settings):
         for impl, server in servers.items():
             server.stop()
             count, last = server.tracebacks()
+            if server.info.get("limits"):
+                results[impl]["server_limits"] = server.info["limits"]
             results[impl]["server_tracebacks"] = count
             if last:
                 results[impl]["server_last_traceback"] = last
@@ -336,7 +369,9 @@ def main(argv=None):
     server_cpu, client_cpu = _pin(args)
     settings = Settings(duration=args.duration, warmup=args.warmup, timeout=args.timeout,
                         reps=args.reps, shutdown_count=args.shutdown_count,
-                        server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port)
+                        server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
+                        slowloris_idle=args.slowloris_idle,
+                        slowloris_trickle=args.slowloris_trickle)
     plan = [(case, [impl for impl in impls if impl in case.impls]) for case in cases]
     run.total = sum(len(case_impls) * args.reps for _, case_impls in plan)
     document = {
@@ -347,6 +382,7 @@ def main(argv=None):
             "timeout": args.timeout, "shutdown_count": args.shutdown_count,
             "concurrency": 32, "host": HOST, "server_cpu": server_cpu,
             "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
+            "slowloris_idle": args.slowloris_idle, "slowloris_trickle": args.slowloris_trickle,
         },
         "cases": [],
         "messages": run.messages,
@@ -363,10 +399,15 @@ def main(argv=None):
         else:
             results = run_load_case(run, case, case_impls, settings)
         report.add_ratios(case, results)
+        description = case.description
+        if case.slow_clients:
+            description = description.format(idle=args.slowloris_idle,
+                                             trickle=args.slowloris_trickle)
         document["cases"].append({
-            "case": case.name, "workload": case.workload, "description": case.description,
+            "case": case.name, "workload": case.workload, "description": description,
             "mode": case.mode, "unit": case.unit, "results": results,
         })
+    report.add_baseline_ratios(document)
     document["elapsed_s"] = time.monotonic() - run.started
     document["meta"]["loadavg_after"] = report._read("/proc/loadavg")
     if args.plot:

@@ -7,6 +7,11 @@ import sys
 import time
 
 SATURATED_CLIENT_PCT = 90.0
+# slowloris: the goals of issue #16 for fastsockserver under slow clients
+SLOWLORIS_GOAL_P99_MS = 10.0
+SLOWLORIS_GOAL_OF_BASELINE = 0.80   # good-client throughput, against the run without them
+SLOWLORIS_GOAL_EXTRA_THREADS = 4    # server threads <= max_threads + this
+SLOWLORIS_GOAL_RSS_MIB = 64.0
 
 
 def _median(values):
@@ -110,6 +115,43 @@ def add_ratios(case, results):
             summary["cpu_ratio"] = None
 
 
+def add_baseline_ratios(document):
+    """slowloris: each implementation's good-client throughput against its own run
+    without the slow clients (slowloris/baseline), when both ran."""
+    cases = {case["case"]: case for case in document["cases"]}
+    attacked, baseline = cases.get("slowloris"), cases.get("slowloris/baseline")
+    if not attacked:
+        return
+    for impl, entry in attacked["results"].items():
+        summary = entry.get("summary")
+        if not summary:
+            continue
+        base = ((baseline or {}).get("results", {}).get(impl) or {}).get("summary")
+        summary["of_baseline"] = (summary["rps"] / base["rps"]
+                                  if base and base["rps"] else None)
+        reps = entry["reps"]
+        summary["slow_clients_ready_reps"] = sum(1 for r in reps if r["slow_clients_ready"])
+        for key in ("idle_open", "trickle_open"):
+            summary["slow_" + key] = min(r["slow_clients_at_start"][key] for r in reps)
+        for key in ("closed_by_server_idle", "closed_by_server_trickle"):
+            summary["slow_" + key] = sum(r["slow_clients_at_end"][key] for r in reps)
+        fds = [r["server_fds_at_start"] for r in reps if r["server_fds_at_start"] is not None]
+        summary["server_fds_at_start"] = min(fds) if fds else None
+
+
+def slowloris_goals(summary, max_threads):
+    """{goal: met (bool, None if not measured)} for one implementation's summary."""
+    of_baseline = summary.get("of_baseline")
+    p99 = summary.get("lat_p99_ms")
+    return {
+        "p99": None if p99 is None else p99 <= SLOWLORIS_GOAL_P99_MS,
+        "throughput": None if of_baseline is None
+        else of_baseline >= SLOWLORIS_GOAL_OF_BASELINE,
+        "threads": summary["server_peak_threads"] <= max_threads + SLOWLORIS_GOAL_EXTRA_THREADS,
+        "rss": summary["server_rss_mib"] <= SLOWLORIS_GOAL_RSS_MIB,
+    }
+
+
 # ---------------------------------------------------------------- text
 
 def _num(value, digits=0):
@@ -211,6 +253,8 @@ def format_report(document):
             if case["case"] == "overload":
                 notes.append("{}: at most {} server threads".format(
                     impl, s["server_peak_threads"]))
+            if case["case"] == "slowloris":
+                notes.append(_slowloris_note(impl, s))
             rows.append([
                 impl,
                 "{} ({}-{})".format(_num(s["rps"]), _num(s["rps_min"]), _num(s["rps_max"])),
@@ -277,6 +321,29 @@ def _errors_text(total, kinds):
     if total:
         text += " (" + ", ".join("{} {}".format(k, v) for k, v in kinds.items() if v) + ")"
     return text
+
+
+def _slowloris_note(impl, s):
+    from .servers import SLOWLORIS_MAX_THREADS
+    goals = slowloris_goals(s, SLOWLORIS_MAX_THREADS)
+
+    def met(name):
+        return {True: "met", False: "MISSED", None: "not measured"}[goals[name]]
+    of_baseline = s.get("of_baseline")
+    return ("{}: {} of the throughput without the slow clients (goal >= {:.0f}%: {}); p99 {} ms "
+            "(goal <= {:g}: {}); at most {} server threads (goal <= {}: {}); RSS {:.1f} MiB "
+            "(goal <= {:g}: {}); slow clients open at the start (fewest): {} idle, {} "
+            "trickling, server process's open files {}; closed by the server (and "
+            "reopened): {} idle, {} trickling{}".format(
+                impl, "-" if of_baseline is None else "{:.0f}%".format(100 * of_baseline),
+                100 * SLOWLORIS_GOAL_OF_BASELINE, met("throughput"), _ms(s["lat_p99_ms"]),
+                SLOWLORIS_GOAL_P99_MS, met("p99"), s["server_peak_threads"],
+                SLOWLORIS_MAX_THREADS + SLOWLORIS_GOAL_EXTRA_THREADS, met("threads"),
+                s["server_rss_mib"], SLOWLORIS_GOAL_RSS_MIB, met("rss"), s["slow_idle_open"],
+                s["slow_trickle_open"], _num(s["server_fds_at_start"]),
+                s["slow_closed_by_server_idle"], s["slow_closed_by_server_trickle"],
+                "" if s["requests"] else "; no good client had a response in the measured "
+                "time ({} requests waiting at its end)".format(_num(s["inflight_at_end"]))))
 
 
 def _dash(value):

@@ -19,6 +19,7 @@ from .._env import ENV_VAR
 from .servers import (
     DRAIN_TIMEOUT,
     PEER_IMPLS,
+    SLOWLORIS_MAX_THREADS,
     SOCKETSERVER_IMPLS,
     STDLIB_IMPLS,
     STDLIB_NODELAY,
@@ -29,6 +30,8 @@ WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
+SLOWLORIS_IDLE = 10000
+SLOWLORIS_TRICKLE = 100
 # drain: the load goes on after SIGTERM until the server process has exited (at most
 # DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN seconds), then DRAIN_TAIL seconds more.
 DRAIN_EXIT_MARGIN = 5.0
@@ -54,6 +57,11 @@ class Case:
     http: bool = False
     unit: str = "req/s"
     concurrency: int = CONCURRENCY
+    # slowloris: idle and trickling connections are kept open during the run
+    slow_clients: bool = False
+    # persistent connections kept from one repetition to the next (False: new
+    # ones each time, which connect after the slow clients are in place)
+    keep_clients: bool = True
 
 
 CASES = (
@@ -82,6 +90,15 @@ CASES = (
          "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
          "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
          "the stdlib has no limit)", unit="conn/s", concurrency=OVERLOAD_CLIENTS),
+    Case("slowloris/baseline", "slowloris", "slowloris", "persistent", HTTP_KEEPALIVE,
+         "slowloris without its slow clients: the same server and 32 keep-alive http "
+         "clients", http=True, keep_clients=False),
+    Case("slowloris", "slowloris", "slowloris", "persistent", HTTP_KEEPALIVE,
+         "{idle:,} idle connections (send nothing) and {trickle:,} trickling ones (a "
+         "header byte a second) held open, then 32 keep-alive clients as in http "
+         "(ThreadingHTTPServer; fastsockserver with max_threads = " +
+         str(SLOWLORIS_MAX_THREADS) + " and the slow-client timeouts it has, the stdlib "
+         "has none)", http=True, slow_clients=True, keep_clients=False),
     Case("drain", "drain", "drain", "drain", HTTP_KEEPALIVE,
          "SIGTERM under 32-client keep-alive http load (ThreadingHTTPServer; "
          "fastsockserver in serve(drain_timeout={:g}), the stdlib in serve_forever() "
@@ -112,6 +129,10 @@ def select_cases(names):
 
 class ServerError(Exception):
     """A server process that failed to start or stopped answering (one-line message)."""
+
+
+class SlowClientsError(ServerError):
+    """The slow clients' process failed (one-line message)."""
 
 
 class ChildProcess:
@@ -239,6 +260,35 @@ class ServerProcess(ChildProcess):
         return info
 
 
+class SlowClientsProcess(ChildProcess):
+    """The slowloris case's idle and trickling connections (``slowclients.py``)."""
+
+    error = SlowClientsError
+    name = "the slow clients' process"
+
+    def __init__(self, port, settings, max_seconds):
+        from .slowclients import CONNECT_RATE
+        total = settings.slowloris_idle + settings.slowloris_trickle
+        # Every connection opened at CONNECT_RATE, and time for connects the
+        # server leaves waiting (a full backlog): past that, the run goes on
+        # with the connections that are open, and says how many.
+        self.ready_seconds = total / CONNECT_RATE + 10.0
+        cmd = [sys.executable, "-m", "fastsockserver._bench.slowclients",
+               "--host", HOST, "--port", str(port),
+               "--idle", str(settings.slowloris_idle),
+               "--trickle", str(settings.slowloris_trickle),
+               "--ready-seconds", "{:.1f}".format(self.ready_seconds),
+               "--max-seconds", "{:.0f}".format(self.ready_seconds + max_seconds)]
+        self._spawn(cmd, dict(os.environ))
+
+    def wait_ready(self):
+        """The counters once every connection is open (or the time for it is up)."""
+        info = self._readline(self.ready_seconds + 15.0)
+        if "error" in info:
+            raise SlowClientsError(info["error"])
+        return info
+
+
 @dataclass
 class Settings:
     duration: float = 1.0
@@ -249,6 +299,8 @@ class Settings:
     server_cpu: int = None
     client_cpu: int = None
     base_port: int = 0
+    slowloris_idle: int = SLOWLORIS_IDLE
+    slowloris_trickle: int = SLOWLORIS_TRICKLE
     extra: dict = field(default_factory=dict)
 
 
@@ -364,6 +416,58 @@ def measure_shutdown(case, impl, settings, port=0):
         return {"shutdown_ms": [t * 1e3 for t in info["shutdown_s"]]}
     finally:
         server.close()
+
+
+def measure_with_slow_clients(case, server, settings, max_seconds):
+    """One repetition of the slowloris case: the slow clients' connections are opened
+    first (at a bounded rate), then the good clients connect and are measured."""
+    slow = SlowClientsProcess(server.port, settings, max_seconds)
+    try:
+        at_start = slow.wait_ready()
+        server_fds = _settled_fd_count(server.info.get("pid"))
+        figures = measure(case, server, settings)
+        at_end = slow.request("stats")
+    finally:
+        slow.close()
+    figures.update({
+        "slow_clients_ready": at_start.pop("ready"),
+        "slow_clients_ready_s": at_start.pop("seconds"),
+        "slow_clients_at_start": at_start,
+        "slow_clients_at_end": at_end,
+        "server_fds_at_start": server_fds,
+    })
+    return figures
+
+
+def _fd_count(pid):
+    try:
+        return len(os.listdir("/proc/{}/fd".format(pid)))
+    except (OSError, TypeError):
+        return None
+
+
+def _settled_fd_count(pid, most=10.0, still=2.5):
+    """The server process's open files once their count stops growing (``still`` s
+    unchanged, ``most`` s at most); None where /proc is not there.
+
+    A connect can complete on the client's side before the server has taken
+    the connection in: when the listen backlog was full the kernel dropped the
+    handshake's last ACK, and the connection joins the backlog only when the
+    server's SYN-ACK is sent again (1 s later, then 2 s after that, ...). The
+    stdlib's backlog is 5. ``still`` covers two of those retries."""
+    count = _fd_count(pid)
+    if count is None:
+        return None
+    started = changed = time.monotonic()
+    while time.monotonic() - started < most and time.monotonic() - changed < still:
+        time.sleep(0.1)
+        now = _fd_count(pid)
+        if now is None:
+            return count
+        if now > count:
+            changed = time.monotonic()
+        count = max(count, now)
+    return _fd_count(pid)
 
 
 def _add_errors(total, part):
