@@ -289,8 +289,9 @@ def format_report(document):
 
 
 def _drain_table(results):
-    header = ["impl", "req before SIGTERM", "req after", "failed: served conns",
-              "failed: new conns", "SIGTERM to exit s (max)", "exit code", "drained"]
+    header = ["impl", "req before SIGTERM", "req after", "failed: served conns (all reps)",
+              "failed: new conns (all reps)", "SIGTERM to exit s (max)", "exit code",
+              "drained"]
     rows = []
     for impl, entry in results.items():
         s = entry.get("summary")
