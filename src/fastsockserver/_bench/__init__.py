@@ -17,7 +17,7 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
-from .slowclients import CONNECT_RATE
+from .slowclients import CONNECT_RATE, raise_open_files_limit
 from .workloads import (
     ALL_IMPLS,
     HOST,
@@ -392,6 +392,19 @@ def main(argv=None):
             run.say("{}: none of the chosen implementations applies (it takes: {})".format(
                 case.name, ", ".join(case.impls)))
             continue
+        if case.slow_clients:
+            # The server holds a socket per slow connection (the stdlib takes them
+            # all): its open-files limit, inherited from this process, must allow it.
+            needed = args.slowloris_idle + args.slowloris_trickle + 1024
+            limit = raise_open_files_limit(needed)
+            if limit < needed:
+                run.say("{}: skipped: {:,} connections need an open-files limit of about "
+                        "{:,}; it is {:,} (ulimit -n)".format(
+                            case.name, args.slowloris_idle + args.slowloris_trickle, needed,
+                            limit))
+                run.failed = True
+                run.done += len(case_impls) * args.reps
+                continue
         if case.mode == "shutdown":
             results = run_shutdown_case(run, case, case_impls, settings)
         elif case.mode == "drain":

@@ -246,12 +246,15 @@ def run(clients, ready_seconds, deadline):
                 clients._readable(conn)
 
 
-def _raise_fd_limit(needed):
+def raise_open_files_limit(needed):
+    """Raise this process's soft open-files limit towards ``needed`` (up to the hard
+    limit); returns the limit now in force (a large number for no limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return sys.maxsize if soft == resource.RLIM_INFINITY else soft
 
 
 def main(argv=None):
@@ -273,8 +276,8 @@ def main(argv=None):
     killer.daemon = True
     killer.start()
     needed = args.idle + args.trickle + CONNECTS_IN_PROGRESS + 64
-    limit = _raise_fd_limit(needed)
-    if limit != resource.RLIM_INFINITY and limit < needed:
+    limit = raise_open_files_limit(needed)
+    if limit < needed:
         _emit({"error": "the open-files limit is {} and {} connections need about {} "
                         "(ulimit -n)".format(limit, args.idle + args.trickle, needed)})
         return 1
