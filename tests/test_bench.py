@@ -124,6 +124,7 @@ def test_drain_figures(tmp_path):
         s = results[impl]["summary"]
         assert s["errors_on_served_total"] == rep["errors_on_served_total"]
         assert s["not_exited"] == 0
+        assert rep["server_tracebacks"] == 0, rep["server_last_traceback"]
     stdlib, compiled = results["stdlib"]["reps"][0], results["compiled"]["reps"][0]
     assert stdlib["exit_code"] == -15 and stdlib["drained"] is None
     assert compiled["exit_code"] == 0 and compiled["drained"] is True

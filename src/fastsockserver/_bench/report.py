@@ -80,6 +80,7 @@ def summarize_drain(reps):
         "exit_codes": sorted(set(r["exit_code"] for r in reps if r["exit_code"] is not None)),
         "drained": [r["drained"] for r in reps],
         "server_rss_mib": max(r["server_rss_mib"] for r in reps),
+        "server_tracebacks": sum(r["server_tracebacks"] for r in reps),
         "reps": len(reps),
     }
 
@@ -310,6 +311,11 @@ def _drain_table(results):
                      "-" if all(d is None for d in s["drained"])
                      else ",".join("yes" if d else "no" for d in s["drained"])])
     lines = _table(header, rows, right={1, 2, 6})
+    for impl, entry in results.items():
+        s = entry.get("summary")
+        if s and s["server_tracebacks"]:
+            lines.append("  note: {}: the server printed {} traceback(s)".format(
+                impl, s["server_tracebacks"]))
     lines.append("  note: failed on served conns: requests on a connection that had had a "
                  "response (the server had accepted it: the goal is 0); on new conns: refused, "
                  "reset in the listen backlog, or closed before a first response (each client "

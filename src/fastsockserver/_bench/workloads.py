@@ -517,6 +517,7 @@ def measure_drain(case, impl, settings, port=0):
             except ServerError:
                 pass
         exit_code = server.proc.returncode
+        tracebacks, last_traceback = server.tracebacks()
     finally:
         server.close()
     errors, on_served, on_new = {}, {}, {}
@@ -544,4 +545,6 @@ def measure_drain(case, impl, settings, port=0):
         "load_after_signal_s": load_after_s,
         "server_rss_mib": stats["maxrss_kib"] / 1024.0,
         "client_cpu_pct": before["client_cpu_pct"],
+        "server_tracebacks": tracebacks,
+        "server_last_traceback": last_traceback,
     }
