@@ -429,8 +429,9 @@ def main(argv=None):
 
     accounting = Accounting()
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
-    if args.kind in ("overload", "slowloris"):  # elsewhere the sampler's wake-ups
-        # would only add noise
+    # Peak threads are a figure of these kinds; elsewhere the sampler's wake-ups
+    # would only add noise.
+    if args.kind in ("overload", "slowloris"):
         threading.Thread(target=accounting.sample_threads, daemon=True).start()
     _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0],
            "limits": _limits(server) if args.kind == "slowloris" else None})
