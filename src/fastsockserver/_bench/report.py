@@ -256,6 +256,13 @@ def format_report(document):
                     impl, s["server_peak_threads"]))
             if case["case"] == "slowloris":
                 notes.append(_slowloris_note(impl, s))
+                last = entry.get("server_last_traceback") or ""
+                if "BrokenPipeError" in last and "do_GET" in last:
+                    notes.append(
+                        "{}: the last traceback is a BrokenPipeError in do_GET: when the "
+                        "slow clients close, http.server takes a trickling connection's "
+                        "head, cut short by end-of-file, for a whole request, and the "
+                        "response meets the closed socket".format(impl))
             rows.append([
                 impl,
                 "{} ({}-{})".format(_num(s["rps"]), _num(s["rps_min"]), _num(s["rps_max"])),
