@@ -30,12 +30,12 @@ CONNECT_RATE = 5000.0       # new connections per second, at most
 CONNECT_BURST = 5           # ... and at most this many at once: the stdlib's listen
 # backlog is 5, and a connection the full backlog refuses waits a second or more
 # for the kernel to try again
-PACE = 0.001                # seconds between the pacing of new connections
+PACE = 0.001                # while connections are missing, new ones start this often
 CONNECTS_IN_PROGRESS = 256  # at most this many connects under way at once
 CONNECT_TIMEOUT = 3.0       # a connect not done by then is closed (the server's
 # backlog was full and the kernel dropped the SYN) and tried again
 TRICKLE_INTERVAL = 1.0      # seconds between a trickling connection's bytes
-TICK = 0.01
+TICK = 0.01                 # seconds between looks at connects and trickle bytes due
 REQUEST_LINE = b"GET / HTTP/1.1\r\n"
 # Sent a byte at a time, over and over: header lines, never the empty line
 # that would end the head.
@@ -48,6 +48,8 @@ def _emit(obj):
 
 
 class Conn:
+    """One slow connection: idle, or trickling."""
+
     __slots__ = ("sock", "trickle", "open", "since", "next_send", "sent")
 
     def __init__(self, sock, trickle, now):
