@@ -14,7 +14,9 @@ the GIL released for the whole run. Three modes:
     each slot has one connected UDP socket and one datagram outstanding.
 
 A response is complete when as many bytes as were sent came back, or, with
-``http=True``, when the headers and ``Content-Length`` bytes of body are in.
+``http=True``, when the headers and ``Content-Length`` bytes of body are in;
+after an HTTP response with ``Connection: close`` the slot closes its socket
+and opens a new one (not an error).
 Per-request latencies (ns) go to a preallocated array; errors are counted by
 kind. Loopback addresses only. Compiler directives live in setup.py.
 """
@@ -159,6 +161,7 @@ cdef struct Slot:
     Py_ssize_t expect     # total response bytes expected (-1: not known yet, HTTP)
     unsigned long long seq  # UDP: sequence number of the outstanding datagram
     long long served      # requests completed on the current socket
+    int close_after       # HTTP: the response in progress says "Connection: close"
     char *buf
 
 
@@ -187,36 +190,73 @@ cdef inline int _lower(int c) noexcept nogil:
     return c
 
 
-cdef Py_ssize_t _http_expect(const char *buf, Py_ssize_t n) noexcept nogil:
-    """Total length of the HTTP response at buf: -1 while the headers are incomplete, -2 if bad."""
+cdef inline int _name_is(const char *buf, Py_ssize_t line, Py_ssize_t j,
+                         const char *name, Py_ssize_t size) noexcept nogil:
+    """1 if the header line buf[line:j] begins with ``name`` (lower case, with its colon)."""
+    cdef Py_ssize_t k = 0
+    if j - line <= size:
+        return 0
+    while k < size and _lower(buf[line + k]) == name[k]:
+        k += 1
+    return k == size
+
+
+cdef int _has_close_token(const char *buf, Py_ssize_t k, Py_ssize_t j) noexcept nogil:
+    """1 if the header value buf[k:j] lists the token "close" (any case), else 0."""
+    cdef const char *word = b"close"
+    cdef Py_ssize_t start, end, m
+    while k < j:
+        while k < j and (buf[k] == 32 or buf[k] == 9 or buf[k] == 44):
+            k += 1
+        start = k
+        while k < j and buf[k] != 44:
+            k += 1
+        end = k
+        while end > start and (buf[end - 1] == 32 or buf[end - 1] == 9):
+            end -= 1
+        if end - start == 5:
+            m = 0
+            while m < 5 and _lower(buf[start + m]) == word[m]:
+                m += 1
+            if m == 5:
+                return 1
+    return 0
+
+
+cdef Py_ssize_t _http_expect(const char *buf, Py_ssize_t n, int *close_after) noexcept nogil:
+    """Total length of the HTTP response at buf: -1 while the headers are incomplete, -2 if bad.
+
+    Once the headers are in, ``close_after`` is set to 1 when a Connection header
+    lists "close", else 0.
+    """
     cdef Py_ssize_t i, end = -1, line, j, k
     cdef Py_ssize_t length = -1
     cdef const char *name = b"content-length:"
+    cdef const char *conn = b"connection:"
     for i in range(n - 3):
         if buf[i] == 13 and buf[i + 1] == 10 and buf[i + 2] == 13 and buf[i + 3] == 10:
             end = i + 4
             break
     if end < 0:
         return -1
-    # scan the header lines for Content-Length
+    # scan the header lines for Content-Length and Connection
+    close_after[0] = 0
     line = 0
     while line < end - 4:
         # find end of this line
         j = line
         while j < end and buf[j] != 13:
             j += 1
-        if j - line > 15:
-            k = 0
-            while k < 15 and _lower(buf[line + k]) == name[k]:
+        if _name_is(buf, line, j, name, 15):
+            k = line + 15
+            while k < j and (buf[k] == 32 or buf[k] == 9):
                 k += 1
-            if k == 15:
-                k = line + 15
-                while k < j and (buf[k] == 32 or buf[k] == 9):
-                    k += 1
-                length = 0
-                while k < j and buf[k] >= 48 and buf[k] <= 57:
-                    length = length * 10 + (buf[k] - 48)
-                    k += 1
+            length = 0
+            while k < j and buf[k] >= 48 and buf[k] <= 57:
+                length = length * 10 + (buf[k] - 48)
+                k += 1
+        elif _name_is(buf, line, j, conn, 11) and _has_close_token(buf, line + 11, j):
+            close_after[0] = 1
         line = j + 2
     if length < 0:
         return -2
@@ -254,6 +294,9 @@ cdef class LoadGen:
     cdef Py_ssize_t lat_n
     cdef long long completed
     cdef long long errors[N_ERRORS]
+    # the part of errors on sockets that had completed a request (s.served > 0)
+    cdef long long errors_served[N_ERRORS]
+    cdef long long close_responses
     cdef long long port_retries
     cdef long long stale
     cdef long long connects
@@ -402,6 +445,8 @@ cdef class LoadGen:
 
     cdef void _fail(self, Slot *s, int kind, long long now) noexcept nogil:
         self.errors[kind] += 1
+        if s.served > 0:
+            self.errors_served[kind] += 1
         self._drop(s)
         s.state = S_BACKOFF
         s.deadline_ns = now + BACKOFF_NS
@@ -516,6 +561,7 @@ cdef class LoadGen:
         s.sent = 0
         s.received = 0
         s.expect = -1 if self.http else self.expect_len
+        s.close_after = 0
         s.deadline_ns = now + self.timeout_ns
         if self.mode == M_UDP:
             self.seq += 1
@@ -561,6 +607,11 @@ cdef class LoadGen:
                 self.lat[self.lat_n] = now - s.start_ns
                 self.lat_n += 1
         if self.mode == M_CONNRATE:
+            self._drop(s)
+            s.start_ns = 0
+        elif s.close_after:
+            # The server will close this connection: a new one for the next request.
+            self.close_responses += 1
             self._drop(s)
             s.start_ns = 0
         else:
@@ -615,7 +666,7 @@ cdef class LoadGen:
                 return
             s.received += n
             if s.expect < 0:
-                s.expect = _http_expect(s.buf, s.received)
+                s.expect = _http_expect(s.buf, s.received, &s.close_after)
                 if s.expect == -2:
                     self._fail(s, E_BAD, now)
                     return
@@ -676,6 +727,8 @@ cdef class LoadGen:
                 elif now >= s.deadline_ns:
                     if self.mode == M_UDP:
                         self.errors[E_TIMEOUT] += 1   # lost datagram: send another
+                        if s.served > 0:
+                            self.errors_served[E_TIMEOUT] += 1
                         s.state = S_IDLE
                         if start_new:
                             self._start(s, i, now)
@@ -724,8 +777,10 @@ cdef class LoadGen:
         self.port_retries = 0
         self.stale = 0
         self.connects = 0
+        self.close_responses = 0
         for k in range(N_ERRORS):
             self.errors[k] = 0
+            self.errors_served[k] = 0
         with nogil:
             cpu0 = _thread_cpu()
             start = _now_ns()
@@ -752,6 +807,18 @@ cdef class LoadGen:
             "client_cpu_pct": 100.0 * (cpu1 - cpu0) / elapsed if elapsed > 0 else 0.0,
             "errors": {ERROR_KINDS[k]: self.errors[k] for k in range(N_ERRORS)},
             "errors_total": sum(self.errors[k] for k in range(N_ERRORS)),
+            # the errors split: on sockets that had had a response (so the server had
+            # accepted them), and on sockets that never had one (refused, reset in the
+            # listen backlog, or accepted and then closed before a first response)
+            "errors_on_served": {ERROR_KINDS[k]: self.errors_served[k]
+                                 for k in range(N_ERRORS)},
+            "errors_on_served_total": sum(self.errors_served[k] for k in range(N_ERRORS)),
+            "errors_on_new": {ERROR_KINDS[k]: self.errors[k] - self.errors_served[k]
+                              for k in range(N_ERRORS)},
+            "errors_on_new_total": sum(self.errors[k] - self.errors_served[k]
+                                       for k in range(N_ERRORS)),
+            # HTTP responses with "Connection: close" (each followed by a new connection)
+            "close_responses": self.close_responses,
             "connects": self.connects,
             "source_port_retries": self.port_retries,
             "stale_datagrams": self.stale,
@@ -797,6 +864,7 @@ cdef class LoadGen:
             self._loop(end_ns, False, False)
         for k in range(N_ERRORS):
             self.errors[k] = 0
+            self.errors_served[k] = 0
 
     cdef dict _percentiles(self):
         cdef Py_ssize_t n = self.lat_n, idx

@@ -1,5 +1,6 @@
 """``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -92,6 +93,101 @@ def test_overload_stays_within_max_threads(tmp_path):
     assert compiled["server_peak_threads"] <= servers.OVERLOAD_MAX_THREADS + 5
     assert compiled["rps"] > 0
     assert "at most" in out.stdout and "server threads" in out.stdout
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_drain_figures(tmp_path):
+    """SIGTERM under load: the stdlib dies at once; fastsockserver's serve() drains,
+    then the process exits by itself (code 0), well within the drain timeout."""
+    from fastsockserver._bench import servers, workloads
+    path = tmp_path / "drain.json"
+    started = time.monotonic()
+    out = bench("--workloads", "drain", "--reps", "1", "--duration", "0.3",
+                "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 30
+    assert out.returncode == 0, out.stderr
+    [case] = json.loads(path.read_text())["cases"]
+    assert case["mode"] == "drain"
+    results = case["results"]
+    bound = servers.DRAIN_TIMEOUT + workloads.DRAIN_EXIT_MARGIN
+    for impl in ("stdlib", "compiled"):
+        assert results[impl]["status"] == "ok", results[impl]
+        [rep] = results[impl]["reps"]
+        assert rep["requests_before_signal"] > 0 and rep["errors_before_signal"] == 0
+        assert rep["requests_after_signal"] >= 0
+        assert 0 <= rep["signal_to_exit_s"] < bound
+        assert rep["load_after_signal_s"] >= rep["signal_to_exit_s"]
+        for split in ("errors_on_served", "errors_on_new"):
+            assert rep[split + "_total"] == sum(rep[split].values())
+        assert rep["errors_on_served_total"] + rep["errors_on_new_total"] \
+            == rep["errors_total"]
+        s = results[impl]["summary"]
+        assert s["errors_on_served_total"] == rep["errors_on_served_total"]
+        assert s["not_exited"] == 0
+        assert rep["server_tracebacks"] == 0, rep["server_last_traceback"]
+    stdlib, compiled = results["stdlib"]["reps"][0], results["compiled"]["reps"][0]
+    assert stdlib["exit_code"] == -15 and stdlib["drained"] is None
+    assert compiled["exit_code"] == 0 and compiled["drained"] is True
+    assert "failed: served conns" in out.stdout and "SIGTERM to exit s" in out.stdout
+    # A drain loses no request the server had accepted. The library tells the
+    # clients with "Connection: close" on the responses of a drain; until it
+    # does, the keep-alive race (a request sent as the server ends an idle
+    # connection) loses requests, and this check cannot hold yet.
+    if compiled["close_responses_after_signal"] == 0:
+        pytest.xfail("no Connection: close in a drain yet: {} request(s) failed on served "
+                     "connections".format(compiled["errors_on_served_total"]))
+    assert compiled["errors_on_served_total"] == 0, compiled["errors_on_served"]
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_slowloris_small_run(tmp_path):
+    """200 idle and 10 trickling connections: the stdlib holds a thread for each;
+    fastsockserver stays within max_threads (and, with first_byte_timeout and
+    headers_timeout, keeps serving its good clients)."""
+    from fastsockserver._bench import servers
+    path = tmp_path / "slow.json"
+    started = time.monotonic()
+    out = bench("--workloads", "slowloris", "--reps", "1", "--duration", "0.5",
+                "--timeout", "2", "--impls", "stdlib,compiled", "--slowloris-idle", "200",
+                "--slowloris-trickle", "10", "--json", str(path))
+    assert time.monotonic() - started < 45
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["slowloris_idle"] == 200
+    cases = {c["case"]: c for c in doc["cases"]}
+    assert set(cases) == {"slowloris", "slowloris/baseline"}
+    assert cases["slowloris"]["description"].startswith("200 idle connections")
+    for impl in ("stdlib", "compiled"):
+        base = cases["slowloris/baseline"]["results"][impl]["summary"]
+        assert base["rps"] > 0 and base["errors_total"] == 0
+        entry = cases["slowloris"]["results"][impl]
+        assert entry["status"] == "ok", entry
+        s = entry["summary"]
+        [rep] = entry["reps"]
+        assert s["slow_idle_open"] == 200 and s["slow_trickle_open"] == 10, rep
+        assert rep["slow_clients_ready"] is True
+        assert rep["server_fds_at_start"] > 0
+        assert s["of_baseline"] == pytest.approx(s["rps"] / base["rps"])
+        for key in ("lat_p99_ms", "lat_p999_ms", "server_rss_mib", "server_peak_threads"):
+            assert key in s
+    stdlib = cases["slowloris"]["results"]["stdlib"]
+    assert stdlib["server_limits"] == dict.fromkeys(
+        ("max_threads", "first_byte_timeout", "headers_timeout", "idle_timeout"))
+    # a thread per connection it has taken in (most of the 210: its listen backlog
+    # is 5, and the kernel retries a connection the full backlog dropped later)
+    assert stdlib["summary"]["server_peak_threads"] > 2 * servers.SLOWLORIS_MAX_THREADS
+    assert stdlib["summary"]["rps"] > 0
+    compiled = cases["slowloris"]["results"]["compiled"]
+    limits = compiled["server_limits"]
+    assert limits["max_threads"] == servers.SLOWLORIS_MAX_THREADS
+    # the loop, the control thread, the sampler, the time-bound timer; a handler
+    # thread that just ended may not yet be idle when the loop starts the next one
+    assert compiled["summary"]["server_peak_threads"] <= servers.SLOWLORIS_MAX_THREADS + 5
+    assert "of the throughput without the slow clients" in out.stdout
+    if limits["first_byte_timeout"] is not None and limits["headers_timeout"] is not None:
+        # idle connections wait in the loop, trickling ones lose their thread
+        # after headers_timeout: the good clients are served
+        assert compiled["summary"]["rps"] > 0 and compiled["summary"]["errors_total"] == 0
 
 
 @pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
@@ -280,6 +376,119 @@ def test_loadgen_server_gone_mid_run():
         assert time.monotonic() - started < 1.5
     assert result["requests"] > 0
     assert result["errors_total"] > 0
+
+
+def _http_server(responses):
+    """An HTTP server in a thread that answers the requests of each connection with
+    ``responses`` (an iterable) in turn, then closes it; returns (port, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    srv.settimeout(0.05)
+    port = srv.getsockname()[1]
+    stopping = threading.Event()
+
+    def serve_conn(conn):
+        with conn:
+            data = b""
+            for response in responses:
+                while b"\r\n\r\n" not in data and not stopping.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    data += chunk
+                _, _, data = data.partition(b"\r\n\r\n")
+                conn.sendall(response)
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2.0)
+            threading.Thread(target=serve_conn, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(2)
+        srv.close()
+    return port, stop
+
+
+def _response(*headers):
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(h + b"\r\n" for h in headers) + \
+        b"Content-Length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize("header", [b"Connection: close", b"connection: CLOSE",
+                                    b"CONNECTION:close", b"Connection: keep-alive, Close"])
+def test_loadgen_http_connection_close_opens_a_new_connection(header):
+    """After a response with Connection: close (any case, or among other tokens) the
+    slot opens a new connection: not an error, and no request is sent on the old one."""
+    port, stop = _http_server([_response(b"X-A: 1"), _response(header)])
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=4, timeout=2.0, http=True) as lg:
+            # no warm_up(): it waits for every slot's connection to have served at
+            # once, which a connection closed every second response rarely allows
+            result = lg.run(0.3)
+            lg.drain(1.0)
+    finally:
+        stop()
+    assert result["requests"] > 20, result
+    assert result["errors_total"] == 0, result["errors"]
+    # every second response closes: about half the requests open a connection
+    assert result["close_responses"] >= result["requests"] // 2 - 4
+    assert result["connects"] >= result["close_responses"] - 4
+
+
+def test_loadgen_http_keep_alive_and_lookalikes_keep_the_connection():
+    port, stop = _http_server(itertools.repeat(_response(
+        b"Connection: keep-alive", b"X-Connection: close", b"Connection: closed")))
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=2, timeout=2.0, http=True) as lg:
+            lg.warm_up(0.05, 1.0)
+            result = lg.run(0.2)
+            lg.drain(1.0)
+    finally:
+        stop()
+    assert result["requests"] > 10 and result["errors_total"] == 0, result
+    assert result["close_responses"] == 0 and result["connects"] == 0
+
+
+def test_loadgen_errors_split_by_served_connections():
+    """A connection closed after its first response (no Connection: close) fails its
+    second request: an error on a served connection. Refused connects are on new ones."""
+    port, stop = _http_server([_response()])
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n",
+                             concurrency=2, timeout=1.0, http=True) as lg:
+            result = lg.run(0.3)
+    finally:
+        stop()
+    assert result["requests"] > 0
+    assert result["errors_on_served_total"] > 0
+    assert result["errors_on_served"]["closed"] + result["errors_on_served"]["reset"] \
+        == result["errors_on_served_total"]
+    for kind, count in result["errors"].items():
+        assert result["errors_on_served"][kind] + result["errors_on_new"][kind] == count
+    assert result["errors_on_new_total"] + result["errors_on_served_total"] \
+        == result["errors_total"]
+    with loadgen.LoadGen("persistent", "127.0.0.1", free_port(), b"x\n", concurrency=2,
+                         timeout=1.0) as lg:
+        refused = lg.run(0.1)
+    assert refused["errors_on_new"]["refused"] == refused["errors_total"] > 0
+    assert refused["errors_on_served_total"] == 0
 
 
 def test_loadgen_loopback_only():

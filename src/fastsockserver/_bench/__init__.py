@@ -17,16 +17,22 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
+from .slowclients import CONNECT_RATE, raise_open_files_limit
 from .workloads import (
     ALL_IMPLS,
     HOST,
     PEER_IMPLS,
+    SLOWLORIS_IDLE,
+    SLOWLORIS_TRICKLE,
     WORKLOADS,
     ServerError,
     ServerProcess,
     Settings,
+    SlowClientsError,
     measure,
+    measure_drain,
     measure_shutdown,
+    measure_with_slow_clients,
     new_loadgen,
     select_cases,
 )
@@ -52,6 +58,11 @@ def _parse(argv):
                         help="timeout of each request, seconds (default 5)")
     parser.add_argument("--shutdown-count", type=int, default=2,
                         help="shutdown() timings per repetition (default 2)")
+    parser.add_argument("--slowloris-idle", type=int, default=SLOWLORIS_IDLE, metavar="N",
+                        help="slowloris: idle connections (default {})".format(SLOWLORIS_IDLE))
+    parser.add_argument("--slowloris-trickle", type=int, default=SLOWLORIS_TRICKLE,
+                        metavar="N", help="slowloris: trickling connections (default "
+                                          "{})".format(SLOWLORIS_TRICKLE))
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -74,6 +85,10 @@ def _parse(argv):
         parser.error("--shutdown-count must be at least 1")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
+    # Each connection is a socket here and one in the server (the open-files
+    # limit, 20,000 on many systems), and a source port from the ephemeral range.
+    if not 0 <= args.slowloris_idle <= 50000 or not 0 <= args.slowloris_trickle <= 5000:
+        parser.error("--slowloris-idle must be in 0..50000, --slowloris-trickle in 0..5000")
     return args
 
 
@@ -146,6 +161,8 @@ def _fmt_rate(value):
 def run_load_case(run, case, impls, settings):
     results = {impl: {"status": "pending", "reps": []} for impl in impls}
     per_run = settings.warmup + settings.duration + 1.0
+    if case.slow_clients:   # the slow clients' connections open before each repetition
+        per_run += (settings.slowloris_idle + settings.slowloris_trickle) / CONNECT_RATE + 20.0
     max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
     servers = {}
     loadgens = {}   # persistent connections are kept across repetitions
@@ -169,9 +186,18 @@ def run_load_case(run, case, impls, settings):
             for impl in list(live):
                 run.done += 1
                 try:
-                    if case.mode == "persistent" and impl not in loadgens:
-                        loadgens[impl] = new_loadgen(case, servers[impl], settings)
-                    figures = measure(case, servers[impl], settings, loadgens.get(impl))
+                    if case.slow_clients:
+                        figures = measure_with_slow_clients(case, servers[impl], settings,
+                                                            max_seconds=per_run + 30)
+                    else:
+                        if case.keep_clients and case.mode == "persistent" \
+                                and impl not in loadgens:
+                            loadgens[impl] = new_loadgen(case, servers[impl], settings)
+                        figures = measure(case, servers[impl], settings, loadgens.get(impl))
+                except SlowClientsError as exc:
+                    _drop_failed(run, results, live, case, impl, str(exc),
+                                 settings.reps - rep - 1)
+                    continue
                 except ServerError as exc:
                     _drop_failed(run, results, live, case, impl,
                                  "server stopped answering: {}".format(exc),
@@ -184,6 +210,12 @@ def run_load_case(run, case, impls, settings):
                     if figures["errors_total"] else ""
                 if figures["contended"]:
                     flag += " (another process used the cores: figures may be low)"
+                if case.slow_clients:
+                    slow = figures["slow_clients_at_start"]
+                    flag += "  {} idle + {} trickling open{}, {} server threads".format(
+                        slow["idle_open"], slow["trickle_open"],
+                        "" if figures["slow_clients_ready"] else " (not all)",
+                        figures["server_peak_threads"])
                 run.progress("{} {} rep {}/{}: {} {}  p99 {} ms  srv {} us/req{}{}".format(
                     case.name, impl, rep + 1, settings.reps, _fmt_rate(figures["rps"]),
                     case.unit, report._ms(figures["lat_p99_ms"]),
@@ -198,6 +230,8 @@ def run_load_case(run, case, impls, settings):
         for impl, server in servers.items():
             server.stop()
             count, last = server.tracebacks()
+            if server.info.get("limits"):
+                results[impl]["server_limits"] = server.info["limits"]
             results[impl]["server_tracebacks"] = count
             if last:
                 results[impl]["server_last_traceback"] = last
@@ -232,6 +266,33 @@ def run_shutdown_case(run, case, impls, settings):
     for entry in results.values():
         if entry["reps"]:
             entry["summary"] = report.summarize_shutdown(entry["reps"])
+            if entry["status"] == "pending":
+                entry["status"] = "ok"
+    return results
+
+
+def run_drain_case(run, case, impls, settings):
+    results = {impl: {"status": "pending", "reps": []} for impl in impls}
+    live = list(impls)
+    for rep in range(settings.reps):
+        for impl in list(live):
+            run.done += 1
+            try:
+                figures = measure_drain(case, impl, settings, port=run.port())
+            except ServerError as exc:
+                _drop_failed(run, results, live, case, impl,
+                             "failed: {}".format(exc), settings.reps - rep - 1)
+                continue
+            results[impl]["reps"].append(figures)
+            run.progress("drain {} rep {}/{}: {} requests before SIGTERM, {} after; failed: "
+                         "{} on served connections, {} on new ones; exit after {} s".format(
+                             impl, rep + 1, settings.reps, figures["requests_before_signal"],
+                             figures["requests_after_signal"],
+                             figures["errors_on_served_total"], figures["errors_on_new_total"],
+                             report._num(figures["signal_to_exit_s"], 3)))
+    for entry in results.values():
+        if entry["reps"]:
+            entry["summary"] = report.summarize_drain(entry["reps"])
             if entry["status"] == "pending":
                 entry["status"] = "ok"
     return results
@@ -308,7 +369,9 @@ def main(argv=None):
     server_cpu, client_cpu = _pin(args)
     settings = Settings(duration=args.duration, warmup=args.warmup, timeout=args.timeout,
                         reps=args.reps, shutdown_count=args.shutdown_count,
-                        server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port)
+                        server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
+                        slowloris_idle=args.slowloris_idle,
+                        slowloris_trickle=args.slowloris_trickle)
     plan = [(case, [impl for impl in impls if impl in case.impls]) for case in cases]
     run.total = sum(len(case_impls) * args.reps for _, case_impls in plan)
     document = {
@@ -319,6 +382,7 @@ def main(argv=None):
             "timeout": args.timeout, "shutdown_count": args.shutdown_count,
             "concurrency": 32, "host": HOST, "server_cpu": server_cpu,
             "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
+            "slowloris_idle": args.slowloris_idle, "slowloris_trickle": args.slowloris_trickle,
         },
         "cases": [],
         "messages": run.messages,
@@ -328,15 +392,35 @@ def main(argv=None):
             run.say("{}: none of the chosen implementations applies (it takes: {})".format(
                 case.name, ", ".join(case.impls)))
             continue
+        if case.slow_clients:
+            # The server holds a socket per slow connection (the stdlib takes them
+            # all): its open-files limit, inherited from this process, must allow it.
+            needed = args.slowloris_idle + args.slowloris_trickle + 1024
+            limit = raise_open_files_limit(needed)
+            if limit < needed:
+                run.say("{}: skipped: {:,} connections need an open-files limit of about "
+                        "{:,}; it is {:,} (ulimit -n)".format(
+                            case.name, args.slowloris_idle + args.slowloris_trickle, needed,
+                            limit))
+                run.failed = True
+                run.done += len(case_impls) * args.reps
+                continue
         if case.mode == "shutdown":
             results = run_shutdown_case(run, case, case_impls, settings)
+        elif case.mode == "drain":
+            results = run_drain_case(run, case, case_impls, settings)
         else:
             results = run_load_case(run, case, case_impls, settings)
         report.add_ratios(case, results)
+        description = case.description
+        if case.slow_clients:
+            description = description.format(idle=args.slowloris_idle,
+                                             trickle=args.slowloris_trickle)
         document["cases"].append({
-            "case": case.name, "workload": case.workload, "description": case.description,
+            "case": case.name, "workload": case.workload, "description": description,
             "mode": case.mode, "unit": case.unit, "results": results,
         })
+    report.add_baseline_ratios(document)
     document["elapsed_s"] = time.monotonic() - run.started
     document["meta"]["loadavg_after"] = report._read("/proc/loadavg")
     if args.plot:

@@ -7,6 +7,11 @@ import sys
 import time
 
 SATURATED_CLIENT_PCT = 90.0
+# slowloris: the goals of issue #16 for fastsockserver under slow clients
+SLOWLORIS_GOAL_P99_MS = 10.0
+SLOWLORIS_GOAL_OF_BASELINE = 0.80   # good-client throughput, against the run without them
+SLOWLORIS_GOAL_EXTRA_THREADS = 4    # server threads <= max_threads + this
+SLOWLORIS_GOAL_RSS_MIB = 64.0
 
 
 def _median(values):
@@ -50,6 +55,36 @@ def summarize_load(reps):
     }
 
 
+def summarize_drain(reps):
+    """Medians of the counts and times over the repetitions; failures summed."""
+    exits = [r["signal_to_exit_s"] for r in reps]
+    on_served, on_new = {}, {}
+    for r in reps:
+        for total, part in ((on_served, r["errors_on_served"]), (on_new, r["errors_on_new"])):
+            for kind, count in part.items():
+                total[kind] = total.get(kind, 0) + count
+    return {
+        "rps": _median(r["rps"] for r in reps),
+        "requests_before_signal": _median(r["requests_before_signal"] for r in reps),
+        "requests_after_signal": _median(r["requests_after_signal"] for r in reps),
+        "close_responses_after_signal": _median(r["close_responses_after_signal"]
+                                                for r in reps),
+        "errors_before_signal": sum(r["errors_before_signal"] for r in reps),
+        "errors_on_served": on_served,
+        "errors_on_served_total": sum(on_served.values()),
+        "errors_on_new": on_new,
+        "errors_on_new_total": sum(on_new.values()),
+        "signal_to_exit_s": _median(exits),
+        "signal_to_exit_s_max": None if None in exits else max(exits),
+        "not_exited": sum(1 for e in exits if e is None),
+        "exit_codes": sorted(set(r["exit_code"] for r in reps if r["exit_code"] is not None)),
+        "drained": [r["drained"] for r in reps],
+        "server_rss_mib": max(r["server_rss_mib"] for r in reps),
+        "server_tracebacks": sum(r["server_tracebacks"] for r in reps),
+        "reps": len(reps),
+    }
+
+
 def summarize_shutdown(reps):
     samples = [ms for r in reps for ms in r["shutdown_ms"]]
     if not samples:
@@ -65,6 +100,8 @@ def add_ratios(case, results):
         summary = entry.get("summary")
         if not summary:
             continue
+        if case.mode == "drain":
+            continue   # counts of failures: no ratio to the stdlib
         if case.mode == "shutdown":
             if base and summary["shutdown_ms"]:
                 summary["ratio"] = base["shutdown_ms"] / summary["shutdown_ms"]
@@ -77,6 +114,43 @@ def add_ratios(case, results):
             summary["cpu_ratio"] = base["server_us_per_req"] / summary["server_us_per_req"]
         else:
             summary["cpu_ratio"] = None
+
+
+def add_baseline_ratios(document):
+    """slowloris: each implementation's good-client throughput against its own run
+    without the slow clients (slowloris/baseline), when both ran."""
+    cases = {case["case"]: case for case in document["cases"]}
+    attacked, baseline = cases.get("slowloris"), cases.get("slowloris/baseline")
+    if not attacked:
+        return
+    for impl, entry in attacked["results"].items():
+        summary = entry.get("summary")
+        if not summary:
+            continue
+        base = ((baseline or {}).get("results", {}).get(impl) or {}).get("summary")
+        summary["of_baseline"] = (summary["rps"] / base["rps"]
+                                  if base and base["rps"] else None)
+        reps = entry["reps"]
+        summary["slow_clients_ready_reps"] = sum(1 for r in reps if r["slow_clients_ready"])
+        for key in ("idle_open", "trickle_open"):
+            summary["slow_" + key] = min(r["slow_clients_at_start"][key] for r in reps)
+        for key in ("closed_by_server_idle", "closed_by_server_trickle"):
+            summary["slow_" + key] = sum(r["slow_clients_at_end"][key] for r in reps)
+        fds = [r["server_fds_at_start"] for r in reps if r["server_fds_at_start"] is not None]
+        summary["server_fds_at_start"] = min(fds) if fds else None
+
+
+def slowloris_goals(summary, max_threads):
+    """{goal: met (bool, None if not measured)} for one implementation's summary."""
+    of_baseline = summary.get("of_baseline")
+    p99 = summary.get("lat_p99_ms")
+    return {
+        "p99": None if p99 is None else p99 <= SLOWLORIS_GOAL_P99_MS,
+        "throughput": None if of_baseline is None
+        else of_baseline >= SLOWLORIS_GOAL_OF_BASELINE,
+        "threads": summary["server_peak_threads"] <= max_threads + SLOWLORIS_GOAL_EXTRA_THREADS,
+        "rss": summary["server_rss_mib"] <= SLOWLORIS_GOAL_RSS_MIB,
+    }
 
 
 # ---------------------------------------------------------------- text
@@ -145,6 +219,9 @@ def format_report(document):
                              _ratio(s.get("ratio")), s["samples"]])
             out.extend(_table(header, rows, right={2, 3}))
             continue
+        if case["mode"] == "drain":
+            out.extend(_drain_table(results))
+            continue
         header = ["impl", case["unit"] + " (min-max)", "x stdlib", "p50 ms", "p99 ms",
                   "p99.9 ms", "srv us/req", "x stdlib cpu", "srv RSS MiB", "errors",
                   "client cpu"]
@@ -177,6 +254,15 @@ def format_report(document):
             if case["case"] == "overload":
                 notes.append("{}: at most {} server threads".format(
                     impl, s["server_peak_threads"]))
+            if case["case"] == "slowloris":
+                notes.append(_slowloris_note(impl, s))
+                last = entry.get("server_last_traceback") or ""
+                if "BrokenPipeError" in last and "do_GET" in last:
+                    notes.append(
+                        "{}: the last traceback is a BrokenPipeError in do_GET: when the "
+                        "slow clients close, http.server takes a trickling connection's "
+                        "head, cut short by end-of-file, for a whole request, and the "
+                        "response meets the closed socket".format(impl))
             rows.append([
                 impl,
                 "{} ({}-{})".format(_num(s["rps"]), _num(s["rps_min"]), _num(s["rps_max"])),
@@ -208,6 +294,70 @@ def format_report(document):
         out.append("")
         out.extend(document["messages"])
     return "\n".join(out)
+
+
+def _drain_table(results):
+    header = ["impl", "req before SIGTERM", "req after", "failed: served conns (all reps)",
+              "failed: new conns (all reps)", "SIGTERM to exit s (max)", "exit code",
+              "drained"]
+    rows = []
+    for impl, entry in results.items():
+        s = entry.get("summary")
+        if not s:
+            rows.append([impl, entry.get("reason") or entry["status"]] + [""] * 6)
+            continue
+        exit_s = _num(s["signal_to_exit_s"], 3)
+        if s["not_exited"]:
+            exit_s += " ({} not exited)".format(s["not_exited"])
+        else:
+            exit_s += " ({})".format(_num(s["signal_to_exit_s_max"], 3))
+        rows.append([impl, _num(s["requests_before_signal"]), _num(s["requests_after_signal"]),
+                     _errors_text(s["errors_on_served_total"], s["errors_on_served"]),
+                     _errors_text(s["errors_on_new_total"], s["errors_on_new"]),
+                     exit_s, ",".join(str(c) for c in s["exit_codes"]) or "-",
+                     "-" if all(d is None for d in s["drained"])
+                     else ",".join("yes" if d else "no" for d in s["drained"])])
+    lines = _table(header, rows, right={1, 2, 6})
+    for impl, entry in results.items():
+        s = entry.get("summary")
+        if s and s["server_tracebacks"]:
+            lines.append("  note: {}: the server printed {} traceback(s)".format(
+                impl, s["server_tracebacks"]))
+    lines.append("  note: failed on served conns: requests on a connection that had had a "
+                 "response (the server had accepted it: the goal is 0); on new conns: refused, "
+                 "reset in the listen backlog, or closed before a first response (each client "
+                 "tries again every 10 ms: the count grows with the time the load goes on)")
+    return lines
+
+
+def _errors_text(total, kinds):
+    text = str(total)
+    if total:
+        text += " (" + ", ".join("{} {}".format(k, v) for k, v in kinds.items() if v) + ")"
+    return text
+
+
+def _slowloris_note(impl, s):
+    from .servers import SLOWLORIS_MAX_THREADS
+    goals = slowloris_goals(s, SLOWLORIS_MAX_THREADS)
+
+    def met(name):
+        return {True: "met", False: "MISSED", None: "not measured"}[goals[name]]
+    of_baseline = s.get("of_baseline")
+    return ("{}: {} of the throughput without the slow clients (goal >= {:.0f}%: {}); p99 {} ms "
+            "(goal <= {:g}: {}); at most {} server threads (goal <= {}: {}); RSS {:.1f} MiB "
+            "(goal <= {:g}: {}); slow clients open at the start (fewest): {} idle, {} "
+            "trickling, server process's open files {}; closed by the server (and "
+            "reopened): {} idle, {} trickling{}".format(
+                impl, "-" if of_baseline is None else "{:.0f}%".format(100 * of_baseline),
+                100 * SLOWLORIS_GOAL_OF_BASELINE, met("throughput"), _ms(s["lat_p99_ms"]),
+                SLOWLORIS_GOAL_P99_MS, met("p99"), s["server_peak_threads"],
+                SLOWLORIS_MAX_THREADS + SLOWLORIS_GOAL_EXTRA_THREADS, met("threads"),
+                s["server_rss_mib"], SLOWLORIS_GOAL_RSS_MIB, met("rss"), s["slow_idle_open"],
+                s["slow_trickle_open"], _num(s["server_fds_at_start"]),
+                s["slow_closed_by_server_idle"], s["slow_closed_by_server_trickle"],
+                "" if s["requests"] else "; no good client had a response in the measured "
+                "time ({} requests waiting at its end)".format(_num(s["inflight_at_end"]))))
 
 
 def _dash(value):

@@ -12,6 +12,12 @@ answers commands read line by line on stdin, each with one JSON line on stdout:
 
 It also exits by itself after ``--max-seconds``. The ``shutdown`` kind
 measures in-process how long ``shutdown()`` takes, prints the times and exits.
+The ``drain`` kind is the ``http`` server run as a service: for fastsockserver
+``serve(server, drain_timeout=DRAIN_TIMEOUT)`` (SIGTERM drains it, then the
+process prints ``{"drained": ...}`` and exits), for the stdlib
+``serve_forever()`` with SIGTERM's default disposition (the process dies).
+The ``slowloris`` kind is the ``http`` server with fastsockserver's limits on
+slow clients (the stdlib has none).
 
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
@@ -33,8 +39,15 @@ STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
-         "http", "fork", "shutdown", "overload")
+         "http", "fork", "shutdown", "overload", "drain", "slowloris")
+HTTP_KINDS = ("http", "drain", "slowloris")
 OVERLOAD_MAX_THREADS = 32
+DRAIN_TIMEOUT = 10.0
+# slowloris: fastsockserver's limits, each set only where the library has it
+SLOWLORIS_MAX_THREADS = 64
+SLOWLORIS_FIRST_BYTE_TIMEOUT = 10.0   # TCPServer: a new connection's first byte
+SLOWLORIS_HEADERS_TIMEOUT = 2.0       # StreamRequestHandler: first byte to end of head
+SLOWLORIS_IDLE_TIMEOUT = 10.0         # StreamRequestHandler: between requests
 
 HTTP_BODY = b"Hello, world!"  # 13 bytes
 
@@ -126,7 +139,7 @@ def make_socketserver(kind, impl, address):
         if not hasattr(mod, "ForkingTCPServer"):
             raise StartError("no ForkingTCPServer on this platform")
         return mod.ForkingTCPServer(address, LineEcho)
-    if kind == "http":
+    if kind in HTTP_KINDS:
         if impl not in STDLIB_IMPLS:
             mod.install()  # before http.server is imported
         if "http.server" in sys.modules:
@@ -149,7 +162,20 @@ def make_socketserver(kind, impl, address):
                 self.end_headers()
                 self.wfile.write(HTTP_BODY)
 
-        return http.server.ThreadingHTTPServer(address, Hello)
+        if kind != "slowloris":
+            return http.server.ThreadingHTTPServer(address, Hello)
+        server_class = http.server.ThreadingHTTPServer
+        if hasattr(mod.TCPServer, "first_byte_timeout"):
+            server_class = type("SlowlorisHTTPServer", (server_class,),
+                                {"first_byte_timeout": SLOWLORIS_FIRST_BYTE_TIMEOUT})
+        if hasattr(mod.StreamRequestHandler, "headers_timeout"):
+            Hello.headers_timeout = SLOWLORIS_HEADERS_TIMEOUT
+        if hasattr(mod.StreamRequestHandler, "idle_timeout"):
+            Hello.idle_timeout = SLOWLORIS_IDLE_TIMEOUT
+        server = server_class(address, Hello)
+        if hasattr(mod.ThreadingMixIn, "max_threads"):
+            server.max_threads = SLOWLORIS_MAX_THREADS
+        return server
     raise StartError("no {} server for {}".format(kind, impl))
 
 
@@ -394,13 +420,34 @@ def main(argv=None):
         _emit({"error": "{}: {}".format(type(exc).__name__, exc)})
         return 1
 
+    if args.kind == "drain" and args.impl not in STDLIB_IMPLS:
+        import fastsockserver
+
+        def serve():
+            drained = fastsockserver.serve(server, drain_timeout=DRAIN_TIMEOUT)
+            _emit({"drained": drained})
+
     accounting = Accounting()
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
-    if args.kind == "overload":  # elsewhere the sampler's wake-ups would only add noise
+    # Peak threads are a figure of these kinds; elsewhere the sampler's wake-ups
+    # would only add noise.
+    if args.kind in ("overload", "slowloris"):
         threading.Thread(target=accounting.sample_threads, daemon=True).start()
-    _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0]})
+    _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0],
+           "limits": _limits(server) if args.kind == "slowloris" else None})
     serve()
     return 0
+
+
+def _limits(server):
+    """The slow-client limits the slowloris server has (None where the library has none)."""
+    handler = server.RequestHandlerClass
+    return {
+        "max_threads": getattr(server, "max_threads", None),
+        "first_byte_timeout": getattr(server, "first_byte_timeout", None),
+        "headers_timeout": getattr(handler, "headers_timeout", None),
+        "idle_timeout": getattr(handler, "idle_timeout", None),
+    }
 
 
 if __name__ == "__main__":

@@ -7,20 +7,36 @@ the message, and the implementations it applies to.
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
 from .._env import ENV_VAR
-from .servers import PEER_IMPLS, SOCKETSERVER_IMPLS, STDLIB_IMPLS, STDLIB_NODELAY
+from .servers import (
+    DRAIN_TIMEOUT,
+    PEER_IMPLS,
+    SLOWLORIS_MAX_THREADS,
+    SOCKETSERVER_IMPLS,
+    STDLIB_IMPLS,
+    STDLIB_NODELAY,
+)
 
 HOST = "127.0.0.1"
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
+SLOWLORIS_IDLE = 10000
+SLOWLORIS_TRICKLE = 100
+# drain: the load goes on after SIGTERM until the server process has exited (at most
+# DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN seconds), then DRAIN_TAIL seconds more.
+DRAIN_EXIT_MARGIN = 5.0
+DRAIN_TAIL = 0.25
+DRAIN_STEP = 0.02   # the load runs in steps this long while the process is alive
 
 LINE64 = b"x" * 63 + b"\n"
 LINE1K = b"x" * 1023 + b"\n"
@@ -41,6 +57,11 @@ class Case:
     http: bool = False
     unit: str = "req/s"
     concurrency: int = CONCURRENCY
+    # slowloris: idle and trickling connections are kept open during the run
+    slow_clients: bool = False
+    # persistent connections kept from one repetition to the next (False: new
+    # ones each time, which connect after the slow clients are in place)
+    keep_clients: bool = True
 
 
 CASES = (
@@ -69,6 +90,19 @@ CASES = (
          "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
          "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
          "the stdlib has no limit)", unit="conn/s", concurrency=OVERLOAD_CLIENTS),
+    Case("slowloris/baseline", "slowloris", "slowloris", "persistent", HTTP_KEEPALIVE,
+         "slowloris without its slow clients: the same server and 32 keep-alive http "
+         "clients", http=True, keep_clients=False),
+    Case("slowloris", "slowloris", "slowloris", "persistent", HTTP_KEEPALIVE,
+         "{idle:,} idle connections (send nothing) and {trickle:,} trickling ones (a "
+         "header byte a second) held open, then 32 keep-alive clients as in http "
+         "(ThreadingHTTPServer; fastsockserver with max_threads = " +
+         str(SLOWLORIS_MAX_THREADS) + " and the slow-client timeouts it has, the stdlib "
+         "has none)", http=True, slow_clients=True, keep_clients=False),
+    Case("drain", "drain", "drain", "drain", HTTP_KEEPALIVE,
+         "SIGTERM under 32-client keep-alive http load (ThreadingHTTPServer; "
+         "fastsockserver in serve(drain_timeout={:g}), the stdlib in serve_forever() "
+         "and the default SIGTERM)".format(DRAIN_TIMEOUT), http=True, unit="requests"),
     Case("fork", "fork", "fork", "connrate", LINE64,
          "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
     Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
@@ -97,24 +131,17 @@ class ServerError(Exception):
     """A server process that failed to start or stopped answering (one-line message)."""
 
 
-class ServerProcess:
-    """One server of ``servers.py`` in a subprocess, spoken to over its stdin/stdout."""
+class SlowClientsError(ServerError):
+    """The slow clients' process failed (one-line message)."""
 
-    def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
-        self.case = case
-        self.impl = impl
-        self.port = None
-        self.info = {}
-        env = dict(os.environ)
-        env.pop(ENV_VAR, None)
-        if impl == "pure":
-            env[ENV_VAR] = "1"
-        cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
-               "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
-               "--max-seconds", "{:.0f}".format(max_seconds)]
-        if cpu is not None:
-            cmd += ["--cpu", str(cpu)]
-        cmd += list(extra)
+
+class ChildProcess:
+    """A helper process spoken to in JSON lines over its stdin/stdout."""
+
+    error = ServerError
+    name = "the server"
+
+    def _spawn(self, cmd, env):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env, close_fds=True)
@@ -127,17 +154,17 @@ class ServerProcess:
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ServerError("no answer from the server within {:.0f} s".format(timeout))
+                raise self.error("no answer from {} within {:.0f} s".format(self.name, timeout))
             if self._selector.select(left):
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
                 if not chunk:
-                    raise ServerError("the server exited ({})".format(self._why_dead()))
+                    raise self.error("{} exited ({})".format(self.name, self._why_dead()))
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             return json.loads(line)
         except ValueError:
-            raise ServerError("unreadable answer from the server: {!r}".format(line[:200]))
+            raise self.error("unreadable answer from {}: {!r}".format(self.name, line[:200]))
 
     def _why_dead(self):
         try:
@@ -156,26 +183,17 @@ class ServerProcess:
         except (OSError, ValueError):
             return ""
 
-    def wait_ready(self, timeout=30.0):
-        """The server's first line: its port (raises ServerError if it failed to start)."""
-        info = self._readline(timeout)
-        if "error" in info:
-            raise ServerError(info["error"])
-        self.info = info
-        self.port = info.get("port")
-        return info
-
     def request(self, command, timeout=15.0):
         if self.proc.poll() is not None:
-            raise ServerError("the server exited ({})".format(self._why_dead()))
+            raise self.error("{} exited ({})".format(self.name, self._why_dead()))
         try:
             self.proc.stdin.write(command.encode() + b"\n")
             self.proc.stdin.flush()
         except OSError:
-            raise ServerError("the server exited ({})".format(self._why_dead())) from None
+            raise self.error("{} exited ({})".format(self.name, self._why_dead())) from None
         answer = self._readline(timeout)
         if "error" in answer:
-            raise ServerError(answer["error"])
+            raise self.error(answer["error"])
         return answer
 
     def tracebacks(self):
@@ -212,6 +230,65 @@ class ServerProcess:
         self.stderr.close()
 
 
+class ServerProcess(ChildProcess):
+    """One server of ``servers.py`` in a subprocess, spoken to over its stdin/stdout."""
+
+    def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
+        self.case = case
+        self.impl = impl
+        self.port = None
+        self.info = {}
+        env = dict(os.environ)
+        env.pop(ENV_VAR, None)
+        if impl == "pure":
+            env[ENV_VAR] = "1"
+        cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
+               "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
+               "--max-seconds", "{:.0f}".format(max_seconds)]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        cmd += list(extra)
+        self._spawn(cmd, env)
+
+    def wait_ready(self, timeout=30.0):
+        """The server's first line: its port (raises ServerError if it failed to start)."""
+        info = self._readline(timeout)
+        if "error" in info:
+            raise ServerError(info["error"])
+        self.info = info
+        self.port = info.get("port")
+        return info
+
+
+class SlowClientsProcess(ChildProcess):
+    """The slowloris case's idle and trickling connections (``slowclients.py``)."""
+
+    error = SlowClientsError
+    name = "the slow clients' process"
+
+    def __init__(self, port, settings, max_seconds):
+        from .slowclients import CONNECT_RATE
+        total = settings.slowloris_idle + settings.slowloris_trickle
+        # Every connection opened at CONNECT_RATE, and time for connects the
+        # server leaves waiting (a full backlog): past that, the run goes on
+        # with the connections that are open, and says how many.
+        self.ready_seconds = total / CONNECT_RATE + 10.0
+        cmd = [sys.executable, "-m", "fastsockserver._bench.slowclients",
+               "--host", HOST, "--port", str(port),
+               "--idle", str(settings.slowloris_idle),
+               "--trickle", str(settings.slowloris_trickle),
+               "--ready-seconds", "{:.1f}".format(self.ready_seconds),
+               "--max-seconds", "{:.0f}".format(self.ready_seconds + max_seconds)]
+        self._spawn(cmd, dict(os.environ))
+
+    def wait_ready(self):
+        """The counters once every connection is open (or the time for it is up)."""
+        info = self._readline(self.ready_seconds + 15.0)
+        if "error" in info:
+            raise SlowClientsError(info["error"])
+        return info
+
+
 @dataclass
 class Settings:
     duration: float = 1.0
@@ -222,6 +299,8 @@ class Settings:
     server_cpu: int = None
     client_cpu: int = None
     base_port: int = 0
+    slowloris_idle: int = SLOWLORIS_IDLE
+    slowloris_trickle: int = SLOWLORIS_TRICKLE
     extra: dict = field(default_factory=dict)
 
 
@@ -253,7 +332,8 @@ def _busy_pct(before, after, cpu):
 
 def new_loadgen(case, server, settings):
     from .. import _loadgen
-    return _loadgen.LoadGen(case.mode, HOST, server.port, case.message,
+    mode = "persistent" if case.mode == "drain" else case.mode  # drain: keep-alive load
+    return _loadgen.LoadGen(mode, HOST, server.port, case.message,
                             concurrency=case.concurrency, timeout=settings.timeout,
                             http=case.http)
 
@@ -336,3 +416,135 @@ def measure_shutdown(case, impl, settings, port=0):
         return {"shutdown_ms": [t * 1e3 for t in info["shutdown_s"]]}
     finally:
         server.close()
+
+
+def measure_with_slow_clients(case, server, settings, max_seconds):
+    """One repetition of the slowloris case: the slow clients' connections are opened
+    first (at a bounded rate), then the good clients connect and are measured."""
+    slow = SlowClientsProcess(server.port, settings, max_seconds)
+    try:
+        at_start = slow.wait_ready()
+        server_fds = _settled_fd_count(server.info.get("pid"))
+        figures = measure(case, server, settings)
+        at_end = slow.request("stats")
+    finally:
+        slow.close()
+    figures.update({
+        "slow_clients_ready": at_start.pop("ready"),
+        "slow_clients_ready_s": at_start.pop("seconds"),
+        "slow_clients_at_start": at_start,
+        "slow_clients_at_end": at_end,
+        "server_fds_at_start": server_fds,
+    })
+    return figures
+
+
+def _fd_count(pid):
+    try:
+        return len(os.listdir("/proc/{}/fd".format(pid)))
+    except (OSError, TypeError):
+        return None
+
+
+def _settled_fd_count(pid, most=10.0, still=2.5):
+    """The server process's open files once their count stops growing (``still`` s
+    unchanged, ``most`` s at most); None where /proc is not there.
+
+    A connect can complete on the client's side before the server has taken
+    the connection in: when the listen backlog was full the kernel dropped the
+    handshake's last ACK, and the connection joins the backlog only when the
+    server's SYN-ACK is sent again (1 s later, then 2 s after that, ...). The
+    stdlib's backlog is 5. ``still`` covers two of those retries."""
+    count = _fd_count(pid)
+    if count is None:
+        return None
+    started = changed = time.monotonic()
+    while time.monotonic() - started < most and time.monotonic() - changed < still:
+        time.sleep(0.1)
+        now = _fd_count(pid)
+        if now is None:
+            return count
+        if now > count:
+            changed = time.monotonic()
+        count = max(count, now)
+    return _fd_count(pid)
+
+
+def _add_errors(total, part):
+    for kind, count in part.items():
+        total[kind] = total.get(kind, 0) + count
+
+
+def measure_drain(case, impl, settings, port=0):
+    """One repetition of the drain case, in a new server process: load, SIGTERM, the load
+    going on until the process has exited, then a short tail."""
+    bound = DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN
+    server = ServerProcess(case, impl, port=port, cpu=settings.server_cpu,
+                           max_seconds=60 + settings.warmup + settings.timeout
+                           + settings.duration + bound)
+    try:
+        server.wait_ready()
+        lg = new_loadgen(case, server, settings)
+        try:
+            lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
+            server.request("mark")
+            before = lg.run(settings.duration)
+            stats = server.request("stats")
+            exited = []
+
+            def wait_for_exit():
+                server.proc.wait()
+                exited.append(time.monotonic())
+
+            waiter = threading.Thread(target=wait_for_exit, daemon=True)
+            waiter.start()
+            signalled = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            steps = []
+            while not exited and time.monotonic() - signalled < bound:
+                steps.append(lg.run(DRAIN_STEP))
+            steps.append(lg.run(DRAIN_TAIL))
+            load_after_s = time.monotonic() - signalled
+            lg.drain(min(settings.timeout, 2.0))
+        finally:
+            lg.close()
+        waiter.join(0.1)
+        exit_s = exited[0] - signalled if exited else None
+        drained = None
+        if exited and server.info:   # fastsockserver's serve() said how the drain went
+            try:
+                drained = server._readline(1.0).get("drained")
+            except ServerError:
+                pass
+        exit_code = server.proc.returncode
+        tracebacks, last_traceback = server.tracebacks()
+    finally:
+        server.close()
+    errors, on_served, on_new = {}, {}, {}
+    for step in steps:
+        _add_errors(errors, step["errors"])
+        _add_errors(on_served, step["errors_on_served"])
+        _add_errors(on_new, step["errors_on_new"])
+    return {
+        "rps": before["rps"],
+        "lat_p50_ms": before["lat_p50_ms"],
+        "lat_p99_ms": before["lat_p99_ms"],
+        "errors_before_signal": before["errors_total"],
+        "requests_before_signal": before["requests"],
+        "requests_after_signal": sum(step["requests"] for step in steps),
+        "close_responses_after_signal": sum(step["close_responses"] for step in steps),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "errors_on_served": on_served,
+        "errors_on_served_total": sum(on_served.values()),
+        "errors_on_new": on_new,
+        "errors_on_new_total": sum(on_new.values()),
+        "signal_to_exit_s": exit_s,
+        "exit_code": exit_code,
+        "drained": drained,
+        "load_after_signal_s": load_after_s,
+        "server_rss_mib": stats["maxrss_kib"] / 1024.0,
+        "client_cpu_pct": before["client_cpu_pct"],
+        "server_tracebacks": tracebacks,
+        "server_last_traceback": last_traceback,
+    }
