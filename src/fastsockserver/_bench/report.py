@@ -138,6 +138,8 @@ def add_baseline_ratios(document):
             summary["slow_" + key] = sum(r["slow_clients_at_end"][key] for r in reps)
         fds = [r["server_fds_at_start"] for r in reps if r["server_fds_at_start"] is not None]
         summary["server_fds_at_start"] = min(fds) if fds else None
+        settle = [r["server_settle_s"] for r in reps if r.get("server_settle_s") is not None]
+        summary["server_settle_s_max"] = max(settle) if settle else None
 
 
 def slowloris_goals(summary, max_threads):

@@ -429,7 +429,12 @@ def measure_with_slow_clients(case, server, settings, max_seconds):
         at_end = slow.request("stats")
     finally:
         slow.close()
+    # The server is pinned to the core the other implementations' servers use
+    # next: the stdlib's ~10,000 threads all wake for their end-of-file when
+    # the slow clients go, which can take that core for tens of seconds.
+    settle_s = _wait_until_quiet(server.info.get("pid"))
     figures.update({
+        "server_settle_s": settle_s,
         "slow_clients_ready": at_start.pop("ready"),
         "slow_clients_ready_s": at_start.pop("seconds"),
         "slow_clients_at_start": at_start,
@@ -444,6 +449,35 @@ def _fd_count(pid):
         return len(os.listdir("/proc/{}/fd".format(pid)))
     except (OSError, TypeError):
         return None
+
+
+def _proc_threads(pid):
+    try:
+        with open("/proc/{}/status".format(pid)) as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError, TypeError):
+        pass
+    return None
+
+
+QUIET_THREADS = 100   # a slowloris server at rest: at most max_threads (64) and a few more
+QUIET_FDS = 200       # ... and its listener, pipes and a few connections
+
+
+def _wait_until_quiet(pid, most=60.0):
+    """Seconds until the server process has closed the slow clients' connections and
+    ended their threads (``most`` at most); None where /proc is not there."""
+    started = time.monotonic()
+    while True:
+        threads, fds = _proc_threads(pid), _fd_count(pid)
+        if threads is None or fds is None:
+            return None
+        elapsed = time.monotonic() - started
+        if (threads <= QUIET_THREADS and fds <= QUIET_FDS) or elapsed >= most:
+            return elapsed
+        time.sleep(0.1)
 
 
 def _settled_fd_count(pid, most=10.0, still=2.5):
