@@ -2,16 +2,19 @@
 and compiled), against real OpenSSL handshakes. The certificates are made by the openssl
 command line tool for each run (a CA, a server and a client certificate). Every wait is
 bounded."""
+import http.client
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
+import xmlrpc.client
 
 import pytest
 
-from support import WAIT, fd_count, needs_fork, wait_for
+from support import SUBPROCESS_TIMEOUT, WAIT, fd_count, needs_fork, subprocess_env, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +265,83 @@ def test_nothing_left_behind_by_tls_clients(fast_impl, pki, capsys):
     server.server_close()
     assert wait_for(lambda: threading.active_count() <= threads and fd_count() <= fds,
                     timeout=WAIT + 1), (threading.enumerate(), fd_count(), fds)
+
+
+INSTALLED_SERVERS_SCRIPT = """
+import socket, ssl, sys, threading
+import fastsockserver
+fastsockserver.install()
+import http.server, xmlrpc.server, wsgiref.simple_server
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = type(self.connection).__name__.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi"]
+
+class ThreadingWSGIServer(fastsockserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    pass
+
+servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello),
+           xmlrpc.server.SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False),
+           ThreadingWSGIServer(("127.0.0.1", 0), Quiet)]
+servers[1].register_function(lambda a, b: a + b, "add")
+servers[2].set_app(app)
+for server in servers:
+    server.ssl_context = ctx
+    server.ssl_handshake_timeout = 1.0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+print(" ".join(str(s.server_address[1]) for s in servers), flush=True)
+sys.stdin.readline()
+print(" ".join(str(s.stats()["tls_handshake_failures"]) for s in servers), flush=True)
+"""
+
+
+def test_http_xmlrpc_and_wsgiref_servers_with_ssl_context_under_install(fast_impl, pki):
+    """install()'s http.server, xmlrpc.server and wsgiref servers take ssl_context too:
+    HTTPS, XML-RPC over TLS and a WSGI app, each with a client that never starts TLS."""
+    name = "c" if fast_impl.COMPILED else "py"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INSTALLED_SERVERS_SCRIPT, str(pki / "server.pem"),
+         str(pki / "server.key")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=subprocess_env(name))
+    try:
+        http_port, xmlrpc_port, wsgi_port = map(int, proc.stdout.readline().split())
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+                for port in (http_port, xmlrpc_port, wsgi_port)]
+        ctx = client_context(pki)
+        https = http.client.HTTPSConnection("127.0.0.1", http_port, context=ctx, timeout=0.8)
+        https.request("GET", "/")
+        assert https.getresponse().read() == b"SSLSocket"
+        https.close()
+        proxy = xmlrpc.client.ServerProxy("https://127.0.0.1:{}".format(xmlrpc_port),
+                                          context=ctx)
+        assert proxy.add(2, 3) == 5
+        proxy("close")()
+        wsgi = http.client.HTTPSConnection("127.0.0.1", wsgi_port, context=ctx, timeout=0.8)
+        wsgi.request("GET", "/")
+        assert wsgi.getresponse().read() == b"wsgi"
+        wsgi.close()
+        for sock in idle:
+            assert sock.recv(10) == b""  # each closed after its handshake time
+            sock.close()
+        out, err = proc.communicate("\n", timeout=SUBPROCESS_TIMEOUT)
+        assert out.split() == ["1", "1", "1"], err
+    finally:
+        proc.kill()
+        proc.wait()
