@@ -677,7 +677,7 @@ cdef extern from *:
     """
     ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
     ssize_t send(int fd, const void *buf, size_t n, int flags) nogil
-    const int MSG_NOSIGNAL
+    const int MSG_NOSIGNAL, MSG_PEEK
 
 
 def socketio_readinto(self, b):
@@ -691,7 +691,7 @@ def socketio_readinto(self, b):
         raise OSError("cannot read from timed out object")
     sock = self._sock
     if type(sock) is not _socket_class:  # e.g. an ssl.SSLSocket: decrypt through it
-        return _SocketIO.readinto(self, b)
+        return _readinto_through(self, sock, b)
     fd = sock.fileno()
     if fd < 0:
         return _SocketIO.readinto(self, b)
@@ -722,6 +722,28 @@ def socketio_readinto(self, b):
         raise OSError(err, strerror(err).decode())
     finally:
         PyBuffer_Release(&view)
+
+
+cdef object _readinto_through(self, sock, b):
+    """socket.SocketIO.readinto through the socket object's own recv_into (an
+    ssl.SSLSocket decrypts), with the rules between requests and for a head's
+    deadline. Bytes it has decrypted already (``pending()``) are data there."""
+    cdef int fd = sock.fileno()
+    if fd >= 0 and not _decrypted_pending(sock):
+        if self._request_open is not True:
+            if _ends_between_requests(self, fd, True):
+                return 0
+        elif self._head_deadline:
+            _wait_for_head(self, fd)
+    got = _SocketIO.readinto(self, b)
+    if got and self._request_open is not True:
+        _request_opens(self)
+    return got
+
+
+cdef bint _decrypted_pending(sock) except -1:
+    pending = getattr(sock, "pending", None)
+    return pending is not None and pending() > 0
 
 
 cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
@@ -781,17 +803,25 @@ cdef int _wait_for_head(raw, int fd) except -1:
     raise _socket_timeout(HEAD_TIMEOUT_MESSAGE)
 
 
-cdef bint _ends_between_requests(raw, int fd) except -1:
+cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except -1:
     """A read between requests would wait: True when it should read end-of-file
     instead (the server drains and its last call is over, or ``_idle_timeout``
-    passed with nothing to read)."""
+    passed with nothing to read).
+
+    ``through_object``: the connection is read through its socket object (an
+    ssl.SSLSocket), and its handler waits here, in poll(), not inside the
+    object's read. drain() wakes a waiting handler by shutting the
+    connection's reading side (end_idle_readers); inside an SSLSocket's read,
+    OpenSSL would take that bare end-of-file for a broken stream and answer
+    the client with an alert. Here the handler just ends."""
     cdef pollfd entry
-    cdef int timeout_ms
+    cdef int timeout_ms = -1
+    cdef char byte
     state = raw._state
     cdef bint draining = (state is not None and state.draining
                           and raw._request_open is False)
     timeout = raw._idle_timeout
-    if not draining and timeout is None:
+    if not draining and timeout is None and not through_object:
         return False
     entry.fd = fd
     entry.events = POLLIN
@@ -799,9 +829,12 @@ cdef bint _ends_between_requests(raw, int fd) except -1:
         timeout_ms = <int>ceil((<double>state.idle_cut_at - _now()) * 1e3)
         if timeout_ms < 0:
             timeout_ms = 0
-    else:
+    elif timeout is not None:
         timeout_ms = _timeout_ms(timeout)
     if _poll(&entry, 1, timeout_ms) > 0:
+        if (through_object and raw._drained
+                and recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0):
+            return True  # drain() shut its reading side and nothing came before
         return False  # data (or an end) is there: read it
     if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
         if draining:

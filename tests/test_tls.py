@@ -13,6 +13,7 @@ import time
 import xmlrpc.client
 
 import pytest
+from test_service import ask
 
 from support import SUBPROCESS_TIMEOUT, WAIT, fd_count, needs_fork, subprocess_env, wait_for
 
@@ -345,3 +346,71 @@ def test_http_xmlrpc_and_wsgiref_servers_with_ssl_context_under_install(fast_imp
     finally:
         proc.kill()
         proc.wait()
+
+
+# --------------------------------------------------------------- limits and drain over TLS
+
+def keepalive_tls_echo(mod, **attrs):
+    class Handler(mod.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line.upper())
+    for name, value in attrs.items():
+        setattr(Handler, name, value)
+    return Handler
+
+
+def tls_client(pki, server):
+    raw = socket.create_connection(server.server_address, timeout=WAIT)
+    return client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_idle_timeout_and_headers_timeout_over_tls(fast_impl, harness, pki):
+    handler = keepalive_tls_echo(fast_impl, idle_timeout=0.4, headers_timeout=0.4)
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), handler)
+    server.ssl_context = server_context(pki)
+    harness.serve(server)
+    idle, trickler = tls_client(pki, server), tls_client(pki, server)
+    assert ask(idle) == b"PING\n"
+    start = time.monotonic()
+    for _ in range(20):  # a byte every 0.1 s, each in its own TLS record
+        try:
+            trickler.sendall(b"x")
+        except OSError:
+            break
+        time.sleep(0.1)
+        if server.stats()["headers_timeouts"]:
+            break
+    assert idle.recv(10) == b""  # idle past the limit after its request: closed
+    assert wait_for(lambda: server.stats()["headers_timeouts"] == 1)
+    assert time.monotonic() - start < 1.5
+    assert wait_for(lambda: server.stats()["idle_timeouts"] == 1)
+
+
+def test_drain_ends_idle_tls_keepalive_and_lets_a_request_finish(fast_impl, harness, pki):
+    started, release = threading.Event(), threading.Event()
+
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                if line == b"slow\n":
+                    started.set()
+                    release.wait(WAIT)
+                self.wfile.write(line.upper())
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    server.ssl_context = server_context(pki)
+    harness.serve(server)
+    idle, busy = tls_client(pki, server), tls_client(pki, server)
+    assert ask(idle) == b"PING\n"
+    busy.sendall(b"slow\n")
+    assert started.wait(WAIT)
+    outcome = []
+    drainer = threading.Thread(target=lambda: outcome.append(server.drain(WAIT)))
+    drainer.start()
+    assert idle.recv(10) == b""  # idle between requests: ended after the last call
+    release.set()
+    assert ask(busy, b"") == b"SLOW\n"  # the request in progress finished
+    drainer.join(WAIT + 1)
+    assert outcome == [True]
+    assert server.stats()["drained"] >= 1

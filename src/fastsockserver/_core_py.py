@@ -221,8 +221,12 @@ def socketio_readinto(self, b):
     """socket.SocketIO.readinto; between requests, end-of-file instead of a wait
     once the server drains or ``_idle_timeout`` passes; inside one, socket.timeout
     once its head's deadline (``_headers_timeout``) passes."""
-    if self._request_open is not True:
-        if _ends_between_requests(self, b):
+    sock = self._sock
+    through_object = type(sock) is not socket.socket
+    if through_object and _decrypted_pending(sock):
+        pass  # an ssl.SSLSocket has bytes decrypted already: data there
+    elif self._request_open is not True:
+        if _ends_between_requests(self, b, through_object):
             return 0
     elif self._head_deadline:
         _wait_for_head(self)
@@ -233,6 +237,14 @@ def socketio_readinto(self, b):
         if timeout is not None:
             self._head_deadline = monotonic() + timeout
     return n
+
+
+_raw_recv = socket.socket.recv  # the descriptor's recv, also for an ssl.SSLSocket
+
+
+def _decrypted_pending(sock):
+    pending = getattr(sock, "pending", None)
+    return pending is not None and pending() > 0
 
 
 def _wait_for_head(raw):
@@ -249,11 +261,12 @@ def _wait_for_head(raw):
     raise socket.timeout(HEAD_TIMEOUT_MESSAGE)
 
 
-def _ends_between_requests(raw, b):
+def _ends_between_requests(raw, b, through_object=False):
+    """See the compiled core's docstring of the same name."""
     state = raw._state
     draining = state is not None and state.draining and raw._request_open is False
     timeout = raw._idle_timeout
-    if not draining and timeout is None:
+    if not draining and timeout is None and not through_object:
         return False
     if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
         return False  # the stdlib's readinto raises
@@ -265,6 +278,13 @@ def _ends_between_requests(raw, b):
     if draining:  # a request may still begin until the last call ends
         timeout = max(state.idle_cut_at - monotonic(), 0.0)
     if wait_readable(fd, timeout):
+        if through_object and raw._drained:
+            try:
+                return not _raw_recv(raw._sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return True  # drain() shut its reading side and nothing came before
+            except OSError:
+                return False
         return False  # data (or an end) is there: read it
     if state is not None:
         with state._lock:

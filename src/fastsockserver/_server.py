@@ -55,6 +55,7 @@ from ._stream_io import (
     end_idle_readers,
     is_tcp,
     make_reader,
+    readable_by_library,
 )
 from ._waiting_room import WaitingRoom
 
@@ -885,7 +886,7 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP,
                                        socket.TCP_NODELAY, True)
         reader = None
-        if self.rbufsize == -1 and type(self.connection) is socket.socket:
+        if self.rbufsize == -1 and readable_by_library(self.connection):
             self.rfile = make_reader(self.connection,
                                      getattr(self.server, "_serving_state", None),
                                      self.idle_timeout, self.headers_timeout)

@@ -28,6 +28,7 @@ nothing gets NEW_CONNECTION_GRACE seconds to begin its first request first
 import _socket
 import io
 import socket
+import sys
 from io import BufferedIOBase
 
 from ._core_select import core
@@ -91,13 +92,15 @@ def end_idle_readers(state, new_too=False):
         if raw._drained or raw._request_open or (raw._request_open is None and not new_too):
             continue
         sock = raw._sock  # None once closed (by its handler, meanwhile)
-        try:
-            if sock is None or sock.fileno() < 0:
-                continue
-            sock.shutdown(socket.SHUT_RD)  # a waiting recv returns 0 at once
-        except OSError:
-            continue  # already gone
+        if sock is None or sock.fileno() < 0:
+            continue
+        # Marked first: a handler woken by the shutdown must see why.
         raw._drained = True
+        try:
+            _shutdown(sock, socket.SHUT_RD)  # a waiting recv returns 0 at once
+        except OSError:
+            raw._drained = False
+            continue  # already gone
         state.drained += 1  # drain()'s thread only
 
 
@@ -108,7 +111,7 @@ def end_all_readers(state):
         sock = raw._sock  # None once closed
         try:
             if sock is not None and sock.fileno() >= 0:
-                sock.shutdown(socket.SHUT_RDWR)
+                _shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -119,6 +122,21 @@ def head_read(rfile):
     raw = getattr(rfile, "raw", None)
     if type(raw) is _SocketReaderIO:
         raw._head_deadline = 0.0
+
+
+# The descriptor's shutdown(), also for an ssl.SSLSocket: its own shutdown()
+# drops its TLS state first, under a handler thread that may be inside a read.
+_shutdown = socket.socket.shutdown
+
+
+def readable_by_library(connection):
+    """True for a connection the library's rfile reads: a plain socket.socket, or
+    an ssl.SSLSocket (through its recv_into; ssl is loaded if one exists)."""
+    kind = type(connection)
+    if kind is socket.socket:
+        return True
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and kind is ssl.SSLSocket
 
 
 def make_reader(sock, state=None, idle_timeout=None, headers_timeout=None):
