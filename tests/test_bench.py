@@ -232,6 +232,85 @@ def test_tiny_run_has_every_figure(tmp_path):
         assert plot.stat().st_size > 1000
 
 
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="the openssl command line tool is not installed")
+
+
+@needs_openssl
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_tls_connrate_and_echo_small_run(tmp_path):
+    """A full TLS 1.3 handshake per connection, and persistent TLS connections: every
+    request answered, and the client's own cost per request reported."""
+    path = tmp_path / "tls.json"
+    started = time.monotonic()
+    out = bench("--workloads", "tls-connrate,tls-echo", "--reps", "1", "--duration", "0.3",
+                "--warmup", "0.1", "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 30
+    assert out.returncode == 0, out.stderr
+    cases = {c["case"]: c for c in json.loads(path.read_text())["cases"]}
+    assert set(cases) == {"tls-connrate", "tls-echo"}
+    for name, case in cases.items():
+        for impl in ("stdlib", "compiled"):
+            entry = case["results"][impl]
+            assert entry["status"] == "ok", entry
+            s = entry["summary"]
+            assert s["rps"] > 0 and s["errors_total"] == 0, (name, impl, s["errors"])
+            assert s["errors"]["tls"] == 0
+            assert s["client_us_per_req"] > 0 and s["server_us_per_req"] > 0
+            assert isinstance(s["client_saturated"], bool)
+            [rep] = entry["reps"]
+            if name == "tls-connrate":   # a handshake for each request (and those in flight)
+                assert rep["handshakes"] >= rep["requests"] > 0
+            else:   # the connections were made in the warm-up
+                assert rep["handshakes"] == 0
+            assert entry["server_tracebacks"] == 0, entry.get("server_last_traceback")
+    assert "us/req" in out.stdout and "tls-echo: TLS 1.3" in out.stdout
+
+
+@needs_openssl
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_tls_stall_freezes_the_stdlib_not_fastsockserver(tmp_path):
+    """Two connections that never start TLS: the stdlib's wrapped listener is stuck in
+    the first one's handshake and its good clients time out; fastsockserver's
+    handshakes are on the handler threads, and its good clients are served."""
+    path = tmp_path / "stall.json"
+    started = time.monotonic()
+    out = bench("--workloads", "tls-stall", "--tls-stall", "2", "--reps", "1",
+                "--duration", "1", "--warmup", "0.1", "--timeout", "0.5",
+                "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 40
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["tls_stall"] == 2
+    [case] = doc["cases"]
+    assert case["description"].startswith("2 connection(s) held open")
+    for impl in ("stdlib", "compiled"):
+        entry = case["results"][impl]
+        assert entry["status"] == "ok", entry
+        [rep] = entry["reps"]
+        assert rep["slow_clients_ready"] is True
+        assert rep["slow_clients_at_start"]["idle_open"] == 2
+    stdlib = case["results"]["stdlib"]["summary"]
+    assert stdlib["requests"] == 0 and stdlib["errors"]["timeout"] > 0
+    compiled = case["results"]["compiled"]["summary"]
+    assert compiled["requests"] > 0
+    assert "stdlib: - of its tls-connrate throughput" in out.stdout   # tls-connrate not run
+    assert "no good client had a response" in out.stdout
+
+
+def test_tls_without_openssl_is_skipped_with_one_line(monkeypatch, capsys):
+    from fastsockserver._bench import tlsclients
+    monkeypatch.setattr(tlsclients.shutil, "which", lambda name: None)
+    from fastsockserver import _bench
+    code = _bench.main(["--workloads", "tls-connrate,tls-stall,shutdown", "--impls", "stdlib",
+                        "--reps", "1", "--shutdown-count", "1", "--no-pin", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    [line] = [line for line in captured.err.splitlines() if "openssl" in line]
+    assert line.startswith("skipped: tls-connrate, tls-stall: the openssl command line tool")
+    assert "shutdown:" in captured.out and "tls-connrate:" not in captured.out
+
+
 def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
     # The first server's port is taken: that server fails with one line, the next one runs.
     with _busy_port_followed_by_a_free_one() as port:
