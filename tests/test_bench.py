@@ -263,6 +263,7 @@ def test_tls_connrate_and_echo_small_run(tmp_path):
                 assert rep["handshakes"] >= rep["requests"] > 0
             else:   # the connections were made in the warm-up
                 assert rep["handshakes"] == 0
+            assert rep["server_tls_handshake_failures"] == (0 if impl == "compiled" else None)
             assert entry["server_tracebacks"] == 0, entry.get("server_last_traceback")
     assert "us/req" in out.stdout and "tls-echo: TLS 1.3" in out.stdout
 
@@ -294,7 +295,10 @@ def test_tls_stall_freezes_the_stdlib_not_fastsockserver(tmp_path):
     assert stdlib["requests"] == 0 and stdlib["errors"]["timeout"] > 0
     compiled = case["results"]["compiled"]["summary"]
     assert compiled["requests"] > 0
-    assert "stdlib: - of its tls-connrate throughput" in out.stdout   # tls-connrate not run
+    assert case["results"]["stdlib"]["server_limits"]["ssl_handshake_timeout"] is None
+    assert case["results"]["compiled"]["server_limits"]["handshake_on"] == "the handler thread"
+    assert "stdlib: handshakes on the loop's thread, in get_request() (no time limit); - of " \
+        "its tls-connrate throughput" in out.stdout   # tls-connrate did not run
     assert "no good client had a response" in out.stdout
 
 

@@ -53,8 +53,15 @@ def summarize_load(reps):
         "contended_reps": sum(1 for r in reps if r.get("contended")),
         "inflight_at_end": _median(r["inflight_at_end"] for r in reps),
         "oldest_inflight_ms": _median(r.get("oldest_inflight_ms") for r in reps),
+        "server_tls_handshake_failures": _sum(r.get("server_tls_handshake_failures")
+                                              for r in reps),
         "reps": len(reps),
     }
+
+
+def _sum(values):
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
 
 
 def summarize_drain(reps):
@@ -263,7 +270,7 @@ def format_report(document):
                 notes.append("{}: at most {} server threads".format(
                     impl, s["server_peak_threads"]))
             if case["case"] == "tls-stall":
-                notes.append(_tls_stall_note(impl, s))
+                notes.append(_tls_stall_note(impl, s, entry.get("server_limits")))
                 if "do_handshake" in (entry.get("server_last_traceback") or ""):
                     notes.append(
                         "{}: the last traceback is a handshake that failed: a stalled "
@@ -376,12 +383,22 @@ def _slowloris_note(impl, s):
                 "time ({} requests waiting at its end)".format(_num(s["inflight_at_end"]))))
 
 
-def _tls_stall_note(impl, s):
+def _tls_stall_note(impl, s, limits):
     of_baseline = s.get("of_baseline")
-    return ("{}: {} of its tls-connrate throughput; stalled connections open at the start "
-            "(fewest): {}; closed by the server (and reopened): {}{}".format(
-                impl, "-" if of_baseline is None else "{:.0f}%".format(100 * of_baseline),
+    failures = s.get("server_tls_handshake_failures")
+    where = ""
+    if limits:
+        timeout = limits["ssl_handshake_timeout"]
+        where = "handshakes on {} ({}); ".format(
+            limits["handshake_on"], "no time limit" if timeout is None
+            else "ssl_handshake_timeout {:g} s".format(timeout))
+    return ("{}: {}{} of its tls-connrate throughput; stalled connections open at the start "
+            "(fewest): {}; closed by the server (and reopened): {}{}{}".format(
+                impl, where,
+                "-" if of_baseline is None else "{:.0f}%".format(100 * of_baseline),
                 s["slow_idle_open"], s["slow_closed_by_server_idle"],
+                "" if failures is None else "; failed handshakes the server counted in the "
+                "measured time: {}".format(failures),
                 "" if s["requests"] else "; no good client had a response in the measured "
                 "time ({} requests waiting at its end, the oldest for {} ms)".format(
                     _num(s["inflight_at_end"]), _ms(s.get("oldest_inflight_ms")))))

@@ -340,7 +340,9 @@ def _peak_rss_kib(usage):
 class Accounting:
     """CPU and memory of this process (and its reaped children) from getrusage."""
 
-    def __init__(self):
+    def __init__(self, tls_failures=None):
+        # tls kinds, fastsockserver: the server's count of failed handshakes
+        self.tls_failures = tls_failures
         self.mark()
 
     @staticmethod
@@ -351,6 +353,7 @@ class Accounting:
 
     def mark(self):
         self.start = self._times()
+        self.tls_failures_start = self.tls_failures() if self.tls_failures else None
         self.start_wall = time.monotonic()
         self.peak_threads = threading.active_count()
 
@@ -373,6 +376,8 @@ class Accounting:
             "children_maxrss_kib": kids.ru_maxrss,
             "threads": threading.active_count(),
             "peak_threads": self.peak_threads,
+            "tls_handshake_failures": None if self.tls_failures is None
+            else self.tls_failures() - self.tls_failures_start,
         }
 
 
@@ -424,6 +429,7 @@ def main(argv=None):
     killer.start()
 
     address = (args.host, args.port)
+    server = None   # the peers on asyncio have a loop instead
     try:
         if args.kind == "shutdown":
             if args.impl not in SOCKETSERVER_IMPLS:
@@ -461,14 +467,23 @@ def main(argv=None):
             drained = fastsockserver.serve(server, drain_timeout=DRAIN_TIMEOUT)
             _emit({"drained": drained})
 
-    accounting = Accounting()
+    tls_failures = None
+    if args.kind in TLS_KINDS and getattr(server, "ssl_context", None) is not None:
+        def tls_failures():
+            return server.stats()["tls_handshake_failures"]
+    accounting = Accounting(tls_failures)
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
     # Peak threads are a figure of these kinds; elsewhere the sampler's wake-ups
     # would only add noise.
     if args.kind in ("overload", "slowloris"):
         threading.Thread(target=accounting.sample_threads, daemon=True).start()
+    limits = None
+    if args.kind == "slowloris":
+        limits = _limits(server)
+    elif args.kind in TLS_KINDS:   # where the handshakes run, and how long they may take
+        limits = _tls_limits(server, args.impl)
     _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0],
-           "limits": _limits(server) if args.kind == "slowloris" else None})
+           "limits": limits})
     serve()
     return 0
 
@@ -482,6 +497,16 @@ def _limits(server):
         "headers_timeout": getattr(handler, "headers_timeout", None),
         "idle_timeout": getattr(handler, "idle_timeout", None),
     }
+
+
+def _tls_limits(server, impl):
+    if impl in PEER_IMPLS:   # create_server's default ssl_handshake_timeout
+        return {"handshake_on": "the event loop, nonblocking", "ssl_handshake_timeout": 60.0}
+    if getattr(server, "ssl_context", None) is None:
+        return {"handshake_on": "the loop's thread, in get_request()",
+                "ssl_handshake_timeout": None}
+    return {"handshake_on": "the handler thread",
+            "ssl_handshake_timeout": server.ssl_handshake_timeout}
 
 
 if __name__ == "__main__":
