@@ -69,8 +69,9 @@ def _parse(argv):
                         metavar="N", help="slowloris: trickling connections (default "
                                           "{})".format(SLOWLORIS_TRICKLE))
     parser.add_argument("--tls-stall", type=int, default=TLS_STALL, metavar="N",
-                        help="tls-stall: connections that never start TLS (default "
-                             "{})".format(TLS_STALL))
+                        help="tls-stall: connections that never start TLS (default {}); "
+                             "clients stuck behind them count as timeouts once --duration "
+                             "is longer than --timeout".format(TLS_STALL))
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
