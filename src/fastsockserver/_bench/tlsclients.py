@@ -187,56 +187,48 @@ class TlsLoadGen:
 
     @staticmethod
     def _kind(exc):
-        if isinstance(exc, ConnectionRefusedError):
-            return "refused"
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            return "reset"
+        """The error kind of an exception from the ssl module or a socket."""
         if isinstance(exc, ssl.SSLEOFError):
             return "closed"
         if isinstance(exc, ssl.SSLError):
             return "tls"
-        if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-            return "no_source_port"
-        return "other"
+        return _errno_kind(exc.errno)
 
-    def _open(self, slot, now, record):
-        """A new nonblocking connect (connrate: from a source port of our own)."""
+    def _socket(self):
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = None
-        for _ in range(SOURCE_PORT_TRIES if self.ports else 1):
-            if self.ports:
-                port = self.ports[self.port_cursor]
-                self.port_cursor = (self.port_cursor + 1) % len(self.ports)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind((self.host, port))
-                except OSError:
-                    self.port_retries += 1
-                    sock.close()
-                    sock = socket.socket(self.family, socket.SOCK_STREAM)
-                    sock.setblocking(False)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    continue
-            err = sock.connect_ex(self.address)
-            if err == errno.EADDRNOTAVAIL and self.ports:   # that 4-tuple is in TIME_WAIT
-                self.port_retries += 1
-                sock.close()
-                sock = socket.socket(self.family, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                continue
-            break
-        else:
-            err = errno.EADDRNOTAVAIL
-        slot.sock = sock
+        return sock
+
+    def _connect(self):
+        """(socket or None, connect_ex's errno) of a new nonblocking connect. connrate:
+        from a source port of our own, the next one tried where a port is taken or
+        its 4-tuple is still in TIME_WAIT, SOURCE_PORT_TRIES times at most."""
+        if not self.ports:
+            sock = self._socket()
+            return sock, sock.connect_ex(self.address)
+        for _ in range(SOURCE_PORT_TRIES):
+            sock = self._socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            port = self.ports[self.port_cursor]
+            self.port_cursor = (self.port_cursor + 1) % len(self.ports)
+            try:
+                sock.bind((self.host, port))
+                err = sock.connect_ex(self.address)
+            except OSError as exc:
+                err = exc.errno
+            if err not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                return sock, err
+            self.port_retries += 1
+            sock.close()
+        return None, errno.EADDRNOTAVAIL
+
+    def _open(self, slot, now, record):
+        slot.sock, err = self._connect()
         slot.served = 0
         self.connects += 1
         if err not in (0, errno.EINPROGRESS):
-            self._fail(slot, self._kind(OSError(err, os.strerror(err))
-                                        if err != errno.ECONNREFUSED
-                                        else ConnectionRefusedError()), now, record)
+            self._fail(slot, _errno_kind(err), now, record)
             return
         slot.state = CONNECTING
         self._want(slot, select.EPOLLOUT)
@@ -255,9 +247,7 @@ class TlsLoadGen:
     def _connected(self, slot, now, record):
         err = slot.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            exc = ConnectionRefusedError() if err == errno.ECONNREFUSED else \
-                OSError(err, os.strerror(err))
-            self._fail(slot, self._kind(exc), now, record)
+            self._fail(slot, _errno_kind(err), now, record)
             return
         # The same file descriptor, now under the SSLSocket: epoll's entry stays.
         plain = slot.sock
@@ -454,6 +444,18 @@ class TlsLoadGen:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _errno_kind(err):
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err in (errno.ECONNRESET, errno.EPIPE):
+        return "reset"
+    if err == errno.ETIMEDOUT:
+        return "timeout"
+    if err in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return "no_source_port"
+    return "other"
 
 
 def _percentiles(latencies):
