@@ -96,20 +96,20 @@ def client_context(directory):
 
 
 class Slot:
-    __slots__ = ("index", "sock", "state", "start", "deadline", "sent", "received",
-                 "served", "events", "source_port")
+    """One client: its connection and the request it has in flight."""
 
-    def __init__(self, index):
-        self.index = index
+    __slots__ = ("sock", "state", "start", "deadline", "sent", "received", "served",
+                 "events")
+
+    def __init__(self):
         self.sock = None
         self.state = IDLE
-        self.start = 0.0
-        self.deadline = 0.0
+        self.start = 0.0      # the request's start (connrate: before its connect)
+        self.deadline = 0.0   # the request's timeout, or the end of a back-off
         self.sent = 0
         self.received = 0
         self.served = 0       # requests completed on the current connection
         self.events = 0       # registered with epoll (0: not registered)
-        self.source_port = 0
 
 
 class TlsLoadGen:
@@ -130,7 +130,7 @@ class TlsLoadGen:
         self.message = message
         self.timeout = timeout
         self.context = client_context(cert_dir)
-        self.slots = [Slot(i) for i in range(concurrency)]
+        self.slots = [Slot() for _ in range(concurrency)]
         self.by_fd = {}
         self.epoll = select.epoll()
         self.closed = False
