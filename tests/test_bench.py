@@ -232,6 +232,116 @@ def test_tiny_run_has_every_figure(tmp_path):
         assert plot.stat().st_size > 1000
 
 
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
+                                   reason="the openssl command line tool is not installed")
+
+
+@needs_openssl
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_tls_connrate_and_echo_small_run(tmp_path):
+    """A full TLS 1.3 handshake per connection, and persistent TLS connections: every
+    request answered, and the client's own cost per request reported."""
+    path = tmp_path / "tls.json"
+    started = time.monotonic()
+    out = bench("--workloads", "tls-connrate,tls-echo", "--reps", "1", "--duration", "0.3",
+                "--warmup", "0.1", "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 30
+    assert out.returncode == 0, out.stderr
+    cases = {c["case"]: c for c in json.loads(path.read_text())["cases"]}
+    assert set(cases) == {"tls-connrate", "tls-echo"}
+    for name, case in cases.items():
+        for impl in ("stdlib", "compiled"):
+            entry = case["results"][impl]
+            assert entry["status"] == "ok", entry
+            s = entry["summary"]
+            assert s["rps"] > 0 and s["errors_total"] == 0, (name, impl, s["errors"])
+            assert s["errors"]["tls"] == 0
+            assert s["client_us_per_req"] > 0 and s["server_us_per_req"] > 0
+            assert isinstance(s["client_saturated"], bool)
+            [rep] = entry["reps"]
+            if name == "tls-connrate":
+                # a handshake for each request, give or take the 32 in flight at the
+                # start and at the end of the run
+                assert rep["requests"] > 0
+                assert abs(rep["handshakes"] - rep["requests"]) <= 32
+            else:   # the connections were made in the warm-up
+                assert rep["handshakes"] == 0
+            assert rep["server_tls_handshake_failures"] == (0 if impl == "compiled" else None)
+            assert entry["server_tracebacks"] == 0, entry.get("server_last_traceback")
+    assert "us/req" in out.stdout and "tls-echo: TLS 1.3" in out.stdout
+
+
+@needs_openssl
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_tls_stall_freezes_the_stdlib_not_fastsockserver(tmp_path):
+    """Two connections that never start TLS: the stdlib's wrapped listener is stuck in
+    the first one's handshake and its good clients time out; fastsockserver's
+    handshakes are on the handler threads, and its good clients are served."""
+    path = tmp_path / "stall.json"
+    started = time.monotonic()
+    out = bench("--workloads", "tls-stall", "--tls-stall", "2", "--reps", "1",
+                "--duration", "1", "--warmup", "0.1", "--timeout", "0.5",
+                "--impls", "stdlib,compiled", "--json", str(path))
+    assert time.monotonic() - started < 40
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["tls_stall"] == 2
+    [case] = doc["cases"]
+    assert case["description"].startswith("2 connection(s) held open")
+    for impl in ("stdlib", "compiled"):
+        entry = case["results"][impl]
+        assert entry["status"] == "ok", entry
+        [rep] = entry["reps"]
+        assert rep["slow_clients_ready"] is True
+        assert rep["slow_clients_at_start"]["idle_open"] == 2
+    stdlib = case["results"]["stdlib"]["summary"]
+    assert stdlib["requests"] == 0 and stdlib["errors"]["timeout"] > 0
+    compiled = case["results"]["compiled"]["summary"]
+    assert compiled["requests"] > 0
+    assert case["results"]["stdlib"]["server_limits"]["ssl_handshake_timeout"] is None
+    assert case["results"]["compiled"]["server_limits"]["handshake_on"] == "the handler thread"
+    assert "stdlib: handshakes on the loop's thread, in get_request() (no time limit); - of " \
+        "its tls-connrate throughput" in out.stdout   # tls-connrate did not run
+    assert "no good client had a response" in out.stdout
+
+
+@needs_openssl
+def test_tls_loadgen_refused_timed_out_and_loopback_only(tmp_path):
+    from fastsockserver._bench import tlsclients
+    assert tlsclients.make_certificates(str(tmp_path)) is None
+    with tlsclients.TlsLoadGen("connrate", "127.0.0.1", free_port(), b"x\n", concurrency=4,
+                               timeout=1.0, cert_dir=str(tmp_path)) as lg:
+        started = time.monotonic()
+        result = lg.run(0.3)
+    assert time.monotonic() - started < 1.0
+    assert result["requests"] == 0 and result["errors"]["refused"] > 0
+    assert result["errors_total"] == result["errors"]["refused"] < 4 * 0.3 / 0.01 + 8
+    with socket.socket() as silent:   # listens, never accepts: no handshake ever
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        with tlsclients.TlsLoadGen("persistent", "127.0.0.1", silent.getsockname()[1],
+                                   b"x\n", concurrency=2, timeout=0.1,
+                                   cert_dir=str(tmp_path)) as lg:
+            result = lg.run(0.35)
+    assert result["requests"] == 0 and result["errors"]["timeout"] >= 2
+    assert result["handshakes"] == 0
+    with pytest.raises(ValueError, match="loopback"):
+        tlsclients.TlsLoadGen("connrate", "192.0.2.1", 443, b"x\n", cert_dir=str(tmp_path))
+
+
+def test_tls_without_openssl_is_skipped_with_one_line(monkeypatch, capsys):
+    from fastsockserver._bench import tlsclients
+    monkeypatch.setattr(tlsclients.shutil, "which", lambda name: None)
+    from fastsockserver import _bench
+    code = _bench.main(["--workloads", "tls-connrate,tls-stall,shutdown", "--impls", "stdlib",
+                        "--reps", "1", "--shutdown-count", "1", "--no-pin", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0
+    [line] = [line for line in captured.err.splitlines() if "openssl" in line]
+    assert line.startswith("skipped: tls-connrate, tls-stall: the openssl command line tool")
+    assert "shutdown:" in captured.out and "tls-connrate:" not in captured.out
+
+
 def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
     # The first server's port is taken: that server fails with one line, the next one runs.
     with _busy_port_followed_by_a_free_one() as port:

@@ -12,18 +12,21 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from .. import _env
 from .._info import loadgen_status
 from . import report
 from .slowclients import CONNECT_RATE, raise_open_files_limit
+from .tlsclients import make_certificates
 from .workloads import (
     ALL_IMPLS,
     HOST,
     PEER_IMPLS,
     SLOWLORIS_IDLE,
     SLOWLORIS_TRICKLE,
+    TLS_STALL,
     WORKLOADS,
     ServerError,
     ServerProcess,
@@ -35,6 +38,8 @@ from .workloads import (
     measure_with_slow_clients,
     new_loadgen,
     select_cases,
+    server_args,
+    slow_client_counts,
 )
 
 PROG = "python -m fastsockserver bench"
@@ -63,6 +68,10 @@ def _parse(argv):
     parser.add_argument("--slowloris-trickle", type=int, default=SLOWLORIS_TRICKLE,
                         metavar="N", help="slowloris: trickling connections (default "
                                           "{})".format(SLOWLORIS_TRICKLE))
+    parser.add_argument("--tls-stall", type=int, default=TLS_STALL, metavar="N",
+                        help="tls-stall: connections that never start TLS (default {}); "
+                             "clients stuck behind them count as timeouts once --duration "
+                             "is longer than --timeout".format(TLS_STALL))
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -89,6 +98,8 @@ def _parse(argv):
     # limit, 20,000 on many systems), and a source port from the ephemeral range.
     if not 0 <= args.slowloris_idle <= 50000 or not 0 <= args.slowloris_trickle <= 5000:
         parser.error("--slowloris-idle must be in 0..50000, --slowloris-trickle in 0..5000")
+    if not 0 <= args.tls_stall <= 1000:
+        parser.error("--tls-stall must be in 0..1000")
     return args
 
 
@@ -162,14 +173,15 @@ def run_load_case(run, case, impls, settings):
     results = {impl: {"status": "pending", "reps": []} for impl in impls}
     per_run = settings.warmup + settings.duration + 1.0
     if case.slow_clients:   # the slow clients' connections open before each repetition
-        per_run += (settings.slowloris_idle + settings.slowloris_trickle) / CONNECT_RATE + 20.0
+        per_run += sum(slow_client_counts(case, settings)) / CONNECT_RATE + 20.0
     max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
     servers = {}
     loadgens = {}   # persistent connections are kept across repetitions
     run.progress("{}: starting {} server(s)".format(case.name, len(impls)))
     for impl in impls:
         servers[impl] = ServerProcess(case, impl, port=run.port(), cpu=settings.server_cpu,
-                                      max_seconds=max_seconds)
+                                      max_seconds=max_seconds,
+                                      extra=server_args(case, settings))
     try:
         live = []
         for impl in impls:
@@ -210,7 +222,14 @@ def run_load_case(run, case, impls, settings):
                     if figures["errors_total"] else ""
                 if figures["contended"]:
                     flag += " (another process used the cores: figures may be low)"
-                if case.slow_clients:
+                if case.tls and figures["client_us_per_req"] is not None:
+                    flag += "  client {} us/req".format(
+                        report._num(figures["client_us_per_req"], 1))
+                if case.slow_clients and case.tls:
+                    flag += "  {} stalled open{}".format(
+                        figures["slow_clients_at_start"]["idle_open"],
+                        "" if figures["slow_clients_ready"] else " (not all)")
+                elif case.slow_clients:
                     slow = figures["slow_clients_at_start"]
                     flag += "  {} idle + {} trickling open{}, {} server threads".format(
                         slow["idle_open"], slow["trickle_open"],
@@ -371,8 +390,21 @@ def main(argv=None):
                         reps=args.reps, shutdown_count=args.shutdown_count,
                         server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
                         slowloris_idle=args.slowloris_idle,
-                        slowloris_trickle=args.slowloris_trickle)
+                        slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall)
     plan = [(case, [impl for impl in impls if impl in case.impls]) for case in cases]
+    certificates = None
+    if any(case.tls and case_impls for case, case_impls in plan):
+        certificates = tempfile.TemporaryDirectory(prefix="fastsockserver-bench-tls-")
+        problem = make_certificates(certificates.name)
+        if problem:
+            # as for a missing peer: one line, and the rest runs
+            run.say("skipped: {}: {}".format(
+                ", ".join(case.name for case, _ in plan if case.tls), problem))
+            plan = [(case, case_impls) for case, case_impls in plan if not case.tls]
+            certificates.cleanup()
+            certificates = None
+        else:
+            settings.tls_dir = certificates.name
     run.total = sum(len(case_impls) * args.reps for _, case_impls in plan)
     document = {
         "meta": report.metadata(),
@@ -383,6 +415,7 @@ def main(argv=None):
             "concurrency": 32, "host": HOST, "server_cpu": server_cpu,
             "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
             "slowloris_idle": args.slowloris_idle, "slowloris_trickle": args.slowloris_trickle,
+            "tls_stall": args.tls_stall,
         },
         "cases": [],
         "messages": run.messages,
@@ -395,13 +428,12 @@ def main(argv=None):
         if case.slow_clients:
             # The server holds a socket per slow connection (the stdlib takes them
             # all): its open-files limit, inherited from this process, must allow it.
-            needed = args.slowloris_idle + args.slowloris_trickle + 1024
+            slow = sum(slow_client_counts(case, settings))
+            needed = slow + 1024
             limit = raise_open_files_limit(needed)
             if limit < needed:
                 run.say("{}: skipped: {:,} connections need an open-files limit of about "
-                        "{:,}; it is {:,} (ulimit -n)".format(
-                            case.name, args.slowloris_idle + args.slowloris_trickle, needed,
-                            limit))
+                        "{:,}; it is {:,} (ulimit -n)".format(case.name, slow, needed, limit))
                 run.failed = True
                 run.done += len(case_impls) * args.reps
                 continue
@@ -415,11 +447,14 @@ def main(argv=None):
         description = case.description
         if case.slow_clients:
             description = description.format(idle=args.slowloris_idle,
-                                             trickle=args.slowloris_trickle)
+                                             trickle=args.slowloris_trickle,
+                                             stall=args.tls_stall)
         document["cases"].append({
             "case": case.name, "workload": case.workload, "description": description,
             "mode": case.mode, "unit": case.unit, "results": results,
         })
+    if certificates is not None:   # (else the object's finalizer removes the directory)
+        certificates.cleanup()
     report.add_baseline_ratios(document)
     document["elapsed_s"] = time.monotonic() - run.started
     document["meta"]["loadavg_after"] = report._read("/proc/loadavg")

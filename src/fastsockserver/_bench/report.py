@@ -47,12 +47,21 @@ def summarize_load(reps):
         "errors": errors,
         "errors_total": sum(errors.values()),
         "client_cpu_pct": _median(client),
+        "client_us_per_req": _median(r.get("client_us_per_req") for r in reps),
         "client_cpu_pct_max": max(client),
         "client_saturated": max(client) > SATURATED_CLIENT_PCT,
         "contended_reps": sum(1 for r in reps if r.get("contended")),
         "inflight_at_end": _median(r["inflight_at_end"] for r in reps),
+        "oldest_inflight_ms": _median(r.get("oldest_inflight_ms") for r in reps),
+        "server_tls_handshake_failures": _sum(r.get("server_tls_handshake_failures")
+                                              for r in reps),
         "reps": len(reps),
     }
+
+
+def _sum(values):
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
 
 
 def summarize_drain(reps):
@@ -117,12 +126,16 @@ def add_ratios(case, results):
 
 
 def add_baseline_ratios(document):
-    """slowloris: each implementation's good-client throughput against its own run
-    without the slow clients (slowloris/baseline), when both ran."""
+    """slowloris and tls-stall: each implementation's good-client throughput against
+    its own run without the slow clients (slowloris/baseline, tls-connrate), when
+    both ran."""
     cases = {case["case"]: case for case in document["cases"]}
-    attacked, baseline = cases.get("slowloris"), cases.get("slowloris/baseline")
-    if not attacked:
-        return
+    for name, baseline in (("slowloris", "slowloris/baseline"), ("tls-stall", "tls-connrate")):
+        if name in cases:
+            _add_baseline_ratios(cases[name], cases.get(baseline))
+
+
+def _add_baseline_ratios(attacked, baseline):
     for impl, entry in attacked["results"].items():
         summary = entry.get("summary")
         if not summary:
@@ -242,6 +255,8 @@ def format_report(document):
             client = "{:.0f}%".format(s["client_cpu_pct"])
             if s["client_saturated"]:
                 client += " SATURATED"
+            if case["case"].startswith("tls-"):   # the Python TLS client: its cost shows
+                client += ", {} us/req".format(_num(s.get("client_us_per_req"), 1))
             errors = str(s["errors_total"])
             if s["errors_total"]:
                 errors += " (" + ", ".join("{} {}".format(k, v) for k, v in s["errors"].items()
@@ -256,6 +271,14 @@ def format_report(document):
             if case["case"] == "overload":
                 notes.append("{}: at most {} server threads".format(
                     impl, s["server_peak_threads"]))
+            if case["case"] == "tls-stall":
+                notes.append(_tls_stall_note(impl, s, entry.get("server_limits")))
+                if "do_handshake" in (entry.get("server_last_traceback") or ""):
+                    notes.append(
+                        "{}: the last traceback is a handshake that failed: a stalled "
+                        "connection closed by the bench at the end of a repetition, or by "
+                        "the server's ssl_handshake_timeout (reported through handle_error, "
+                        "as the library does)".format(impl))
             if case["case"] == "slowloris":
                 notes.append(_slowloris_note(impl, s))
                 last = entry.get("server_last_traceback") or ""
@@ -360,6 +383,27 @@ def _slowloris_note(impl, s):
                 s["slow_closed_by_server_idle"], s["slow_closed_by_server_trickle"],
                 "" if s["requests"] else "; no good client had a response in the measured "
                 "time ({} requests waiting at its end)".format(_num(s["inflight_at_end"]))))
+
+
+def _tls_stall_note(impl, s, limits):
+    of_baseline = s.get("of_baseline")
+    failures = s.get("server_tls_handshake_failures")
+    where = ""
+    if limits:
+        timeout = limits["ssl_handshake_timeout"]
+        where = "handshakes on {} ({}); ".format(
+            limits["handshake_on"], "no time limit" if timeout is None
+            else "ssl_handshake_timeout {:g} s".format(timeout))
+    return ("{}: {}{} of its tls-connrate throughput; stalled connections open at the start "
+            "(fewest): {}; closed by the server (and reopened): {}{}{}".format(
+                impl, where,
+                "-" if of_baseline is None else "{:.0f}%".format(100 * of_baseline),
+                s["slow_idle_open"], s["slow_closed_by_server_idle"],
+                "" if failures is None else "; failed handshakes the server counted in the "
+                "measured time: {}".format(failures),
+                "" if s["requests"] else "; no good client had a response in the measured "
+                "time ({} requests waiting at its end, the oldest for {} ms)".format(
+                    _num(s["inflight_at_end"]), _ms(s.get("oldest_inflight_ms")))))
 
 
 def _dash(value):

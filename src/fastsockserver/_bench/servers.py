@@ -18,6 +18,12 @@ process prints ``{"drained": ...}`` and exits), for the stdlib
 ``serve_forever()`` with SIGTERM's default disposition (the process dies).
 The ``slowloris`` kind is the ``http`` server with fastsockserver's limits on
 slow clients (the stdlib has none).
+The ``tls-connrate`` and ``tls-echo`` kinds are ``connrate`` and ``echo-stream``
+over TLS, with the certificate of ``--tls-dir``: the stdlib with a wrapped
+listener (``server.socket = ctx.wrap_socket(...)``, whose handshakes run in
+``get_request()`` on the loop's thread), fastsockserver with
+``server.ssl_context = ctx`` (handshakes on the handler threads), the peers
+with ``loop.create_server(..., ssl=ctx)``.
 
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
@@ -39,7 +45,9 @@ STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
-         "http", "fork", "shutdown", "overload", "drain", "slowloris")
+         "http", "fork", "shutdown", "overload", "drain", "slowloris",
+         "tls-connrate", "tls-echo")
+TLS_KINDS = ("tls-connrate", "tls-echo")
 HTTP_KINDS = ("http", "drain", "slowloris")
 OVERLOAD_MAX_THREADS = 32
 DRAIN_TIMEOUT = 10.0
@@ -77,7 +85,7 @@ def socketserver_module(impl):
 
 # ---------------------------------------------------------------- socketserver servers
 
-def make_socketserver(kind, impl, address):
+def make_socketserver(kind, impl, address, tls_dir=None):
     if impl == STDLIB_NODELAY and kind != "http":
         raise StartError("stdlib-nodelay is for the http kind only")
     mod = socketserver_module(impl)
@@ -124,6 +132,15 @@ def make_socketserver(kind, impl, address):
         return mod.ThreadingTCPServer(address, LineEcho)
     if kind == "echo-stream":
         return mod.ThreadingTCPServer(address, StreamEcho)
+    if kind in TLS_KINDS:
+        server = mod.ThreadingTCPServer(address,
+                                        LineEcho if kind == "tls-connrate" else StreamEcho)
+        context = _tls_context(tls_dir)
+        if impl in STDLIB_IMPLS:
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        else:
+            server.ssl_context = context
+        return server
     if kind == "overload":
         server = mod.ThreadingTCPServer(address, WorkingLineEcho)
         if hasattr(mod.ThreadingMixIn, "max_threads"):  # fastsockserver only
@@ -195,9 +212,19 @@ def measure_shutdown(impl, address, count, sleep):
     return times
 
 
+def _tls_context(tls_dir):
+    if not tls_dir:
+        raise StartError("the tls kinds need --tls-dir (the certificate's directory)")
+    from .tlsclients import server_context
+    try:
+        return server_context(tls_dir)
+    except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+        raise StartError("the certificate of {}: {}".format(tls_dir, exc)) from None
+
+
 # ---------------------------------------------------------------- peers
 
-def _asyncio_server(kind, impl, address):
+def _asyncio_server(kind, impl, address, tls_dir=None):
     import asyncio
     if impl == "uvloop":
         try:
@@ -240,6 +267,10 @@ def _asyncio_server(kind, impl, address):
         server = loop.run_until_complete(loop.create_server(LineEcho, host, port))
     elif kind in ("echo-stream", "echo-base"):
         server = loop.run_until_complete(loop.create_server(Echo, host, port))
+    elif kind in TLS_KINDS:
+        server = loop.run_until_complete(loop.create_server(
+            LineEcho if kind == "tls-connrate" else Echo, host, port,
+            ssl=_tls_context(tls_dir)))
     elif kind in ("udp-threading", "udp-sync"):
         transport, _ = loop.run_until_complete(
             loop.create_datagram_endpoint(DatagramEcho, local_addr=(host, port)))
@@ -309,7 +340,9 @@ def _peak_rss_kib(usage):
 class Accounting:
     """CPU and memory of this process (and its reaped children) from getrusage."""
 
-    def __init__(self):
+    def __init__(self, tls_failures=None):
+        # tls kinds, fastsockserver: the server's count of failed handshakes
+        self.tls_failures = tls_failures
         self.mark()
 
     @staticmethod
@@ -320,6 +353,7 @@ class Accounting:
 
     def mark(self):
         self.start = self._times()
+        self.tls_failures_start = self.tls_failures() if self.tls_failures else None
         self.start_wall = time.monotonic()
         self.peak_threads = threading.active_count()
 
@@ -342,6 +376,8 @@ class Accounting:
             "children_maxrss_kib": kids.ru_maxrss,
             "threads": threading.active_count(),
             "peak_threads": self.peak_threads,
+            "tls_handshake_failures": None if self.tls_failures is None
+            else self.tls_failures() - self.tls_failures_start,
         }
 
 
@@ -384,6 +420,7 @@ def main(argv=None):
                         help="exit by itself after this long")
     parser.add_argument("--shutdown-count", type=int, default=3)
     parser.add_argument("--shutdown-sleep", type=float, default=0.1)
+    parser.add_argument("--tls-dir", help="tls kinds: the directory of server.pem and server.key")
     args = parser.parse_args(argv)
     _pin(args.cpu)
     # Whatever happens, this process does not outlive its time bound.
@@ -392,6 +429,7 @@ def main(argv=None):
     killer.start()
 
     address = (args.host, args.port)
+    server = None   # the peers on asyncio have a loop instead
     try:
         if args.kind == "shutdown":
             if args.impl not in SOCKETSERVER_IMPLS:
@@ -401,14 +439,16 @@ def main(argv=None):
             _emit({"shutdown_s": times, "pid": os.getpid()})
             return 0
         if args.impl in SOCKETSERVER_IMPLS + (STDLIB_NODELAY,):
-            server = make_socketserver(args.kind, args.impl, address)
+            server = make_socketserver(args.kind, args.impl, address, args.tls_dir)
             port = server.server_address[1]
             serve = server.serve_forever
         elif args.impl == "gevent":
+            if args.kind in TLS_KINDS:
+                raise StartError("no {} server for gevent".format(args.kind))
             server, port = _gevent_server(args.kind, address)
             serve = server.serve_forever
         else:
-            loop, port = _asyncio_server(args.kind, args.impl, address)
+            loop, port = _asyncio_server(args.kind, args.impl, address, args.tls_dir)
             serve = loop.run_forever
     except StartError as exc:
         _emit({"error": str(exc)})
@@ -427,14 +467,23 @@ def main(argv=None):
             drained = fastsockserver.serve(server, drain_timeout=DRAIN_TIMEOUT)
             _emit({"drained": drained})
 
-    accounting = Accounting()
+    tls_failures = None
+    if args.kind in TLS_KINDS and getattr(server, "ssl_context", None) is not None:
+        def tls_failures():
+            return server.stats()["tls_handshake_failures"]
+    accounting = Accounting(tls_failures)
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
     # Peak threads are a figure of these kinds; elsewhere the sampler's wake-ups
     # would only add noise.
     if args.kind in ("overload", "slowloris"):
         threading.Thread(target=accounting.sample_threads, daemon=True).start()
+    limits = None
+    if args.kind == "slowloris":
+        limits = _limits(server)
+    elif args.kind in TLS_KINDS:   # where the handshakes run, and how long they may take
+        limits = _tls_limits(server, args.impl)
     _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0],
-           "limits": _limits(server) if args.kind == "slowloris" else None})
+           "limits": limits})
     serve()
     return 0
 
@@ -448,6 +497,16 @@ def _limits(server):
         "headers_timeout": getattr(handler, "headers_timeout", None),
         "idle_timeout": getattr(handler, "idle_timeout", None),
     }
+
+
+def _tls_limits(server, impl):
+    if impl in PEER_IMPLS:   # create_server's default ssl_handshake_timeout
+        return {"handshake_on": "the event loop, nonblocking", "ssl_handshake_timeout": 60.0}
+    if getattr(server, "ssl_context", None) is None:
+        return {"handshake_on": "the loop's thread, in get_request()",
+                "ssl_handshake_timeout": None}
+    return {"handshake_on": "the handler thread",
+            "ssl_handshake_timeout": server.ssl_handshake_timeout}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
 SLOWLORIS_IDLE = 10000
 SLOWLORIS_TRICKLE = 100
+TLS_STALL = 1   # tls-stall: connections that open TCP and never start TLS
+# The TLS peers are asyncio's and uvloop's (loop.create_server(..., ssl=ctx)).
+TLS_IMPLS = SOCKETSERVER_IMPLS + ("asyncio", "uvloop")
 # drain: the load goes on after SIGTERM until the server process has exited (at most
 # DRAIN_TIMEOUT + DRAIN_EXIT_MARGIN seconds), then DRAIN_TAIL seconds more.
 DRAIN_EXIT_MARGIN = 5.0
@@ -62,6 +65,9 @@ class Case:
     # persistent connections kept from one repetition to the next (False: new
     # ones each time, which connect after the slow clients are in place)
     keep_clients: bool = True
+    # the clients speak TLS 1.3 (tlsclients.TlsLoadGen); the servers get the
+    # bench's certificate
+    tls: bool = False
 
 
 CASES = (
@@ -103,6 +109,21 @@ CASES = (
          "SIGTERM under 32-client keep-alive http load (ThreadingHTTPServer; "
          "fastsockserver in serve(drain_timeout={:g}), the stdlib in serve_forever() "
          "and the default SIGTERM)".format(DRAIN_TIMEOUT), http=True, unit="requests"),
+    Case("tls-connrate", "tls-connrate", "tls-connrate", "connrate", LINE64,
+         "TLS 1.3: connect, full handshake (no session resumption), 64-byte line echo, "
+         "close; 32 clients (ThreadingTCPServer + StreamRequestHandler; the stdlib with a "
+         "wrapped listener, fastsockserver with ssl_context)", TLS_IMPLS, unit="conn/s",
+         tls=True),
+    Case("tls-echo", "tls-echo", "tls-echo", "persistent", LINE1K,
+         "TLS 1.3: 32 persistent connections, 1 KiB request/response (ThreadingTCPServer + "
+         "StreamRequestHandler readline/write; the stdlib with a wrapped listener, "
+         "fastsockserver with ssl_context)", TLS_IMPLS, tls=True),
+    Case("tls-stall", "tls-stall", "tls-connrate", "connrate", LINE64,
+         "{stall:,} connection(s) held open that connect and never start TLS, then 32 "
+         "clients as in tls-connrate (the stdlib's wrapped listener handshakes on the "
+         "loop's thread; fastsockserver's ssl_context on the handler threads, within "
+         "its default ssl_handshake_timeout)", TLS_IMPLS, unit="conn/s", tls=True,
+         slow_clients=True, keep_clients=False),
     Case("fork", "fork", "fork", "connrate", LINE64,
          "ForkingTCPServer: connect, 64-byte line echo, close; 32 clients", unit="conn/s"),
     Case("shutdown", "shutdown", "shutdown", "shutdown", b"",
@@ -266,17 +287,16 @@ class SlowClientsProcess(ChildProcess):
     error = SlowClientsError
     name = "the slow clients' process"
 
-    def __init__(self, port, settings, max_seconds):
+    def __init__(self, port, idle, trickle, max_seconds):
         from .slowclients import CONNECT_RATE
-        total = settings.slowloris_idle + settings.slowloris_trickle
+        total = idle + trickle
         # Every connection opened at CONNECT_RATE, and time for connects the
         # server leaves waiting (a full backlog): past that, the run goes on
         # with the connections that are open, and says how many.
         self.ready_seconds = total / CONNECT_RATE + 10.0
         cmd = [sys.executable, "-m", "fastsockserver._bench.slowclients",
                "--host", HOST, "--port", str(port),
-               "--idle", str(settings.slowloris_idle),
-               "--trickle", str(settings.slowloris_trickle),
+               "--idle", str(idle), "--trickle", str(trickle),
                "--ready-seconds", "{:.1f}".format(self.ready_seconds),
                "--max-seconds", "{:.0f}".format(self.ready_seconds + max_seconds)]
         self._spawn(cmd, dict(os.environ))
@@ -301,7 +321,23 @@ class Settings:
     base_port: int = 0
     slowloris_idle: int = SLOWLORIS_IDLE
     slowloris_trickle: int = SLOWLORIS_TRICKLE
+    tls_stall: int = TLS_STALL
+    tls_dir: str = None   # the certificates of the tls cases (tlsclients.make_certificates)
     extra: dict = field(default_factory=dict)
+
+
+def slow_client_counts(case, settings):
+    """(idle, trickling) connections a case holds open beside its measured clients."""
+    if not case.slow_clients:
+        return 0, 0
+    if case.tls:
+        return settings.tls_stall, 0   # a stalled TLS client is an idle TCP connection
+    return settings.slowloris_idle, settings.slowloris_trickle
+
+
+def server_args(case, settings):
+    """The case's extra arguments of ``servers.py``."""
+    return ["--tls-dir", settings.tls_dir] if case.tls else []
 
 
 def core_times():
@@ -331,6 +367,11 @@ def _busy_pct(before, after, cpu):
 
 
 def new_loadgen(case, server, settings):
+    if case.tls:
+        from .tlsclients import TlsLoadGen
+        return TlsLoadGen(case.mode, HOST, server.port, case.message,
+                          concurrency=case.concurrency, timeout=settings.timeout,
+                          cert_dir=settings.tls_dir)
     from .. import _loadgen
     mode = "persistent" if case.mode == "drain" else case.mode  # drain: keep-alive load
     return _loadgen.LoadGen(mode, HOST, server.port, case.message,
@@ -368,9 +409,13 @@ def measure(case, server, settings, lg=None):
         "server_cpu_children_s": stats["children_cpu_user"] + stats["children_cpu_sys"],
         "server_cpu_pct": 100.0 * cpu / result["elapsed"],
         "server_us_per_req": cpu / requests * 1e6 if requests else None,
+        # what the client paid for each request: with TLS, mostly its handshakes
+        "client_us_per_req": result["client_cpu"] / requests * 1e6 if requests else None,
         "server_rss_mib": stats["maxrss_kib"] / 1024.0,
         "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
         "server_threads_at_end": stats["threads"],
+        # tls cases, fastsockserver: handshakes the server counted as failed (None elsewhere)
+        "server_tls_handshake_failures": stats.get("tls_handshake_failures"),
         "server_peak_threads": stats["peak_threads"],
         # How busy the two cores were, whoever used them: well above what the server or
         # the client used means another process competed and the figures may be low.
@@ -419,12 +464,18 @@ def measure_shutdown(case, impl, settings, port=0):
 
 
 def measure_with_slow_clients(case, server, settings, max_seconds):
-    """One repetition of the slowloris case: the slow clients' connections are opened
-    first (at a bounded rate), then the good clients connect and are measured."""
-    slow = SlowClientsProcess(server.port, settings, max_seconds)
+    """One repetition of the slowloris or tls-stall case: the slow clients' connections
+    are opened first (at a bounded rate), then the good clients connect and are
+    measured."""
+    idle, trickle = slow_client_counts(case, settings)
+    slow = SlowClientsProcess(server.port, idle, trickle, max_seconds)
     try:
         at_start = slow.wait_ready()
-        server_fds = _settled_fd_count(server.info.get("pid"))
+        if case.tls:
+            # a few connections: taken in at once, unless the server is stuck
+            server_fds = _settled_fd_count(server.info.get("pid"), most=2.0, still=0.3)
+        else:
+            server_fds = _settled_fd_count(server.info.get("pid"))
         figures = measure(case, server, settings)
         at_end = slow.request("stats")
     finally:
