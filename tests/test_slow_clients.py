@@ -206,7 +206,7 @@ def test_server_close_closes_held_connections(fast_impl, harness):
     fds = fd_count()
     server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), LineEcho.handler(fast_impl))
     server.first_byte_timeout = WAIT
-    loop = threading.Thread(target=server.serve_forever, args=(0.05,))
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     loop.start()
     clients = [socket.create_connection(server.server_address, timeout=WAIT) for _ in range(5)]
     assert wait_for(lambda: held(server) == 5)
@@ -389,7 +389,7 @@ def test_nothing_left_behind_by_slow_clients(fast_impl, harness):
 
     server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.first_byte_timeout = 0.2
-    loop = threading.Thread(target=server.serve_forever, args=(0.05,))
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     loop.start()
     clients = [socket.create_connection(server.server_address, timeout=WAIT)
                for _ in range(10)]

@@ -15,7 +15,15 @@ import xmlrpc.client
 import pytest
 from test_service import ask
 
-from support import SUBPROCESS_TIMEOUT, WAIT, fd_count, needs_fork, subprocess_env, wait_for
+from support import (
+    SUBPROCESS_TIMEOUT,
+    WAIT,
+    fd_count,
+    needs_fork,
+    reset_close,
+    subprocess_env,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +37,19 @@ def pki(tmp_path_factory):
         subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
 
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    # The extensions a strict verifier wants (Python 3.13's default client context
+    # sets VERIFY_X509_STRICT): keyUsage on the CA, key identifiers on the leaves.
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=fastsockserver test CA")
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"),
+        "-subj", "/CN=fastsockserver test CA",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    leaf = ("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1\n"
+                                       "extendedKeyUsage=serverAuth"),
                             ("client", "extendedKeyUsage=clientAuth")):
         run("req", *ec, "-keyout", name + ".key", "-out", name + ".csr",
             "-subj", "/CN=" + name)
-        (d / (name + ".ext")).write_text(extension + "\n")
+        (d / (name + ".ext")).write_text(extension + "\n" + leaf)
         run("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-days", "2", "-out", name + ".pem", "-extfile", name + ".ext")
     return d
@@ -253,7 +267,7 @@ def test_nothing_left_behind_by_tls_clients(fast_impl, pki, capsys):
     server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), tls_echo(fast_impl))
     server.ssl_context = server_context(pki)
     server.ssl_handshake_timeout = 0.3
-    loop = threading.Thread(target=server.serve_forever, args=(0.05,))
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     loop.start()
     idle = [socket.create_connection(server.server_address, timeout=WAIT) for _ in range(5)]
     for _ in range(5):
@@ -414,3 +428,118 @@ def test_drain_ends_idle_tls_keepalive_and_lets_a_request_finish(fast_impl, harn
     drainer.join(WAIT + 1)
     assert outcome == [True]
     assert server.stats()["drained"] >= 1
+
+
+# --------------------------------------------------------------- more failure paths
+
+def quiet_tls_server(harness, mod, pki, **attrs):
+    """A tls_server whose handle_error counts instead of printing."""
+    class Server(mod.ThreadingTCPServer):
+        reported = 0
+
+        def handle_error(self, request, client_address):
+            type(self).reported += 1
+
+    server = harness.server(Server, ("127.0.0.1", 0), tls_echo(mod))
+    server.ssl_context = server_context(pki)
+    for name, value in attrs.items():
+        setattr(server, name, value)
+    return server
+
+
+def test_a_client_that_resets_mid_handshake(fast_impl, harness, pki):
+    server = quiet_tls_server(harness, fast_impl, pki)
+    harness.serve(server)
+    client = harness.connect(server)
+    client.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+    time.sleep(0.05)
+    reset_close(client)
+    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+
+
+def test_an_untrusted_client_certificate_is_refused(fast_impl, harness, pki, tmp_path):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "rogue.key",
+                    "-out", "rogue.pem", "-days", "2", "-subj", "/CN=rogue"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    server = quiet_tls_server(harness, fast_impl, pki)
+    server.ssl_context = server_context(pki, require_client=True)
+    harness.serve(server)
+    ctx = client_context(pki)
+    ctx.load_cert_chain(str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key"))
+    with socket.create_connection(server.server_address, timeout=WAIT) as raw:
+        with pytest.raises((ssl.SSLError, OSError)):
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"hello\n")
+                tls.recv(100)  # TLS 1.3: the refusal arrives after the client's side is done
+    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert (ask_tls(pki, server.server_address, with_certificate=True)
+            == b"HELLO\nSSLSocket client\n")
+
+
+def test_shutdown_and_drain_during_handshakes(fast_impl, harness, pki):
+    server = quiet_tls_server(harness, fast_impl, pki, ssl_handshake_timeout=0.5)
+    harness.serve(server)
+    stalled = [harness.connect(server) for _ in range(3)]  # handshakes that never end
+    assert wait_for(lambda: server.stats()["active"] == 3)
+    start = time.monotonic()
+    bounded_shutdown = threading.Thread(target=server.shutdown)
+    bounded_shutdown.start()
+    bounded_shutdown.join(WAIT)
+    assert time.monotonic() - start < 0.4  # the loop never waited for them
+    harness.serve(server)
+    assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    assert server.drain(WAIT) is True  # they end with their handshake's time
+    assert time.monotonic() - start < 2.0
+    for client in stalled:
+        assert client.recv(10) == b""
+    assert server.stats()["tls_handshake_failures"] == 3
+
+
+def test_thousands_of_failed_handshakes_leak_nothing(fast_impl, pki):
+    threads, fds = threading.active_count(), fd_count()
+
+    class Server(fast_impl.ThreadingTCPServer):
+        reported = 0
+
+        def handle_error(self, request, client_address):
+            type(self).reported += 1
+
+    server = Server(("127.0.0.1", 0), tls_echo(fast_impl))
+    server.ssl_context = server_context(pki)
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    loop.start()
+    count = 2000
+
+    def rss_kib():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+    def fail_some(n):
+        for _ in range(n):
+            with socket.create_connection(server.server_address, timeout=WAIT) as client:
+                client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                while client.recv(100):
+                    pass
+
+    try:
+        fail_some(200)  # warm up: reused threads, caches
+        assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 200)
+        before = rss_kib()
+        workers = [threading.Thread(target=fail_some, args=(count // 4,)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 200 + count,
+                        timeout=WAIT * 2)
+        assert Server.reported == 200 + count
+        assert rss_kib() - before < 8 * 1024  # no per-failure growth (2,000 of them)
+        assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+    assert wait_for(lambda: threading.active_count() <= threads and fd_count() <= fds,
+                    timeout=WAIT + 1), (threading.enumerate(), fd_count(), fds)

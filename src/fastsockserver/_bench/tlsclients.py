@@ -59,8 +59,11 @@ def make_certificates(directory):
                 "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
                 "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
     commands = [
+        # keyUsage on the CA: Python 3.13's default client context verifies strictly
+        # (VERIFY_X509_STRICT) and refuses a CA certificate without it.
         ["req", "-x509", *ec, "-keyout", "ca.key", "-out", CA_CERT, "-days", "2",
-         "-subj", "/CN=fastsockserver bench CA"],
+         "-subj", "/CN=fastsockserver bench CA",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         ["req", *ec, "-keyout", SERVER_KEY, "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
         ["x509", "-req", "-in", "server.csr", "-CA", CA_CERT, "-CAkey", "ca.key",
          "-CAcreateserial", "-days", "2", "-out", SERVER_CERT, "-extfile", "server.ext"],
