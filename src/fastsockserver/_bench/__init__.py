@@ -266,55 +266,43 @@ def run_load_case(run, case, impls, settings):
     return results
 
 
-def run_shutdown_case(run, case, impls, settings):
+def run_process_case(run, case, impls, settings, measure_one, describe, summarize):
+    """A case whose repetitions each start a server process of their own (shutdown,
+    drain): ``measure_one(case, impl, settings, port=...)`` gives a repetition's
+    figures, ``describe(figures)`` its progress line's end, ``summarize(reps)`` the
+    summary."""
     results = {impl: {"status": "pending", "reps": []} for impl in impls}
     live = list(impls)
     for rep in range(settings.reps):
         for impl in list(live):
             run.done += 1
             try:
-                figures = measure_shutdown(case, impl, settings, port=run.port())
+                figures = measure_one(case, impl, settings, port=run.port())
             except ServerError as exc:
                 _drop_failed(run, results, live, case, impl,
                              "failed: {}".format(exc), settings.reps - rep - 1)
                 continue
             results[impl]["reps"].append(figures)
-            run.progress("shutdown {} rep {}/{}: {} ms".format(
-                impl, rep + 1, settings.reps,
-                ", ".join(report._ms(ms) for ms in figures["shutdown_ms"])))
+            run.progress("{} {} rep {}/{}: {}".format(
+                case.name, impl, rep + 1, settings.reps, describe(figures)))
     for entry in results.values():
         if entry["reps"]:
-            entry["summary"] = report.summarize_shutdown(entry["reps"])
+            entry["summary"] = summarize(entry["reps"])
             if entry["status"] == "pending":
                 entry["status"] = "ok"
     return results
 
 
-def run_drain_case(run, case, impls, settings):
-    results = {impl: {"status": "pending", "reps": []} for impl in impls}
-    live = list(impls)
-    for rep in range(settings.reps):
-        for impl in list(live):
-            run.done += 1
-            try:
-                figures = measure_drain(case, impl, settings, port=run.port())
-            except ServerError as exc:
-                _drop_failed(run, results, live, case, impl,
-                             "failed: {}".format(exc), settings.reps - rep - 1)
-                continue
-            results[impl]["reps"].append(figures)
-            run.progress("drain {} rep {}/{}: {} requests before SIGTERM, {} after; failed: "
-                         "{} on served connections, {} on new ones; exit after {} s".format(
-                             impl, rep + 1, settings.reps, figures["requests_before_signal"],
-                             figures["requests_after_signal"],
-                             figures["errors_on_served_total"], figures["errors_on_new_total"],
-                             report._num(figures["signal_to_exit_s"], 3)))
-    for entry in results.values():
-        if entry["reps"]:
-            entry["summary"] = report.summarize_drain(entry["reps"])
-            if entry["status"] == "pending":
-                entry["status"] = "ok"
-    return results
+def _describe_shutdown(figures):
+    return "{} ms".format(", ".join(report._ms(ms) for ms in figures["shutdown_ms"]))
+
+
+def _describe_drain(figures):
+    return ("{} requests before SIGTERM, {} after; failed: {} on served connections, {} on "
+            "new ones; exit after {} s".format(
+                figures["requests_before_signal"], figures["requests_after_signal"],
+                figures["errors_on_served_total"], figures["errors_on_new_total"],
+                report._num(figures["signal_to_exit_s"], 3)))
 
 
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -438,9 +426,11 @@ def main(argv=None):
                 run.done += len(case_impls) * args.reps
                 continue
         if case.mode == "shutdown":
-            results = run_shutdown_case(run, case, case_impls, settings)
+            results = run_process_case(run, case, case_impls, settings, measure_shutdown,
+                                       _describe_shutdown, report.summarize_shutdown)
         elif case.mode == "drain":
-            results = run_drain_case(run, case, case_impls, settings)
+            results = run_process_case(run, case, case_impls, settings, measure_drain,
+                                       _describe_drain, report.summarize_drain)
         else:
             results = run_load_case(run, case, case_impls, settings)
         report.add_ratios(case, results)
