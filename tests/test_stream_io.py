@@ -86,6 +86,9 @@ def tcp_pair():
 
 
 def make_pair(transport):
+    """(server side, client side) of a "unix", "tcp" or "tls" connection."""
+    if transport == "tls":
+        return tls_pair()  # (section 4)
     return unix_pair() if transport == "unix" else tcp_pair()
 
 
@@ -1111,25 +1114,6 @@ def test_tls_rfile_ends_and_timeouts_match_stdlib(impl, what):
         assert expected[-2][1][-1] == "cannot read from timed out object"
 
 
-def _tls_write_and_receive(mod, values):
-    server, client = tls_pair()
-    h = make_handler(mod, server)
-    try:
-        results = [outcome(lambda: h.wfile.write(v)) for v in values]
-        socket.socket.shutdown(server, socket.SHUT_WR)  # TCP's end: the client reads b""
-        received = bytearray()
-        while True:
-            part = client.recv(1 << 16)
-            if not part:
-                break
-            received += part
-        return results, bytes(received)
-    finally:
-        close_handler(h)
-        server.close()
-        client.close()
-
-
 @settings(max_examples=15, **HYP)
 @given(items=st.lists(st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "slice",
                                                  "array"]),
@@ -1137,15 +1121,16 @@ def _tls_write_and_receive(mod, values):
                       max_size=5))
 def test_tls_wfile_write_matches_stdlib(impl, items):
     values = [_writer_value(kind, data) for kind, data in items]
-    expected = _tls_write_and_receive(socketserver, values)
-    got = _tls_write_and_receive(impl, values)
+    expected = _write_and_receive(socketserver, "tls", values)
+    got = _write_and_receive(impl, "tls", values)
     assert got == expected
     assert got[1] == b"".join(bytes(memoryview(v).cast("B")) for v in values)
 
 
 def test_tls_wfile_write_misuse_matches_stdlib(impl):
     values = ["text", None, 12, memoryview(b"abcdef")[::2], memoryview(array.array("d", [1.5]))]
-    assert _tls_write_and_receive(impl, values) == _tls_write_and_receive(socketserver, values)
+    expected = _write_and_receive(socketserver, "tls", values)
+    assert _write_and_receive(impl, "tls", values) == expected
 
 
 def test_tls_unwrapped_connection_goes_on_in_plain(impl):
