@@ -9,6 +9,10 @@ Switches, all environment variables (one place for build settings):
   FASTSOCKSERVER_NO_LOADGEN=1          do not build the load generator (as on non-Linux)
   FASTSOCKSERVER_CYTHON_ANNOTATE=1     also write the annotated HTML (build/cython/src/)
   FASTSOCKSERVER_CYTHON_TRACE=1        debug build: line tracing, no optimisation
+  FASTSOCKSERVER_SANITIZE=address,undefined
+                                       the core built with -fsanitize=... (AddressSanitizer,
+                                       UBSan; `make asan`); run it with the sanitizer
+                                       runtimes preloaded (tools/run_tests.py --only asan)
 Without FASTSOCKSERVER_REQUIRE_EXTENSIONS a failed compile of the core falls back
 to the pure-Python package, which behaves the same.
 """
@@ -37,6 +41,7 @@ NO_EXTENSIONS = _env.NO_EXTENSIONS
 REQUIRE = _env.is_set(os.environ.get("FASTSOCKSERVER_REQUIRE_EXTENSIONS"))
 ANNOTATE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_ANNOTATE"))
 TRACE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_TRACE"))
+SANITIZE = os.environ.get("FASTSOCKSERVER_SANITIZE", "").strip()
 # The load generator uses Linux-only calls; `python -m fastsockserver bench`
 # says so where it is absent.
 LOADGEN = (sys.platform.startswith("linux")
@@ -93,6 +98,14 @@ def _extensions():
     if NO_EXTENSIONS:
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if TRACE else []
+    compile_args = ["-O0", "-g"] if TRACE else ["-O2"]
+    link_args = []
+    if SANITIZE:
+        # Every report stops the process (halt_on_error in the run's options),
+        # so the suite fails on the first one.
+        sanitize = ["-fsanitize=" + SANITIZE, "-fno-sanitize-recover=all",
+                    "-fno-omit-frame-pointer", "-g"]
+        compile_args, link_args = ["-O1"] + sanitize, sanitize
     sources = [(CORE, "src/_core.pyx")]
     if LOADGEN:
         sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
@@ -101,7 +114,8 @@ def _extensions():
             name,
             sources=[source],
             define_macros=macros,
-            extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
         )
         for name, source in sources
     ]

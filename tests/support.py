@@ -37,6 +37,9 @@ CERTFILE = next((path for path in (
     if os.path.exists(path)), "keycert.pem (not found)")
 
 needs_fork = pytest.mark.skipif(not HAS_FORK, reason="no os.fork")
+# The sanitizer run (tools/run_tests.py --only asan): ASan holds freed memory in
+# quarantine, so a process's RSS says nothing about leaks there.
+SANITIZED = bool(os.environ.get("SANITIZER_PRELOAD"))
 
 
 # --------------------------------------------------------------- the pure-Python copy, waits

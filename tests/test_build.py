@@ -105,3 +105,20 @@ def test_core_builds_without_the_load_generator(tmp_path):
                     env=env, cwd=str(tmp_path))
     assert bench.returncode == 1
     assert "the load generator is absent" in bench.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("SANITIZER_PRELOAD"),
+                    reason="only in the sanitizer run (tools/run_tests.py --only asan)")
+def test_sanitizer_run_has_an_instrumented_core_and_the_runtimes():
+    """`--only asan` tests what it says: the core calls into ASan, whose runtime
+    (and UBSan's) this interpreter loaded; reports would stop the process."""
+    import fastsockserver
+    from fastsockserver import _core
+    assert fastsockserver.COMPILED
+    with open(_core.__file__, "rb") as f:
+        core = f.read()
+    assert b"__asan_report" in core and b"__ubsan_handle" in core
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    assert "libasan" in maps and "libubsan" in maps
+    assert "LD_PRELOAD" not in os.environ  # not passed on to curl, openssl, haproxy

@@ -87,6 +87,8 @@ def test_one(python, version, mode, pytest_args):
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     else:
         env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
+    if mode == "asan":
+        env["FASTSOCKSERVER_SANITIZE"] = SANITIZERS
     vpython = os.path.join(venv, "bin", "python")
     steps = [
         [python, "-m", "venv", venv],
@@ -98,6 +100,12 @@ def test_one(python, version, mode, pytest_args):
         if proc.returncode != 0:
             print(proc.stdout[-4000:])
             return False, "install failed"
+    reports = None
+    if mode == "asan":
+        reports = os.path.join(venv, "sanitizer-reports")
+        os.makedirs(reports)
+        env.update(sanitizer_env(reports))
+        vpython = sanitized_python(venv)
     # Test the installed package, not the source tree.
     cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider"] + pytest_args
     print("$ " + " ".join(cmd), flush=True)
@@ -106,7 +114,60 @@ def test_one(python, version, mode, pytest_args):
     sys.stdout.write(proc.stdout)
     lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else "(no output)"
+    if reports is not None:
+        # Every process of the run (subprocesses too) writes its reports here.
+        found = sorted(os.listdir(reports))
+        for name in found:
+            with open(os.path.join(reports, name), errors="replace") as report:
+                print("=" * 30, name, "=" * 30, report.read(), sep="\n")
+        if found:
+            return False, "{} sanitizer report(s); {}".format(len(found), summary)
+        summary += "; 0 sanitizer reports"
     return proc.returncode == 0, summary
+
+
+# `--only asan`: the core built with these sanitizers (setup.py's
+# FASTSOCKSERVER_SANITIZE), run on an interpreter that is not: their
+# runtimes are preloaded, and every report is an error.
+SANITIZERS = "address,undefined"
+
+
+def sanitized_python(venv):
+    """The venv's interpreter started with the sanitizer runtimes preloaded: a
+    wrapper that is sys.executable, so the tests' Python subprocesses get them
+    too, while other programs they start (curl, openssl) do not (a .pth file
+    takes LD_PRELOAD out of each interpreter's environment once it is up)."""
+    wrapper = os.path.join(venv, "bin", "python-sanitized")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/bash\nLD_PRELOAD="$SANITIZER_PRELOAD" '
+                'exec -a "$0" "$(dirname "$0")/python" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    site = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(site, "fastsockserver_sanitized.pth"), "w") as f:
+        f.write("import os; os.environ.pop('LD_PRELOAD', None)\n")
+    return wrapper
+
+
+def sanitizer_env(reports):
+    """LD_PRELOAD and the options of gcc's ASan and UBSan runtimes; reports go to
+    files in ``reports`` (a process that exits nonzero on purpose in a test still
+    leaves its report there)."""
+    libraries = []
+    for name in ("libasan.so", "libubsan.so"):
+        path = subprocess.run(["gcc", "-print-file-name=" + name], capture_output=True,
+                              text=True).stdout.strip()
+        if not os.path.isabs(path):
+            raise SystemExit("the sanitizer runtime {} was not found (gcc)".format(name))
+        libraries.append(path)
+    common = "halt_on_error=1:log_path=" + os.path.join(reports, "report")
+    return {
+        "SANITIZER_PRELOAD": " ".join(libraries),
+        # Python's own allocations at exit are not the core's: no leak check.
+        "ASAN_OPTIONS": common + ":detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": common + ":print_stacktrace=1",
+    }
 
 
 def main():
@@ -114,8 +175,9 @@ def main():
     parser.add_argument("--pythons", default=",".join(VERSIONS),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
-    parser.add_argument("--only", choices=("compiled", "pure"),
-                        help="only this kind of install, on each Python given (CI's matrix)")
+    parser.add_argument("--only", choices=("compiled", "pure", "asan"),
+                        help="only this kind of install, on each Python given (CI's matrix; "
+                        "asan: the core built with AddressSanitizer and UBSan, `make asan`)")
     options, pytest_args = parser.parse_known_args()
     if not ensure_tools():
         return 1
