@@ -1,7 +1,7 @@
 # Developer shortcuts. Build switches themselves live in setup.py.
 PYTHON ?= python3
 
-.PHONY: build annotate debug test test-all lint bench info clean
+.PHONY: build annotate debug portable test test-all lint bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -12,6 +12,9 @@ annotate:         ## also write build/cython/src/_core.html (yellow = Python cal
 
 debug:            ## line-traced, unoptimised core (coverage, profilers)
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_CYTHON_TRACE=1 $(PYTHON) -m pip install -e ".[test]"
+
+portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MSG_NOSIGNAL), on Linux
+	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_PORTABLE_CORE=1 $(PYTHON) -m pip install -e ".[test]"
 
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest

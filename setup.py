@@ -9,6 +9,9 @@ Switches, all environment variables (one place for build settings):
   FASTSOCKSERVER_NO_LOADGEN=1          do not build the load generator (as on non-Linux)
   FASTSOCKSERVER_CYTHON_ANNOTATE=1     also write the annotated HTML (build/cython/src/)
   FASTSOCKSERVER_CYTHON_TRACE=1        debug build: line tracing, no optimisation
+  FASTSOCKSERVER_PORTABLE_CORE=1       compile the core as on macOS and the BSDs (poll,
+                                       accept + fcntl, no MSG_NOSIGNAL), to run that path
+                                       on Linux; `python -m fastsockserver info` says which
 Without FASTSOCKSERVER_REQUIRE_EXTENSIONS a failed compile of the core falls back
 to the pure-Python package, which behaves the same.
 """
@@ -37,6 +40,7 @@ NO_EXTENSIONS = _env.NO_EXTENSIONS
 REQUIRE = _env.is_set(os.environ.get("FASTSOCKSERVER_REQUIRE_EXTENSIONS"))
 ANNOTATE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_ANNOTATE"))
 TRACE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_TRACE"))
+PORTABLE = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 # The load generator uses Linux-only calls; `python -m fastsockserver bench`
 # says so where it is absent.
 LOADGEN = (sys.platform.startswith("linux")
@@ -89,10 +93,34 @@ class OptionalBuildExt(build_ext):
         print("*" * 70, file=sys.stderr)
 
 
+def _switches_file(macros, compile_args):
+    """A file that holds the C compiler's switches, rewritten only when they change.
+
+    The extensions depend on it: the compiled module's path is the same with
+    any switches, so without it build_ext would keep a module built with the
+    others (a portable core in a Linux install, or the reverse)."""
+    path = os.path.join(HERE, "build", "c-switches.txt")
+    text = repr((macros, compile_args)) + "\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
 def _extensions():
     if NO_EXTENSIONS:
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if TRACE else []
+    if PORTABLE:
+        macros.append(("FSS_PORTABLE_CORE", "1"))  # read in src/_core.pyx's C block
+    compile_args = ["-O0", "-g"] if TRACE else ["-O2"]
+    switches = _switches_file(macros, compile_args)
     sources = [(CORE, "src/_core.pyx")]
     if LOADGEN:
         sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
@@ -100,8 +128,9 @@ def _extensions():
         Extension(
             name,
             sources=[source],
+            depends=[switches],
             define_macros=macros,
-            extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
+            extra_compile_args=compile_args,
         )
         for name, source in sources
     ]
