@@ -162,6 +162,21 @@ def code_result(code, pure=False):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Source of an http.server handler for scripts run in a subprocess (after they import
+# http.server): GET answers with the type of the connection's socket (SSLSocket over TLS).
+SOCKET_TYPE_HTTP_HANDLER = """
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = type(self.connection).__name__.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+"""
+
+
 # --------------------------------------------------------------- sockets
 
 def ipv6_available():
