@@ -55,6 +55,8 @@ cdef extern from *:
     #include <netdb.h>
     #include <fcntl.h>
     #include <stddef.h>
+    #include <errno.h>
+    #include <unistd.h>
     #ifdef __linux__
     #define FSS_IS_LINUX 1
     #else
@@ -99,8 +101,6 @@ cdef extern from *:
 
     /* epoll where there is one; elsewhere the callers use poll() (ENOSYS). */
     #include <string.h>
-    #include <errno.h>
-    #include <unistd.h>
     #if FSS_LINUX_CALLS
     #include <sys/epoll.h>
     static int fss_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }

@@ -20,7 +20,7 @@ The request flow, and where the fast path joins it::
           _handle_request_noblock()
             get_request()               [stdlib: socket.accept / recvfrom]
             _verify_and_process()
-        plan.listener:                  [core: batched accept4 / recvfrom,
+        plan.listener:                  [core: batched accept / recvfrom,
           _verify_and_process()           up to plan.batch per wake-up]
             verify_request()
             process_request()           [ThreadingMixIn: on a pool thread;
