@@ -80,14 +80,15 @@ def _make_parse_headers(module):
         return module.email.parser.Parser(_class=_class).parsestr(
             b"".join(lines).decode("iso-8859-1"))
 
-    if _reads_with_a_limit(module._read_headers):
-        def parse_headers(fp, _class=module.HTTPMessage, *, _max_headers=None):
-            return parse_lines(fp, module._read_headers(fp, _max_headers), _class)
-    else:
-        def parse_headers(fp, _class=module.HTTPMessage):
-            return parse_lines(fp, module._read_headers(fp), _class)
+    def parse_headers(fp, _class=module.HTTPMessage):
+        return parse_lines(fp, module._read_headers(fp), _class)
 
-    functools.update_wrapper(parse_headers, original)  # __wrapped__: the stdlib's
+    def parse_headers_with_limit(fp, _class=module.HTTPMessage, *, _max_headers=None):
+        return parse_lines(fp, module._read_headers(fp, _max_headers), _class)
+
+    if _reads_with_a_limit(module._read_headers):
+        parse_headers = parse_headers_with_limit
+    functools.update_wrapper(parse_headers, original)  # __wrapped__ and the name: the stdlib's
     return parse_headers
 
 
