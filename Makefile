@@ -2,7 +2,7 @@
 PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
 
-.PHONY: build annotate debug asan test test-all lint bench info clean
+.PHONY: build annotate debug asan portable test test-all lint bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -16,6 +16,8 @@ debug:            ## line-traced, unoptimised core (coverage, profilers)
 
 asan:             ## the whole suite on a core built with AddressSanitizer + UBSan; any report fails
 	$(PYTHON) tools/run_tests.py --pythons $(ASAN_PYTHON) --only asan
+portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MSG_NOSIGNAL), on Linux
+	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_PORTABLE_CORE=1 $(PYTHON) -m pip install -e ".[test]"
 
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest

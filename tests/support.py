@@ -30,6 +30,9 @@ SRC = os.path.dirname(os.path.dirname(fastsockserver.__file__))
 # The implementations by name, for tests that run one in a subprocess.
 IMPLS = ["stdlib", "py", pytest.param("c", marks=pytest.mark.c_extension)]
 SUBPROCESS_TIMEOUT = 60
+# This run tests a core built with FASTSOCKSERVER_PORTABLE_CORE (setup.py): the macOS/BSD
+# system calls, on Linux (tools/run_tests.py sets the variable for the build and the tests).
+PORTABLE_RUN = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 # CPython's test certificate: Lib/test/certdata/ from 3.12 (and late 3.11), Lib/test/ before.
 CERTFILE = next((path for path in (
     os.path.join(os.path.dirname(socket.__file__), "test", "certdata", "keycert.pem"),
@@ -160,6 +163,21 @@ def code_result(code, pure=False):
     out = run_code(code, env=env)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# Source of an http.server handler for scripts run in a subprocess (after they import
+# http.server): GET answers with the type of the connection's socket (SSLSocket over TLS).
+SOCKET_TYPE_HTTP_HANDLER = """
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = type(self.connection).__name__.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+"""
 
 
 # --------------------------------------------------------------- sockets

@@ -16,6 +16,7 @@ import pytest
 
 import fastsockserver
 from fastsockserver import _env
+from support import PORTABLE_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md"]
@@ -49,14 +50,21 @@ def test_info_reports_the_build():
     assert lines[0] == "fastsockserver " + fastsockserver.__version__
     report = dict(line.split(": ", 1) for line in lines[1:])
     assert set(report) == {"python", "platform", "core", "core features", "wait",
-                           "load generator (bench)"}
+                           "system calls", "load generator (bench)"}
     assert sys.executable in report["python"]
     if fastsockserver.COMPILED:
         assert report["core"].startswith("compiled (") and "_core" in report["core"]
         assert "receive" in report["core features"]
     if sys.platform.startswith("linux") and fastsockserver.COMPILED:
-        assert report["wait"].startswith("epoll")
         assert report["load generator (bench)"] == "available"
+        if PORTABLE_RUN:
+            assert report["wait"] == "poll()"
+            assert report["system calls"] == (
+                "wait poll, accept accept+fcntl, send no MSG_NOSIGNAL (portable core: "
+                "the macOS/BSD path, FASTSOCKSERVER_PORTABLE_CORE)")
+        else:
+            assert report["wait"].startswith("epoll")
+            assert report["system calls"] == "wait epoll, accept accept4, send MSG_NOSIGNAL"
 
 
 def test_info_says_why_pure():
@@ -65,6 +73,8 @@ def test_info_says_why_pure():
     assert "core: pure Python: {} is set".format(_env.ENV_VAR) in result.stdout
     assert "core features: none" in result.stdout
     assert "wait: PollSelector" in result.stdout
+    assert ("system calls: wait PollSelector, accept socket.accept(), send socket.sendall() "
+            "(the stdlib's)") in result.stdout
 
 
 def test_info_rejects_arguments():

@@ -17,6 +17,7 @@ from test_service import ask
 
 from support import (
     SANITIZED,
+    SOCKET_TYPE_HTTP_HANDLER,
     SUBPROCESS_TIMEOUT,
     WAIT,
     fd_count,
@@ -298,15 +299,7 @@ import http.server, xmlrpc.server, wsgiref.simple_server
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 
-class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = type(self.connection).__name__.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
+""" + SOCKET_TYPE_HTTP_HANDLER + """
 
 class Quiet(wsgiref.simple_server.WSGIRequestHandler):
     def log_message(self, *args):

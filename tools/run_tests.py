@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Run the test suite on every Python 3.9-3.13 found on this machine.
+"""Run the test suite on every Python 3.9-3.15 found on this machine.
 
-    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure] [pytest args ...]
+    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure|portable-core]
+                               [pytest args ...]
 
 For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
 with the compiled core required (a failed compile fails the run), then
 pytest. Behaviour tests run on stdlib, pure and compiled in that one run;
 on the first interpreter the package is also installed pure
 (FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
-compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
-under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
+compiler would have it; and on the last one the core is built with the
+system calls of macOS and the BSDs (see PORTABLE_CORE below) and tested
+again. Interpreters are looked up as pythonX.Y (X.Yt: free-threaded) on PATH
+and under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
 tests drive (TOOLS: openssl) are installed with apt-get when missing.
 """
 import argparse
@@ -22,14 +25,18 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
+
+
+# What an interpreter says it is: "3.13", or "3.14t" for a free-threaded build.
+_VERSION_OF = ("import sys, sysconfig, venv; print('%d.%d%s' % (*sys.version_info[:2], "
+               "'t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))")
 
 
 def _works(python, version):
     try:
-        out = subprocess.run(
-            [python, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30)
+        out = subprocess.run([python, "-c", _VERSION_OF],
+                             capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and out.stdout.strip() == version
@@ -67,6 +74,16 @@ def ensure_tools():
     return not missing
 
 
+# ---------------------------------------------------------------- the portable-core run
+# The compiled core as macOS and the BSDs compile it (poll instead of epoll, accept +
+# fcntl instead of accept4, no MSG_NOSIGNAL), built on Linux by setup.py's switch and
+# tested with the whole suite once more, on one Python (the newest found) to keep the
+# run's time in check. The tests read the same variable (tests/test_portable_core.py
+# fails if the core in use is not that build).
+PORTABLE_CORE = "portable-core"
+PORTABLE_CORE_ENV = {"FASTSOCKSERVER_PORTABLE_CORE": "1"}
+
+
 def run(cmd, env=None, log=None):
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -83,12 +100,16 @@ def test_one(python, version, mode, pytest_args):
     env = dict(os.environ)
     env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
     env.pop("PYTHONPATH", None)
+    for name in PORTABLE_CORE_ENV:
+        env.pop(name, None)
     if mode == "pure":
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     else:
         env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
     if mode == "asan":
         env["FASTSOCKSERVER_SANITIZE"] = SANITIZERS
+    if mode == PORTABLE_CORE:
+        env.update(PORTABLE_CORE_ENV)
     vpython = os.path.join(venv, "bin", "python")
     steps = [
         [python, "-m", "venv", venv],
@@ -175,7 +196,9 @@ def main():
     parser.add_argument("--pythons", default=",".join(VERSIONS),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
-    parser.add_argument("--only", choices=("compiled", "pure", "asan"),
+    parser.add_argument("--no-portable-core", action="store_true",
+                        help="skip the run on the core built as on macOS/BSD")
+    parser.add_argument("--only", choices=("compiled", "pure", PORTABLE_CORE, "asan"),
                         help="only this kind of install, on each Python given (CI's matrix; "
                         "asan: the core built with AddressSanitizer and UBSan, `make asan`)")
     options, pytest_args = parser.parse_known_args()
@@ -188,7 +211,7 @@ def main():
             print("Python {}: not found, skipped".format(version))
     found = [(v, p) for v, p in found if p]
     if not found:
-        print("no Python 3.9-3.13 found")
+        print("no Python 3.9-3.15 found")
         return 1
     if options.only:
         runs = [(v, p, options.only) for v, p in found]
@@ -196,6 +219,8 @@ def main():
         runs = [(v, p, "compiled") for v, p in found]
         if not options.no_pure:
             runs.append(found[-1] + ("pure",))
+        if not options.no_portable_core:
+            runs.append(found[-1] + (PORTABLE_CORE,))
     for version, python, mode in runs:
         start = time.monotonic()
         print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
@@ -205,7 +230,7 @@ def main():
     print("\n" + "=" * 70)
     passed = failed = 0
     for version, mode, ok, summary, seconds in results:
-        print("Python {:5} {:8} {:4} {:6.0f}s  {}".format(
+        print("Python {:5} {:13} {:4} {:6.0f}s  {}".format(
             version, mode, "ok" if ok else "FAIL", seconds, summary))
         for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
             if word == "passed":

@@ -1,4 +1,5 @@
-# Types of fastsockserver's public API: the same signatures as the stdlib socketserver.
+# Types of fastsockserver's public API: the same signatures as the stdlib socketserver
+# of the running Python, 3.9-3.15.
 import ssl
 import sys
 import types

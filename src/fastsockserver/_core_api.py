@@ -22,6 +22,13 @@ HANDLERS_TAKE = "handlers-take"   # handler threads take the next waiting reques
 EPOLL = "epoll"                   # waits with epoll where the receive path is its own
 ALL_FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL))
 
+# Each core also says which system calls its own code makes, for
+# `python -m fastsockserver info` and the tests: SYSTEM_CALLS, a dict with
+# "wait", "accept" and "send"; and PORTABLE_CORE, True where the compiled core
+# was built with FASTSOCKSERVER_PORTABLE_CORE (setup.py): on Linux, the calls
+# macOS and the BSDs make (poll, accept + fcntl, no MSG_NOSIGNAL).
+SYSTEM_CALL_KINDS = ("wait", "accept", "send")
+
 # Requests taken per wake-up: enough to drain a burst of connects, few enough
 # that service_actions() runs often (shutdown() ends a batch early).
 MAX_BATCH = 64

@@ -31,6 +31,11 @@ if hasattr(selectors, "PollSelector"):
 else:
     _ServerSelector = selectors.SelectSelector
 
+# The stdlib's calls, on every platform (_core_api.SYSTEM_CALLS).
+PORTABLE_CORE = False
+SYSTEM_CALLS = {"wait": _ServerSelector.__name__, "accept": "socket.accept()",
+                "send": "socket.sendall()"}
+
 
 class ServingState:
     """What a server shares with its loop and handler threads (see _core_api.ServingState)."""

@@ -1,7 +1,7 @@
 """The socketserver class hierarchy: the public API, and the stdlib's algorithm.
 
 Names, signatures, class attributes, hook order, messages and exceptions
-follow the ``socketserver`` module of the running Python (3.9-3.13): read
+follow the ``socketserver`` module of the running Python (3.9-3.15): read
 this file beside its ``Lib/socketserver.py``. What is not here:
 
 - ``_core_select``: the serving core in use (compiled ``_core`` or its pure
@@ -20,7 +20,7 @@ The request flow, and where the fast path joins it::
           _handle_request_noblock()
             get_request()               [stdlib: socket.accept / recvfrom]
             _verify_and_process()
-        plan.listener:                  [core: batched accept4 / recvfrom,
+        plan.listener:                  [core: batched accept / recvfrom,
           _verify_and_process()           up to plan.batch per wake-up]
             verify_request()
             process_request()           [ThreadingMixIn: on a pool thread;
@@ -70,6 +70,28 @@ def _tls():
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
+
+
+def request_queue_size_for(version, stdlib_value):
+    """TCPServer.request_queue_size on Python ``version``, the stdlib's there being
+    ``stdlib_value``: up to 3.14 the stdlib listens with 5, which overflows under a
+    few dozen concurrent connects and sends clients into 1-3 s SYN retransmits, so
+    socket.SOMAXCONN; from 3.15, which raised its own, the stdlib's (never below
+    SOMAXCONN, should a 3.15 say less)."""
+    if version >= (3, 15):
+        return max(stdlib_value, socket.SOMAXCONN)
+    return socket.SOMAXCONN
+
+
+def _stdlib_request_queue_size():
+    """The stdlib's TCPServer.request_queue_size; None where only ours is at hand
+    (install() has put this package in its place, and this module is run again)."""
+    if sys.version_info < (3, 15):
+        return 5  # (not imported for a number known)
+    import socketserver
+    if socketserver.__name__ != "socketserver":
+        return None
+    return socketserver.TCPServer.request_queue_size
 
 
 def _remaining(deadline):
@@ -474,9 +496,9 @@ class TCPServer(BaseServer):
 
     socket_type = socket.SOCK_STREAM
 
-    # The stdlib's 5 overflows under a few dozen concurrent connects and sends
-    # clients into 1-3 s SYN retransmits; CPython 3.15 makes the same change.
-    request_queue_size = socket.SOMAXCONN
+    # SOMAXCONN, not the stdlib's 5 (up to 3.14): see request_queue_size_for.
+    request_queue_size = request_queue_size_for(
+        sys.version_info, _stdlib_request_queue_size() or socket.SOMAXCONN)
 
     allow_reuse_address = False
 
