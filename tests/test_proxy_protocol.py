@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import test_tls
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from fastsockserver import _proxy
 from support import WAIT, fd_count, needs_fork, wait_for
 
 SIG = _proxy.V2_SIGNATURE
+pki = test_tls.pki  # its certificates fixture, for the PROXY header before TLS
 BOUNDED = settings(max_examples=300, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow])
 
@@ -344,6 +346,25 @@ def test_the_sync_server_is_bounded_by_the_header_timeout(fast_impl, harness):
     assert server.stats()["proxy_header_failures"] == 1
 
 
+def test_the_header_comes_before_tls(fast_impl, harness, pki):
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline()
+            self.wfile.write("{} {!r} ".format(type(self.connection).__name__,
+                                               self.client_address).encode() + line)
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    server.ssl_context = test_tls.server_context(pki)
+    server.proxy_protocol_from = "127.0.0.1"
+    harness.serve(server)
+    with socket.create_connection(server.server_address, timeout=WAIT) as raw:
+        raw.sendall(v2_inet(("192.0.2.7", 5555), ("198.51.100.1", 443)))
+        with test_tls.client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"hello\n")
+            assert read_to_end(tls) == b"SSLSocket ('192.0.2.7', 5555) hello\n"
+    assert server.stats()["tls_handshake_failures"] == 0
+
+
 def test_verify_request_sees_the_proxy(fast_impl, harness):
     seen = []
 
@@ -402,8 +423,9 @@ def test_http_server_logs_the_original_client(harness, tmp_path):
         "    def do_GET(self):\n"
         "        self.send_response(200); self.send_header('Content-Length', '2')\n"
         "        self.end_headers(); self.wfile.write(b'ok')\n"
+        # set on the class: what an unmodified program can be given (see the README)
+        "fastsockserver.TCPServer.proxy_protocol_from = '127.0.0.1'\n"
         "server = http.server.HTTPServer(('127.0.0.1', 0), Handler)\n"
-        "server.proxy_protocol_from = '127.0.0.1'\n"
         "print(server.server_address[1], flush=True)\n"
         "server.handle_request()\n")
     import subprocess
