@@ -117,19 +117,20 @@ class HAProxy:
         self.proc = subprocess.Popen([binary, "-db", "-f", path], stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
-    def wait_listening(self, port):
+    def wait_ready(self):
+        """Until every frontend listens (asked on the stats socket: a probe
+        connection would reach a backend, which would count it)."""
         def ready():
-            if self.proc.poll() is not None:  # e.g. the port taken meanwhile
+            if self.proc.poll() is not None:  # e.g. a port taken meanwhile
                 raise RuntimeError("haproxy exited:\n" + self.output())
-            if not os.path.exists(self.admin):
-                return False
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
+                rows = self.stats()
+            except OSError:  # the stats socket is not there yet
                 return False
+            frontends = [row for row in rows if row["svname"] == "FRONTEND"]
+            return frontends and all(row["status"] == "OPEN" for row in frontends)
         if not wait_until(ready):
-            raise RuntimeError("haproxy not listening on {}:\n{}".format(port, self.output()))
+            raise RuntimeError("haproxy not ready:\n" + self.output())
 
     def command(self, line):
         with socket.socket(socket.AF_UNIX) as sock:
@@ -143,12 +144,15 @@ class HAProxy:
                     return data.decode()
                 data += chunk
 
-    def server_status(self, backend):
-        """{server name: status} of ``backend`` ("UP", "DOWN", "UP 1/2"...)."""
+    def stats(self):
+        """The rows of ``show stat``, as dicts."""
         lines = self.command("show stat").splitlines()
         names = lines[0].lstrip("# ").split(",")
-        rows = [dict(zip(names, line.split(","))) for line in lines[1:] if line]
-        return {row["svname"]: row["status"] for row in rows
+        return [dict(zip(names, line.split(","))) for line in lines[1:] if line]
+
+    def server_status(self, backend):
+        """{server name: status} of ``backend`` ("UP", "DOWN", "UP 1/2"...)."""
+        return {row["svname"]: row["status"] for row in self.stats()
                 if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")}
 
     def output(self):
@@ -253,7 +257,7 @@ def run(directory, clients, restarts=None, duration=None, settle=1.0, env=None):
             started.append(backend.proc.pid)
         proxy = HAProxy(directory, ROLLING.format(port=port, a=backends[0].port,
                                                   b=backends[1].port))
-        proxy.wait_listening(port)
+        proxy.wait_ready()
         if not wait_until(lambda: proxy.server_status("be") == {"a": "UP", "b": "UP"}):
             raise RuntimeError("backends not up: {}".format(proxy.server_status("be")))
         start = time.monotonic()
