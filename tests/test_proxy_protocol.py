@@ -148,9 +148,10 @@ def test_a_truncated_header_is_refused_and_still_wanted(header, data):
     cut = data.draw(st.integers(0, len(header) - 1))
     with pytest.raises(_proxy.ProxyHeaderError):
         _proxy.parse(header[:cut])
-    wanted, _ = _proxy._wanted(header[:cut])
-    assert wanted > 0  # the reader would go on reading (within its deadline)
-    assert _proxy._wanted(header) == (0, False)
+    total = _proxy._header_length(header[:cut])
+    assert total is None or total > cut  # the reader would go on (within its deadline)
+    assert _proxy._header_length(header) == len(header)
+    assert _proxy._header_length(header + b"GET / HTTP/1.1\r\n") == len(header)
 
 
 @BOUNDED
@@ -163,10 +164,10 @@ def test_garbage_raises_only_proxy_header_error(garbage):
     except _proxy.ProxyHeaderError:
         pass
     try:
-        wanted, _ = _proxy._wanted(garbage)
+        total = _proxy._header_length(garbage)
     except _proxy.ProxyHeaderError:
         return
-    assert 0 <= wanted <= _proxy.V2_MAX  # never asks for more than the bound
+    assert total is None or 0 < total <= _proxy.V2_MAX  # never more than the bound
 
 
 # --------------------------------------------------------------- the reader

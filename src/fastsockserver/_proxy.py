@@ -147,55 +147,62 @@ def _address(family, host, port):
 
 # Reading: exactly the header's bytes, never more.
 
-def _wanted(head):
-    """How many more bytes the header that begins with ``head`` may take, and
-    whether they must be peeked at first (v1 ends at its line feed).
+def _header_length(data):
+    """The length of the header that ``data`` begins with, None while ``data``
+    is too short to tell (all of it is header so far).
 
-    0: complete. Raises ProxyHeaderError when it cannot be a header."""
-    if not head:
-        return 1, False
-    if head[:1] == V2_SIGNATURE[:1]:
-        if not V2_SIGNATURE.startswith(head[:12]):
+    Raises ProxyHeaderError when it cannot be a header, or one too long."""
+    if data[:1] == V2_SIGNATURE[:1]:
+        if not V2_SIGNATURE.startswith(data[:12]):
             raise ProxyHeaderError("no PROXY protocol header")
-        if len(head) < V2_FIXED:
-            return V2_FIXED - len(head), False
-        total = V2_FIXED + struct.unpack_from("!H", head, 14)[0]
+        if len(data) < V2_FIXED:
+            return None
+        total = V2_FIXED + struct.unpack_from("!H", data, 14)[0]
         if total > V2_MAX:
             raise ProxyHeaderError("PROXY v2 header of {} bytes: more than {}".format(
                 total, V2_MAX))
-        return total - len(head), False
-    if not (V1_PREFIX.startswith(head[:6])):
+        return total
+    if not V1_PREFIX.startswith(data[:6]):
         raise ProxyHeaderError("no PROXY protocol header")
-    if head.endswith(b"\n"):
-        return 0, False
-    if len(head) >= V1_MAX:
+    end = data.find(b"\n", 0, V1_MAX)
+    if end >= 0:
+        return end + 1
+    if len(data) >= V1_MAX:
         raise ProxyHeaderError("PROXY v1 header longer than 107 bytes")
-    return V1_MAX - len(head), True
+    return None
 
 
 def _receive_header(sock, deadline):
+    """The header's bytes, read within ``deadline`` (monotonic time). Each
+    round peeks at what has arrived and takes what of it is header: usually
+    one peek and one read in all."""
     head = b""
     while True:
-        wanted, peek = _wanted(head)
-        if not wanted:
-            return head
         left = deadline - time.monotonic()
         try:
             if left <= 0:
                 raise socket.timeout
             sock.settimeout(left)
-            if peek:  # take up to the line feed; what follows is the request's
-                chunk = sock.recv(wanted, socket.MSG_PEEK)
-                end = chunk.find(b"\n")
-                wanted = end + 1 if end >= 0 else len(chunk)
-            chunk = sock.recv(wanted) if wanted else b""
+            seen = sock.recv(V2_MAX - len(head), socket.MSG_PEEK)
+            if not seen:
+                raise ProxyHeaderError("connection closed within the PROXY protocol "
+                                       "header ({} bytes)".format(len(head)))
+            total = _header_length(head + seen)
+            # All that was seen is header until its end is known (taking it
+            # lets the next peek wait for more).
+            wanted = len(seen) if total is None else min(len(seen), total - len(head))
+            while wanted:
+                chunk = sock.recv(wanted)  # arrived already (seen): does not wait
+                if not chunk:
+                    raise ProxyHeaderError("connection closed within the PROXY "
+                                           "protocol header")
+                head += chunk
+                wanted -= len(chunk)
         except socket.timeout:
             raise ProxyHeaderError("no whole PROXY protocol header within "
                                    "proxy_header_timeout ({} bytes)".format(len(head))) from None
-        if not chunk:
-            raise ProxyHeaderError("connection closed within the PROXY protocol header "
-                                   "({} bytes)".format(len(head)))
-        head += chunk
+        if total is not None and len(head) == total:
+            return head
 
 
 def _looks_like_header(sock, deadline):
@@ -257,8 +264,16 @@ def validate(server):
 def trusted(networks, client_address):
     """True when the peer ``client_address`` is in one of ``networks``."""
     try:
-        address = ipaddress.ip_address(client_address[0].split("%", 1)[0])
-    except (TypeError, ValueError, IndexError, AttributeError):
+        return _trusted_host(networks, client_address[0])
+    except (TypeError, IndexError):
+        return False
+
+
+@functools.lru_cache(maxsize=256)  # the peers are the few proxies: parsed once each
+def _trusted_host(networks, host):
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except (ValueError, AttributeError):
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return any(address in network or (mapped is not None and mapped in network)
