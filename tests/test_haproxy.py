@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from fastsockserver import _proxy
 from support import WAIT, fd_count, free_port, needs_fork, subprocess_env, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -93,6 +94,39 @@ def test_the_handler_sees_the_client_behind_haproxy(fast_impl, harness, haproxy,
         got, me = ask_from_client_host(port, b"hello\n")
         assert got == repr(me).encode() + b" hello\n"
     assert server.stats()["proxy_header_failures"] == 0
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_haproxys_tlvs_reach_the_handler(fast_impl, harness, haproxy):
+    seen = []
+
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            seen.append(self.client_address)
+            self.wfile.write(self.rfile.readline())
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    server.proxy_protocol_from = "127.0.0.1"
+    harness.serve(server)
+    port = tcp_proxy(haproxy, server.server_address[1], "send-proxy-v2 proxy-v2-options crc32c")
+    got, me = ask_from_client_host(port, b"hello\n")
+    assert got == b"hello\n" and seen == [me]
+    header = seen[0].proxy_header
+    assert header.destination == ("127.0.0.1", port)  # HAProxy's frontend, as the client saw
+    [(kind, checksum)] = header.tlvs  # PP2_TYPE_CRC32C: the header's, with it zeroed
+    assert kind == 0x03
+    rebuilt = (_proxy.V2_SIGNATURE + bytes([0x21, 0x11, 0, 12 + 7])
+               + socket.inet_aton(me[0]) + socket.inet_aton("127.0.0.1")
+               + me[1].to_bytes(2, "big") + port.to_bytes(2, "big") + b"\x03\x00\x04" + bytes(4))
+    assert int.from_bytes(checksum, "big") == crc32c(rebuilt)
 
 
 @pytest.mark.parametrize("send_proxy", SEND_PROXY)

@@ -4,6 +4,7 @@ examples), the reader on real sockets (exactly the header's bytes), and servers 
 mode with their failure paths: every wait bounded, descriptors counted. HAProxy itself
 is in test_haproxy.py."""
 import ipaddress
+import pickle
 import socket
 import struct
 import sys
@@ -43,6 +44,11 @@ def v2_inet(source, destination, tlvs=b"", command=1):
     return v2(command, code, 0x1, block, tlvs)
 
 
+def encode_tlvs(items):
+    return b"".join(struct.pack("!BH", kind, len(value)) + value for kind, value in items)
+
+
+tlv_lists = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=5)
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).map(str)
 ports = st.integers(0, 65535)
@@ -81,17 +87,17 @@ def test_valid_v1_headers_give_their_addresses(version, data):
 
 
 @BOUNDED
-@given(st.sampled_from([4, 6]), st.data(), st.binary(max_size=300))
+@given(st.sampled_from([4, 6]), st.data(), tlv_lists)
 def test_valid_v2_headers_give_their_addresses_and_tlvs(version, data, tlvs):
     hosts = ipv4 if version == 4 else ipv6
     source = (data.draw(hosts), data.draw(ports))
     destination = (data.draw(hosts), data.draw(ports))
-    header = _proxy.parse(v2_inet(source, destination, tlvs))
+    header = _proxy.parse(v2_inet(source, destination, encode_tlvs(tlvs)))
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     assert header.version == 2 and not header.local and header.family == family
     assert same_address(header.source, *source, family)
     assert same_address(header.destination, *destination, family)
-    assert header.tlvs == tlvs
+    assert header.tlvs == tuple((kind, value) for kind, value in tlvs)
 
 
 def test_headers_that_keep_the_peers_address():
@@ -100,7 +106,7 @@ def test_headers_that_keep_the_peers_address():
     assert local.local and local.source is None  # a health check of the proxy's own
     assert _proxy.parse(v2(0, 0, 0)).local  # LOCAL, UNSPEC: HAProxy's check
     unspec = _proxy.parse(v2(1, 0, 0, tlvs=b"\x04\x00\x01x"))
-    assert unspec.source is None and unspec.tlvs == b"\x04\x00\x01x"
+    assert unspec.source is None and unspec.tlvs == ((4, b"x"),)
     over_unix = _proxy.parse(v2(1, 0x3, 0x1, unix))
     assert over_unix.family == socket.AF_UNIX
     assert (over_unix.source, over_unix.destination) == (b"/run/client", b"/run/server")
@@ -126,6 +132,8 @@ def test_headers_that_keep_the_peers_address():
     v2(1, 0x1, 0x1, b"\0" * 11),                      # INET block too short
     v2(1, 0x2, 0x1, b"\0" * 35),
     v2(1, 0, 0, b"\0" * (_proxy.V2_MAX - 15)),        # over the bound
+    v2(1, 0, 0, tlvs=b"\x04\x00"),                    # a TLV cut short
+    v2(1, 0, 0, tlvs=b"\x04\x00\x02x"),                # one longer than the header
 ])
 def test_malformed_headers_are_refused(bad):
     with pytest.raises(_proxy.ProxyHeaderError):
@@ -137,8 +145,8 @@ valid_headers = st.one_of(
               st.tuples(ipv4, ports), st.tuples(ipv4, ports)),
     st.builds(lambda s, d: v1(socket.AF_INET6, s, d),
               st.tuples(ipv6, ports), st.tuples(ipv6, ports)),
-    st.builds(v2_inet, st.tuples(ipv4, ports), st.tuples(ipv4, ports), st.binary(max_size=64)),
-    st.builds(v2_inet, st.tuples(ipv6, ports), st.tuples(ipv6, ports), st.binary(max_size=64)),
+    st.builds(v2_inet, st.tuples(ipv4, ports), st.tuples(ipv4, ports), tlv_lists.map(encode_tlvs)),
+    st.builds(v2_inet, st.tuples(ipv6, ports), st.tuples(ipv6, ports), tlv_lists.map(encode_tlvs)),
     st.just(v2(0, 0, 0)), st.just(b"PROXY UNKNOWN\r\n"))
 
 
@@ -263,6 +271,33 @@ def test_the_handler_sees_the_original_client(fast_impl, harness, cls):
     assert ask(address, v2(0, 0, 0) + b"three\n").startswith(b"('127.0.0.1', ")
     assert ask(address, b"PROXY UNKNOWN\r\nfour\n").startswith(b"('127.0.0.1', ")
     assert server.stats()["proxy_header_failures"] == 0
+
+
+def test_the_header_rides_on_client_address(fast_impl, harness):
+    seen = []
+
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            seen.append(self.client_address)
+            self.wfile.write(self.rfile.readline())
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    server.proxy_protocol_from = ["127.0.0.1"]
+    harness.serve(server)
+    tlvs = encode_tlvs([(0x01, b"h2"), (0xE1, b"tenant-7")])
+    assert ask(server.server_address,
+               v2_inet(("192.0.2.7", 5555), ("198.51.100.1", 443), tlvs) + b"x\n") == b"x\n"
+    assert ask(server.server_address, v2(0, 0, 0, tlvs=tlvs) + b"y\n") == b"y\n"
+    assert wait_for(lambda: len(seen) == 2)
+    proxied, local = seen
+    assert proxied == ("192.0.2.7", 5555) and repr(proxied) == "('192.0.2.7', 5555)"
+    header = proxied.proxy_header
+    assert (header.version, header.local, header.destination) == (2, False, ("198.51.100.1", 443))
+    assert header.tlvs == ((0x01, b"h2"), (0xE1, b"tenant-7"))
+    assert local[0] == "127.0.0.1" and local.proxy_header.local
+    assert local.proxy_header.tlvs == header.tlvs
+    again = pickle.loads(pickle.dumps(proxied))
+    assert again == proxied and again.proxy_header == header
 
 
 def test_an_ipv6_listener_trusts_networks_of_both_families(fast_impl, harness):

@@ -10,9 +10,10 @@ of ``ssl_context`` (the header precedes TLS) and before ``finish_request``:
 - a connection from a trusted address must begin with a valid header, read
   within ``proxy_header_timeout`` seconds and exactly to its end (the
   request's own bytes stay in the socket); the handler's ``client_address``
-  is then the original client's. A v2 LOCAL header (HAProxy's health
-  checks), a v1 ``UNKNOWN`` one, and v2 UNSPEC or UNIX addresses keep the
-  peer's address;
+  is then the original client's, a ProxiedAddress that also holds the
+  parsed header (``proxy_header``, with v2's TLVs). A v2 LOCAL header
+  (HAProxy's health checks), a v1 ``UNKNOWN`` one, and v2 UNSPEC or UNIX
+  addresses keep the peer's address;
 - a connection from elsewhere must not begin with one: its first bytes are
   peeked at (waiting up to ``proxy_header_timeout`` for them if it is
   silent), and a header there is a spoofing attempt.
@@ -31,7 +32,7 @@ import ipaddress
 import socket
 import struct
 import time
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 from ._core_select import core
 
@@ -62,8 +63,24 @@ class ProxyHeader(NamedTuple):
     """(host, port) for AF_INET, (host, port, 0, 0) for AF_INET6 (the shapes
     accept() gives); the path (bytes) for AF_UNIX."""
     destination: Optional[object]
-    tlvs: bytes
-    """v2: the raw TLV bytes after the addresses (not interpreted)."""
+    tlvs: Tuple[Tuple[int, bytes], ...]
+    """v2: the (type, value) of each TLV after the addresses, in order (e.g.
+    0x01 ALPN, 0x02 authority, 0x03 CRC32C, 0x05 unique ID, 0x20 SSL, 0xE0 to
+    0xEF the proxy's own; not interpreted, a CRC32C not checked); v1: ()."""
+
+
+class ProxiedAddress(tuple):
+    """The handler's client_address on a connection with a PROXY header: the
+    original client's address (or the peer's, where the header keeps it), a
+    plain tuple in all but ``proxy_header``, the ProxyHeader it came with."""
+
+    def __new__(cls, address, proxy_header):
+        self = super().__new__(cls, address)
+        self.proxy_header = proxy_header
+        return self
+
+    def __reduce__(self):
+        return ProxiedAddress, (tuple(self), self.proxy_header)
 
 
 def parse(data):
@@ -82,14 +99,14 @@ def _parse_v1(data):
         raise ProxyHeaderError("PROXY v1 header not one line of at most 107 bytes")
     fields = data[:-2].split(b" ")
     if fields[1] == b"UNKNOWN":  # anything may follow; the peer's address applies
-        return ProxyHeader(1, False, None, None, None, b"")
+        return ProxyHeader(1, False, None, None, None, ())
     if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
         raise ProxyHeaderError("PROXY v1 header malformed")
     family = socket.AF_INET if fields[1] == b"TCP4" else socket.AF_INET6
     source_host, destination_host = (_v1_host(family, field) for field in fields[2:4])
     source_port, destination_port = (_v1_port(field) for field in fields[4:6])
     return ProxyHeader(1, False, family, _address(family, source_host, source_port),
-                       _address(family, destination_host, destination_port), b"")
+                       _address(family, destination_host, destination_port), ())
 
 
 def _v1_host(family, field):
@@ -126,7 +143,7 @@ def _parse_v2(data):
     size = _V2_ADDRESS_SIZES.get(family_code, 0)
     if length < size:
         raise ProxyHeaderError("PROXY v2 header: address block too short")
-    block, tlvs = data[V2_FIXED:V2_FIXED + size], data[V2_FIXED + size:]
+    block, tlvs = data[V2_FIXED:V2_FIXED + size], _tlvs(data, V2_FIXED + size)
     if local or not size:  # the proxy's own connection, or no addresses: the peer's apply
         return ProxyHeader(2, local, None, None, None, tlvs)
     if family_code == 0x3:
@@ -139,6 +156,19 @@ def _parse_v2(data):
     source_port, destination_port = struct.unpack_from("!HH", block, 2 * width)
     return ProxyHeader(2, False, family, _address(family, hosts[0], source_port),
                        _address(family, hosts[1], destination_port), tlvs)
+
+
+def _tlvs(data, at):
+    items = []
+    while at < len(data):
+        if len(data) - at < 3:
+            raise ProxyHeaderError("PROXY v2 header: a TLV cut short")
+        kind, length = struct.unpack_from("!BH", data, at)
+        at += 3 + length
+        if at > len(data):
+            raise ProxyHeaderError("PROXY v2 header: a TLV longer than the header")
+        items.append((kind, data[at - length:at]))
+    return tuple(items)
 
 
 def _address(family, host, port):
@@ -303,5 +333,5 @@ def read_header(server, request, client_address):
         server.handle_error(request, client_address)
         return client_address, False
     if header.source is None or header.family not in (socket.AF_INET, socket.AF_INET6):
-        return client_address, True
-    return header.source, True
+        return ProxiedAddress(client_address, header), True
+    return ProxiedAddress(header.source, header), True
