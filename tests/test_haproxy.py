@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tools"))
 import rolling_restart  # noqa: E402  (tools/: the scenario, also run for 60 s from there)
 from rolling_restart import HAProxy  # noqa: E402
+from test_proxy_protocol import address_echo, recording_echo  # noqa: E402
 
 # Clients connect from this loopback address, HAProxy to the backends from
 # 127.0.0.1: the handler can tell the original client from the proxy.
@@ -70,14 +71,6 @@ def ask_from_client_host(port, data):
             got += chunk
 
 
-def address_echo(mod):
-    class Handler(mod.StreamRequestHandler):
-        def handle(self):
-            line = self.rfile.readline()
-            self.wfile.write(repr(self.client_address).encode() + b" " + line)
-    return Handler
-
-
 SEND_PROXY = ["send-proxy", "send-proxy-v2"]
 
 
@@ -107,13 +100,8 @@ def crc32c(data):
 
 def test_haproxys_tlvs_reach_the_handler(fast_impl, harness, haproxy):
     seen = []
-
-    class Handler(fast_impl.StreamRequestHandler):
-        def handle(self):
-            seen.append(self.client_address)
-            self.wfile.write(self.rfile.readline())
-
-    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
+                            recording_echo(fast_impl, seen))
     server.proxy_protocol_from = "127.0.0.1"
     harness.serve(server)
     port = tcp_proxy(haproxy, server.server_address[1], "send-proxy-v2 proxy-v2-options crc32c")

@@ -273,15 +273,19 @@ def test_the_handler_sees_the_original_client(fast_impl, harness, cls):
     assert server.stats()["proxy_header_failures"] == 0
 
 
-def test_the_header_rides_on_client_address(fast_impl, harness):
-    seen = []
-
-    class Handler(fast_impl.StreamRequestHandler):
+def recording_echo(mod, seen):
+    class Handler(mod.StreamRequestHandler):
+        """Appends its client_address to ``seen``; echoes one line."""
         def handle(self):
             seen.append(self.client_address)
             self.wfile.write(self.rfile.readline())
+    return Handler
 
-    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Handler)
+
+def test_the_header_rides_on_client_address(fast_impl, harness):
+    seen = []
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
+                            recording_echo(fast_impl, seen))
     server.proxy_protocol_from = ["127.0.0.1"]
     harness.serve(server)
     tlvs = encode_tlvs([(0x01, b"h2"), (0xE1, b"tenant-7")])
