@@ -86,6 +86,7 @@ def _before_finish(server, request, client_address):
         return request, client_address, ok
     return request, client_address, True
 
+
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
@@ -436,7 +437,7 @@ class BaseServer:
         state = self._serving_state
         core.handler_started(state)  # for stats() and drain()
         try:
-            # (here on the loop's thread: no other)
+            # The header and handshake here, on the loop's thread: there is no other.
             request, client_address, ok = _before_finish(self, request, client_address)
             if not ok:
                 self.shutdown_request(request)
