@@ -358,7 +358,7 @@ def test_bad_headers_are_closed_counted_and_leak_nothing(fast_impl, harness, cls
 @pytest.mark.parametrize("cls", ["ThreadingTCPServer",
                                  pytest.param("ForkingTCPServer", marks=needs_fork)])
 def test_a_header_that_never_arrives_holds_only_its_own_connection(fast_impl, harness, cls):
-    server = proxied_server(harness, fast_impl, cls, proxy_header_timeout=0.5)
+    server = proxied_server(harness, fast_impl, cls, proxy_header_timeout=2.0)
     address = server.server_address
     silent = socket.create_connection(address, timeout=WAIT)
     slow = socket.create_connection(address, timeout=WAIT)
@@ -367,9 +367,9 @@ def test_a_header_that_never_arrives_holds_only_its_own_connection(fast_impl, ha
         start = time.monotonic()
         for _ in range(3):
             assert ask(address, b"PROXY UNKNOWN\r\nx\n").endswith(b" x\n")
-        assert time.monotonic() - start < 0.5  # nobody waited for the two
+        assert time.monotonic() - start < 1.5  # nobody waited for the two
         assert silent.recv(10) == b"" and slow.recv(10) == b""  # closed at the timeout
-        assert time.monotonic() - start < 0.5 + 2.0
+        assert time.monotonic() - start < 2.0 + 2.5
     counted = 0 if cls == "ForkingTCPServer" else 2  # see above
     assert wait_for(lambda: server.stats()["proxy_header_failures"] == counted)
 
