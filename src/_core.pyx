@@ -220,6 +220,7 @@ cdef class ServingState:
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
+        self.proxy_header_failures = 0
         self.waiting_room = None
 
     cpdef accept_failed(self, error_number):
@@ -510,6 +511,11 @@ def request_failed(ServingState state not None):
 def handshake_failed(ServingState state not None):
     """A TLS handshake of ssl_context failed or timed out."""
     state.tls_handshake_failures += 1
+
+
+def proxy_header_failed(ServingState state not None):
+    """A PROXY protocol header of proxy_protocol_from was missing or refused."""
+    state.proxy_header_failures += 1
 
 
 def handler_finished(ServingState state not None):

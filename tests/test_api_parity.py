@@ -33,7 +33,7 @@ DELIBERATE = {
 # by the class that defines them.
 ADDED_PUBLIC = {
     "BaseServer": {"drain", "stats", "ssl_context", "ssl_handshake_timeout"},
-    "TCPServer": {"first_byte_timeout"},
+    "TCPServer": {"first_byte_timeout", "proxy_protocol_from", "proxy_header_timeout"},
     "ThreadingMixIn": {"reuse_threads", "max_threads"},
     "StreamRequestHandler": {"idle_timeout", "headers_timeout"},
 }

@@ -3,7 +3,8 @@
 import ssl
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from socket import socket as _socket
 from typing import Any, BinaryIO, ClassVar
 
@@ -59,6 +60,8 @@ class TCPServer(BaseServer):
     if sys.version_info >= (3, 11):
         allow_reuse_port: bool
     first_byte_timeout: float | None
+    proxy_protocol_from: str | Iterable[str | IPv4Network | IPv6Network | IPv4Address | IPv6Address] | IPv4Network | IPv6Network | IPv4Address | IPv6Address | None
+    proxy_header_timeout: float
     server_address: _AfInetAddress
     def __init__(
         self,

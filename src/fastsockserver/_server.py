@@ -67,6 +67,26 @@ def _tls():
     from . import _tls
     return _tls
 
+
+def _before_finish(server, request, client_address):
+    """(request, client_address, ok): the connection as finish_request gets it.
+
+    On the thread (or child) that handles it: the PROXY protocol header of
+    proxy_protocol_from read (the original client's address), then the TLS
+    handshake of ssl_context (the header precedes TLS). ok False: a failure
+    was reported and counted; ``request`` is to be shut down.
+    """
+    if getattr(server, "proxy_protocol_from", None) is not None:
+        from . import _proxy
+        client_address, ok = _proxy.read_header(server, request, client_address)
+        if not ok:
+            return request, client_address, False
+    if server.ssl_context is not None:
+        request, ok = _tls().handshake(server, request, client_address)
+        return request, client_address, ok
+    return request, client_address, True
+
+
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
@@ -339,6 +359,7 @@ class BaseServer:
             "first_byte_timeouts": state.first_byte_timeouts,
             "headers_timeouts": state.headers_timeouts,
             "tls_handshake_failures": state.tls_handshake_failures,
+            "proxy_header_failures": state.proxy_header_failures,
         }
 
     def shutdown(self):
@@ -438,11 +459,11 @@ class BaseServer:
         state = self._serving_state
         core.handler_started(state)  # for stats() and drain()
         try:
-            if self.ssl_context is not None:  # (here on the loop's thread: no other)
-                request, ok = _tls().handshake(self, request, client_address)
-                if not ok:
-                    self.shutdown_request(request)
-                    return
+            # The header and handshake here, on the loop's thread: there is no other.
+            request, client_address, ok = _before_finish(self, request, client_address)
+            if not ok:
+                self.shutdown_request(request)
+                return
             self.finish_request(request, client_address)
             self.shutdown_request(request)
         finally:
@@ -511,6 +532,12 @@ class TCPServer(BaseServer):
     # Only for protocols where the client speaks first: a server that greets
     # first (SMTP, FTP, a banner) would close every connection.
     first_byte_timeout = None
+
+    # Addresses or networks (one, or a list) of load balancers that begin
+    # each connection with a PROXY protocol header: the handler's
+    # client_address is then the original client's (see _proxy). None: off.
+    proxy_protocol_from = None
+    proxy_header_timeout = 3.0
 
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
@@ -683,9 +710,8 @@ if _HAS_FORK:
                 if room is not None:
                     room.forget_in_child()
                 try:
-                    ok = True
-                    if self.ssl_context is not None:
-                        request, ok = _tls().handshake(self, request, client_address)
+                    request, client_address, ok = _before_finish(
+                        self, request, client_address)
                     if ok:
                         self.finish_request(request, client_address)
                         status = 0
@@ -756,10 +782,9 @@ class ThreadingMixIn:
         In addition, exception handling is done here.
         """
         try:
-            if self.ssl_context is not None:
-                request, ok = _tls().handshake(self, request, client_address)
-                if not ok:
-                    return  # reported and counted; shut down below
+            request, client_address, ok = _before_finish(self, request, client_address)
+            if not ok:
+                return  # reported and counted; shut down below
             self.finish_request(request, client_address)
         except Exception:
             core.request_failed(self._serving_state)

@@ -105,8 +105,11 @@ def install_drain_on_signals(drain_timeout, stderr=sys.stderr):
             signal.raise_signal(signum)
             return
         started.append(True)
+        # Not a daemon: the program's serve_forever() returns at once, and the
+        # interpreter's exit must wait for the drain (handler threads, daemons
+        # in ThreadingHTTPServer, would be cut mid-response).
         threading.Thread(target=drain_all, args=(servers,), name="fastsockserver-drain",
-                         daemon=True).start()
+                         daemon=False).start()
 
     for number in SIGNALS:
         signal.signal(number, on_signal)
