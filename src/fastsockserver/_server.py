@@ -159,6 +159,8 @@ class BaseServer:
     # None: as the stdlib (wrap the listener, or the connections, yourself).
     ssl_context = None
     ssl_handshake_timeout = 5.0
+    # The _workers.Supervisor of serve(workers=N), in the parent: stats() rolls its workers up.
+    _workers = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -302,7 +304,7 @@ class BaseServer:
         state = self._serving_state
         children = getattr(self, "active_children", None) or ()
         room = self._waiting_room
-        return {
+        figures = {
             "accepted": state.accepted,
             "active": state.active + len(children),
             "finished": state.finished,
@@ -318,6 +320,7 @@ class BaseServer:
             "headers_timeouts": state.headers_timeouts,
             "tls_handshake_failures": state.tls_handshake_failures,
         }
+        return figures if self._workers is None else self._workers.roll_up(figures)
 
     def shutdown(self):
         """Stops the serve_forever loop.
