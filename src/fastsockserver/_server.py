@@ -46,6 +46,7 @@ from . import _handler_threads
 from ._core_api import MAX_BATCH
 from ._core_select import core
 from ._handler_threads import WorkerPool
+from ._listeners import adopt_pending
 from ._plan import plan_serving, server_fd
 from ._service import serving_servers
 from ._stream_io import (
@@ -511,6 +512,8 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        if adopt_pending(self):  # an inherited listener (run --fd, systemd, adopt_socket)
+            return
         if _PY311:
             if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
                 self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
