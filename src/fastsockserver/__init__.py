@@ -34,6 +34,7 @@ from ._server import (
     _SocketWriter,
     _Threads,
 )
+from ._listeners import adopt_socket, listen_fds
 from ._service import serve
 
 __version__ = "0.1.0"
@@ -58,7 +59,7 @@ if hasattr(socket, "AF_UNIX"):
         from ._server import ForkingUnixDatagramServer, ForkingUnixStreamServer
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 # Our own additions (PEP 399: the same in pure and compiled mode).
-__all__ += ["install", "serve", "COMPILED"]
+__all__ += ["install", "serve", "COMPILED", "adopt_socket", "listen_fds"]
 
 # Public objects report the module users import them from.
 for _name in __all__:

@@ -43,8 +43,10 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None):
     return serve_here(server, drain_timeout, poll_interval)
 
 
-def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True):
-    """serve() in this process, drained on the first of ``signals``."""
+def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True,
+               unblock=False):
+    """serve() in this process, drained on the first of ``signals`` (which
+    ``unblock`` unblocks once they are handled: a worker's, see _workers)."""
     outcome = []
     drainer = []
 
@@ -59,6 +61,8 @@ def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True
         thread.start()
 
     previous = {number: signal.signal(number, on_signal) for number in signals}
+    if unblock:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     drained = True
     try:
         try:

@@ -131,7 +131,15 @@ class Supervisor:
     def _spawn(self):
         read_end, write_end = os.pipe()
         self.forks += 1
-        pid = os.fork()
+        # SIGTERM stays blocked in the worker until serve_here() handles it:
+        # one sent at once (a drain, SIGHUP) must not reach the parent's handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        pid = None
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         if pid == 0:  # the worker: never returns into the caller's code
             status = CRASHED
             try:
@@ -159,7 +167,7 @@ class Supervisor:
             signal.signal(number, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         _die_with_parent()
-        if os.getppid() != parent:  # it died before prctl
+        if os.getppid() != parent:  # it died before prctl (pending until serve_here)
             os.kill(os.getpid(), signal.SIGTERM)
         if not _is_compiled_core():
             # The pure loop accepts as the stdlib does: a blocking accept()
@@ -171,7 +179,7 @@ class Supervisor:
                                     name="fastsockserver-report", daemon=True)
         reporter.start()
         drained = serve_here(self.server, self.drain_timeout, self.poll_interval,
-                             signals=(signal.SIGTERM,), close=False)
+                             signals=(signal.SIGTERM,), close=False, unblock=True)
         done.set()
         reporter.join(REPORT_EVERY * 4)
         return DRAINED if drained else NOT_DRAINED
