@@ -349,8 +349,9 @@ def test_run_fd_adopts_a_listener_of_ours(fast_impl, tmp_path):
         (tmp_path / "index.html").write_text("hello")
         (tmp_path / "server.py").write_text(HTTP_SCRIPT)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fastsockserver", "run", "--drain-timeout", "5", "--fd", str(listener.fileno()),
-             "server.py", "1"], cwd=str(tmp_path), pass_fds=(listener.fileno(),),
+            [sys.executable, "-m", "fastsockserver", "run", "--drain-timeout", "5",
+             "--fd", str(listener.fileno()), "server.py", "1"],
+            cwd=str(tmp_path), pass_fds=(listener.fileno(),),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(name))
         try:
             assert proc.stdout.readline().strip() == "serving"

@@ -20,6 +20,7 @@ from . import _server
 from ._core_py import _ServerSelector
 from ._core_select import COMPILED
 from ._install import install
+from ._listeners import adopt_socket, listen_fds
 from ._server import (
     BaseRequestHandler,
     BaseServer,
@@ -34,7 +35,6 @@ from ._server import (
     _SocketWriter,
     _Threads,
 )
-from ._listeners import adopt_socket, listen_fds
 from ._service import serve
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ import sys
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
 
 # Descriptors for `run`: taken in order by the servers that bind in the program.
-for_run = []
+for_run: "list[int]" = []
 
 
 def listen_fds(unset_environment=True):
