@@ -10,7 +10,7 @@ on the first interpreter the package is also installed pure
 (FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
 compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
 under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
-tests drive (TOOLS: openssl) are installed with apt-get when missing.
+tests drive (TOOLS: openssl, systemd-socket-activate) are installed with apt-get when missing.
 """
 import argparse
 import glob
@@ -48,7 +48,7 @@ def find_python(version):
 
 # Command line tools the tests use as they are (real components, not mocks),
 # and the Debian package that has each.
-TOOLS = {"openssl": "openssl"}
+TOOLS = {"openssl": "openssl", "systemd-socket-activate": "systemd"}
 
 
 def ensure_tools():
