@@ -166,7 +166,7 @@ class Supervisor:
         for number in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGINT):
             signal.signal(number, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:  # it died before prctl (pending until serve_here)
             os.kill(os.getpid(), signal.SIGTERM)
         if not _is_compiled_core():
@@ -334,7 +334,7 @@ def _report(server, fd, parent, done):
         os.close(fd)
 
 
-def _die_with_parent():
+def die_with_parent():
     """Linux: SIGTERM when the parent dies (a SIGKILLed parent cannot tell us)."""
     if not sys.platform.startswith("linux"):
         return

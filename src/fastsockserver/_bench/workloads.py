@@ -26,6 +26,22 @@ from .servers import (
 )
 
 HOST = "127.0.0.1"
+# `bench --workers 1,2`: these cases also run fastsockserver with worker
+# processes, as implementations named "compiled-w2" (unpinned: they use every core).
+WORKER_CASES = ("connrate", "http", "http-close")
+WORKER_IMPLS = SOCKETSERVER_IMPLS[1:]
+
+
+def with_workers(impl, workers):
+    return impl if workers == 1 else "{}-w{}".format(impl, workers)
+
+
+def split_workers(impl):
+    """("compiled", 2) for "compiled-w2"; (impl, 1) for the others."""
+    base, sep, count = impl.rpartition("-w")
+    if sep and base in WORKER_IMPLS and count.isdigit():
+        return base, int(count)
+    return impl, 1
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
@@ -257,6 +273,10 @@ class ServerProcess(ChildProcess):
     def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
         self.case = case
         self.impl = impl
+        impl, workers = split_workers(impl)
+        if workers > 1:
+            cpu = None
+            extra = [*extra, "--workers", str(workers)]
         self.port = None
         self.info = {}
         env = dict(os.environ)
