@@ -332,7 +332,7 @@ def test_socket_activation_with_workers(fast_impl, tmp_path):
         conn.request("GET", "/index.html")
         assert conn.getresponse().read() == b"hello"
         assert proc.stdout.readline().strip() == "serving"
-        assert len(children(proc.pid)) == 2
+        assert wait_for(lambda: len(children(proc.pid)) == 2)
         for _ in range(5):
             conn.request("GET", "/index.html")
             assert conn.getresponse().read() == b"hello"

@@ -257,7 +257,8 @@ class Supervisor:
         serving = [w for w in self.workers.values() if not w.retiring]
         extra = 1 if self.reload_new is not None else 0
         if len(serving) < self.target and time.monotonic() >= self.next_spawn:
-            self._spawn()
+            for _ in range(self.target - len(serving) if not self.quick_deaths else 1):
+                self._spawn()
         elif len(serving) > self.target + extra and not self.reload_queue:
             self._retire(max(serving, key=lambda w: w.started))  # the newest
 
