@@ -491,3 +491,18 @@ def test_run_rejects_bad_worker_counts():
                                 timeout=SUBPROCESS_TIMEOUT)
         assert result.returncode == 2 and "--workers takes a count >= 1" in result.stderr
 
+
+
+def test_run_workers_with_a_thread_started_before_is_an_error(fast_impl, tmp_path):
+    name = "c" if fast_impl.COMPILED else "py"
+    script = tmp_path / "threaded.py"
+    script.write_text(HTTP_SCRIPT.replace(
+        "import http.server, sys",
+        "import http.server, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), name='poller', daemon=True).start()"))
+    result = subprocess.run(
+        [sys.executable, "-m", "fastsockserver", "run", "--workers", "2", str(script),
+         str(free_port())], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        env=subprocess_env(name))
+    assert result.returncode == 1
+    assert "RuntimeError" in result.stderr and "Running: poller" in result.stderr
