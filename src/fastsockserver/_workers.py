@@ -35,14 +35,16 @@ DRAINED, NOT_DRAINED, CRASHED = 0, 1, 2
 # stats() keys that are not summed over the workers.
 _GAUGES_ANY = ("backpressured", "draining")
 _PARENT_OWN = ("waiting",)  # the shared listener's backlog: the parent reads it itself
+_NOW_ONLY = ("active", "awaiting_first_byte")  # gauges: a worker that exited has none
 
 
 class _Worker:
-    __slots__ = ("pid", "started", "pipe", "buffer", "stats", "ready", "retiring")
+    __slots__ = ("pid", "started", "pipe", "buffer", "stats", "ready", "retiring", "ended")
 
     def __init__(self, pid, pipe):
         self.pid, self.pipe, self.started = pid, pipe, time.monotonic()
         self.buffer, self.stats, self.ready, self.retiring = b"", None, False, False
+        self.ended = False  # its pipe reached end-of-file: the process is exiting
 
 
 def _describe(status):
@@ -66,6 +68,8 @@ class Supervisor:
     def __init__(self, server, count, drain_timeout, poll_interval, stderr=None):
         if count < 1:
             raise ValueError("workers must be >= 1, not {!r}".format(count))
+        if not hasattr(os, "fork"):
+            raise RuntimeError("worker processes need os.fork()")
         self.server, self.target = server, count
         self.drain_timeout, self.poll_interval = drain_timeout, poll_interval
         self.stderr = stderr if stderr is not None else sys.stderr
@@ -77,7 +81,6 @@ class Supervisor:
         self.reload_new = None      # the pid started to replace reload_queue[0]
         self.quick_deaths = 0
         self.next_spawn = 0.0
-        self.forks = 0
         self.all_drained = True
 
     def log(self, text):
@@ -110,6 +113,7 @@ class Supervisor:
         except BlockingIOError:
             return False
         if not chunk:
+            worker.ended = True
             return False
         worker.buffer += chunk
         *lines, worker.buffer = worker.buffer.split(b"\n")
@@ -123,14 +127,14 @@ class Supervisor:
             pass
         os.close(worker.pipe)
         for key, value in (worker.stats or {}).items():
-            if isinstance(value, int) and not isinstance(value, bool) and key != "active" \
-                    and key not in _PARENT_OWN and key != "awaiting_first_byte":
+            if isinstance(value, int) and not isinstance(value, bool) \
+                    and key not in _PARENT_OWN + _NOW_ONLY:
                 self.retired[key] = self.retired.get(key, 0) + value
 
     # ------------------------------------------------------------ processes
     def _spawn(self):
         read_end, write_end = os.pipe()
-        self.forks += 1
+        parent = os.getpid()
         # SIGTERM stays blocked in the worker until serve_here() handles it:
         # one sent at once (a drain, SIGHUP) must not reach the parent's handler.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -144,7 +148,7 @@ class Supervisor:
             status = CRASHED
             try:
                 os.close(read_end)
-                status = self._worker_main(write_end)
+                status = self._worker_main(write_end, parent)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -154,8 +158,7 @@ class Supervisor:
         self.workers[pid] = _Worker(pid, read_end)
         return pid
 
-    def _worker_main(self, report_fd):
-        parent = os.getppid()
+    def _worker_main(self, report_fd, parent):
         signal.set_wakeup_fd(-1)
         for worker in self.workers.values():  # the other workers' pipes are the parent's
             os.close(worker.pipe)
@@ -291,7 +294,7 @@ class Supervisor:
                 else:
                     self._step_reload()
                     self._balance()
-                pipes = {w.pipe: w for w in self.workers.values()}
+                pipes = {w.pipe: w for w in self.workers.values() if not w.ended}
                 timeout = max(self.next_spawn - time.monotonic(), 0.0) + 0.01 \
                     if not self.stop_signals else None
                 ready, _, _ = select.select([self._wake_read, *pipes], [], [],
