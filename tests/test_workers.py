@@ -161,7 +161,7 @@ def test_a_worker_killed_mid_request_is_replaced(fast_impl):
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         victim, _ = ask(port, sock=sock)
         sock.sendall(b"slow 30\n")
-        time.sleep(0.2)
+        time.sleep(0.6)  # the victim has reported its accepted connection (every 0.25 s)
         os.kill(victim, signal.SIGKILL)
         assert sock.recv(100) == b""  # its connection ends with it
         sock.close()
@@ -173,6 +173,8 @@ def test_a_worker_killed_mid_request_is_replaced(fast_impl):
         out, err = finish(proc)
         assert "worker {} died (killed by SIGKILL)".format(victim) in err
         assert proc.returncode == 0 and out[0] == "drained True", err
+        stats = json.loads(out[1])  # the dead worker's last report is kept
+        assert (stats["accepted"], stats["finished"]) == (11, 10), stats
 
 
 def test_a_worker_that_crashes_at_start_is_restarted_with_back_off(fast_impl, tmp_path):
