@@ -681,12 +681,12 @@ def test_server_rss_is_the_servers_own_not_the_bench_process():
 def test_workers_dimension_runs_worker_processes(tmp_path):
     path = tmp_path / "workers.json"
     out = bench("--workloads", "http,echo", "--impls", "compiled", "--workers", "1,2",
-                "--reps", "1", "--duration", "0.5", "-q", "--json", str(path))
+                "--reuse-port", "--reps", "1", "--duration", "0.5", "-q", "--json", str(path))
     assert out.returncode == 0, out.stderr
     cases = {case["case"]: case["results"] for case in json.loads(path.read_text())["cases"]}
-    assert list(cases["http"]) == ["compiled", "compiled-w2"]
+    assert list(cases["http"]) == ["compiled", "compiled-w2", "compiled-w2-reuse_port"]
     assert list(cases["echo/stream"]) == ["compiled"]  # not a connection or http case
-    for impl in ("compiled", "compiled-w2"):
+    for impl in ("compiled", "compiled-w2", "compiled-w2-reuse_port"):
         entry = cases["http"][impl]
         assert entry["status"] == "ok" and entry["summary"]["errors_total"] == 0, entry
         # the workers' CPU is counted: a server cannot answer for free
@@ -703,7 +703,9 @@ def test_workers_option_is_checked():
 
 def test_worker_impl_names():
     from fastsockserver._bench import workloads
-    assert workloads.split_workers("compiled-w2") == ("compiled", 2)
-    assert workloads.split_workers("stdlib-nodelay") == ("stdlib-nodelay", 1)
-    assert workloads.split_workers("stdlib-w2") == ("stdlib-w2", 1)
+    assert workloads.split_workers("compiled-w2") == ("compiled", 2, False)
+    assert workloads.split_workers("pure-w3-reuse_port") == ("pure", 3, True)
+    assert workloads.split_workers("stdlib-nodelay") == ("stdlib-nodelay", 1, False)
+    assert workloads.split_workers("stdlib-w2") == ("stdlib-w2", 1, False)
     assert workloads.with_workers("pure", 1) == "pure"
+    assert workloads.with_workers("compiled", 2, reuse_port=True) == "compiled-w2-reuse_port"

@@ -52,7 +52,8 @@ class Server(ss.ThreadingTCPServer):
 server = Server(("127.0.0.1", 0), Handler)
 {before}
 print(server.server_address[1], flush=True)
-drained = ss.serve(server, drain_timeout={drain_timeout}, poll_interval=0.05, workers={workers})
+drained = ss.serve(server, drain_timeout={drain_timeout}, poll_interval=0.05, workers={workers},
+                   reuse_port={reuse_port})
 print("drained", drained, flush=True)
 print(json.dumps(server.stats()), flush=True)
 """
@@ -97,13 +98,13 @@ def ask(port, line=b"ping\n", sock=None):
 
 
 @contextlib.contextmanager
-def supervised(fast_impl, workers=2, drain_timeout=5.0, before="", env=None):
-    """SERVER_SCRIPT in a subprocess: yields (process, port, worker pids)."""
+def supervised(fast_impl, workers=2, drain_timeout=5.0, before="", env=None, reuse_port=False):
+    """SERVER_SCRIPT in a subprocess: yields (process, port)."""
     name = "c" if fast_impl.COMPILED else "py"
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER_SCRIPT.format(
             compiled=fast_impl.COMPILED, workers=workers, drain_timeout=drain_timeout,
-            before=before)],
+            before=before, reuse_port=reuse_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(subprocess_env(name), **(env or {})))
     try:
@@ -129,8 +130,12 @@ def finish(proc):
 
 # --------------------------------------------------------------- supervision
 
-def test_workers_serve_drain_on_sigterm_and_roll_up_stats(fast_impl):
-    with supervised(fast_impl) as (proc, port):
+REUSE_PORT = pytest.mark.parametrize("reuse_port", [False, True], ids=["shared", "reuse_port"])
+
+
+@REUSE_PORT
+def test_workers_serve_drain_on_sigterm_and_roll_up_stats(fast_impl, reuse_port):
+    with supervised(fast_impl, reuse_port=reuse_port) as (proc, port):
         workers = children(proc.pid)
         served = {ask(port)[0] for _ in range(20)}
         assert served <= workers and proc.pid not in served
@@ -156,8 +161,9 @@ def test_workers_serve_drain_on_sigterm_and_roll_up_stats(fast_impl):
         busy.close()
 
 
-def test_a_worker_killed_mid_request_is_replaced(fast_impl):
-    with supervised(fast_impl) as (proc, port):
+@REUSE_PORT
+def test_a_worker_killed_mid_request_is_replaced(fast_impl, reuse_port):
+    with supervised(fast_impl, reuse_port=reuse_port) as (proc, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         victim, _ = ask(port, sock=sock)
         sock.sendall(b"slow 30\n")
@@ -202,8 +208,9 @@ def test_workers_exit_when_the_parent_is_killed(fast_impl):
         sock.close()
 
 
-def test_sigttin_adds_and_sigttou_removes_a_worker(fast_impl):
-    with supervised(fast_impl) as (proc, port):
+@REUSE_PORT
+def test_sigttin_adds_and_sigttou_removes_a_worker(fast_impl, reuse_port):
+    with supervised(fast_impl, reuse_port=reuse_port) as (proc, port):
         proc.send_signal(signal.SIGTTIN)
         assert wait_for(lambda: len(children(proc.pid)) == 3)
         for _ in range(3):  # never below one
@@ -222,7 +229,8 @@ def test_workers_need_a_process_without_threads(fast_impl):
     name = "c" if fast_impl.COMPILED else "py"
     result = subprocess.run(
         [sys.executable, "-c", SERVER_SCRIPT.format(compiled=fast_impl.COMPILED, workers=2,
-                                                     drain_timeout=1, before=before)],
+                                                     drain_timeout=1, before=before,
+                                                     reuse_port=False)],
         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=subprocess_env(name))
     assert result.returncode == 1
     assert "RuntimeError" in result.stderr and "Running: busy" in result.stderr
@@ -233,6 +241,37 @@ def test_workers_must_be_positive(fast_impl):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         fast_impl.serve(server, workers=0)
     assert server.socket.fileno() == -1  # closed, as after serve()
+
+
+def test_reuse_port_is_for_tcp(fast_impl):
+    server = fast_impl.UDPServer(("127.0.0.1", 0), fast_impl.BaseRequestHandler)
+    with pytest.raises(ValueError, match="reuse_port is for TCP servers"):
+        fast_impl.serve(server, workers=2, reuse_port=True)
+
+
+def spread(port, connections=32):
+    """How many of ``connections`` opened at once each worker took, fewest first."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+             for _ in range(connections)]
+    try:
+        taken = {}
+        for sock in socks:
+            pid = ask(port, sock=sock)[0]
+            taken[pid] = taken.get(pid, 0) + 1
+        return sorted(taken.values())
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_reuse_port_spreads_connections(fast_impl):
+    with supervised(fast_impl, reuse_port=True) as (proc, port):
+        # the kernel hashes each connection to a worker's socket: fewer than 4
+        # of 32 on one of two has a probability of about 1e-6
+        counts = spread(port)
+        assert len(counts) == 2 and counts[0] >= 4, counts
+        out, err = finish(proc)
+        assert proc.returncode == 0 and out[0] == "drained True", err
 
 
 HTTP_SCRIPT = """
@@ -289,8 +328,10 @@ def http_load(port, stop, results, keep_alive):
             conn = None
 
 
-def test_sighup_replaces_workers_with_no_failed_request(fast_impl, tmp_path):
-    with run_workers(fast_impl, tmp_path, "--workers", "2") as (proc, port):
+@REUSE_PORT
+def test_sighup_replaces_workers_with_no_failed_request(fast_impl, tmp_path, reuse_port):
+    options = ("--workers", "2") + (("--reuse-port",) if reuse_port else ())
+    with run_workers(fast_impl, tmp_path, *options) as (proc, port):
         assert proc.stdout.readline().strip() == "serving"
         assert wait_for(lambda: len(children(proc.pid)) == 2)
         before = children(proc.pid)

@@ -14,7 +14,12 @@ COMPILED: bool
 
 def install() -> None: ...
 def serve(
-    server: BaseServer, *, drain_timeout: float | None = 30.0, poll_interval: float = 0.5, workers: int | None = None
+    server: BaseServer,
+    *,
+    drain_timeout: float | None = 30.0,
+    poll_interval: float = 0.5,
+    workers: int | None = None,
+    reuse_port: bool = False,
 ) -> bool: ...
 def listen_fds(unset_environment: bool = True) -> list[tuple[int, str]]: ...
 def adopt_socket(server: _S, fd: int | _socket) -> _S: ...

@@ -15,17 +15,24 @@ Runs an unmodified program with fastsockserver installed as socketserver.
     other thread started) forks N worker processes that serve its socket and
     supervises them: SIGTERM/SIGINT drains them all (--drain-timeout, default
     30), SIGHUP replaces them one by one, SIGTTIN/SIGTTOU add/remove one.
+--reuse-port: with --workers, each worker serves a SO_REUSEPORT listening
+    socket of its own (TCP): connections spread evenly over the workers;
+    SIGTTOU resets what waits on the removed worker's socket.
 --fd N (repeatable): the first servers that bind take these inherited
     listening sockets instead, in order (their own address is ignored).
     Sockets passed by systemd (LISTEN_FDS, LISTEN_PID) are taken the same way."""
 
 OPTIONS = ("--drain-timeout", "--workers", "--fd")
+FLAGS = ("--reuse-port",)
 
 
 def _options(argv):
     """The leading options: ({name: [values]}, the rest) or (None, why)."""
     found = {}
-    while argv and argv[0].split("=", 1)[0] in OPTIONS:
+    while argv and (argv[0] in FLAGS or argv[0].split("=", 1)[0] in OPTIONS):
+        if argv[0] in FLAGS:
+            found[argv[0]], argv = [True], argv[1:]
+            continue
         name, has_value, value = argv[0].partition("=")
         if not has_value:
             if len(argv) < 2:
@@ -71,7 +78,8 @@ def _run(argv):
     workers = options.get("--workers", [1])[-1]
     if workers > 1:
         from ._workers import install_workers
-        install_workers(workers, 30.0 if drain_timeout is None else drain_timeout)
+        install_workers(workers, 30.0 if drain_timeout is None else drain_timeout,
+                        reuse_port="--reuse-port" in options)
     elif drain_timeout is not None:
         from ._service import install_drain_on_signals
         install_drain_on_signals(drain_timeout)

@@ -19,7 +19,7 @@ class _StopNow(BaseException):
     """A second signal while draining."""
 
 
-def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None):
+def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None, reuse_port=False):
     """Serve ``server`` in this (the main) thread until SIGTERM or SIGINT, then drain it.
 
     The first signal begins ``server.drain(drain_timeout)``: no new
@@ -32,12 +32,14 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None):
 
     ``workers=N`` (N > 1): N forked worker processes serve the listening
     socket, this process supervises them (see the README); True when every
-    worker drained within ``drain_timeout``.
+    worker drained within ``drain_timeout``. ``reuse_port``: each worker
+    serves a SO_REUSEPORT listening socket of its own (TCP; see the README).
     """
     if workers is not None and workers != 1:
         from ._workers import Supervisor
         try:
-            return Supervisor(server, workers, drain_timeout, poll_interval).run()
+            return Supervisor(server, workers, drain_timeout, poll_interval,
+                              reuse_port=reuse_port).run()
         finally:
             server.server_close()
     return serve_here(server, drain_timeout, poll_interval)

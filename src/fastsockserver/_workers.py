@@ -20,6 +20,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -39,10 +40,11 @@ _NOW_ONLY = ("active", "awaiting_first_byte")  # gauges: a worker that exited ha
 
 
 class _Worker:
-    __slots__ = ("pid", "started", "pipe", "buffer", "stats", "ready", "retiring", "ended")
+    __slots__ = ("pid", "started", "pipe", "buffer", "stats", "ready", "retiring", "ended",
+                 "slot")
 
-    def __init__(self, pid, pipe):
-        self.pid, self.pipe, self.started = pid, pipe, time.monotonic()
+    def __init__(self, pid, pipe, slot):
+        self.pid, self.pipe, self.started, self.slot = pid, pipe, time.monotonic(), slot
         self.buffer, self.stats, self.ready, self.retiring = b"", None, False, False
         self.ended = False  # its pipe reached end-of-file: the process is exiting
 
@@ -65,9 +67,14 @@ def threads_besides_main():
 class Supervisor:
     """The parent of ``count`` workers serving ``server`` (see the module's doc)."""
 
-    def __init__(self, server, count, drain_timeout, poll_interval, stderr=None):
+    def __init__(self, server, count, drain_timeout, poll_interval, stderr=None,
+                 reuse_port=False):
         if count < 1:
             raise ValueError("workers must be >= 1, not {!r}".format(count))
+        if reuse_port and not (
+                hasattr(socket, "SO_REUSEPORT") and server.socket.type == socket.SOCK_STREAM
+                and server.socket.family in (socket.AF_INET, socket.AF_INET6)):
+            raise ValueError("reuse_port is for TCP servers, where SO_REUSEPORT exists")
         if not hasattr(os, "fork"):
             raise RuntimeError("worker processes need os.fork()")
         self.server, self.target = server, count
@@ -81,6 +88,9 @@ class Supervisor:
         self.reload_new = None      # the pid started to replace reload_queue[0]
         self.quick_deaths = 0
         self.next_spawn = 0.0
+        # reuse_port: a SO_REUSEPORT listening socket per slot, held open here
+        # while a worker may serve it (one socket shared by all otherwise)
+        self.slots = {} if reuse_port else None
         self.all_drained = True
 
     def log(self, text):
@@ -132,7 +142,37 @@ class Supervisor:
                 self.retired[key] = self.retired.get(key, 0) + value
 
     # ------------------------------------------------------------ processes
-    def _spawn(self):
+    def _free_slot(self):
+        """reuse_port: an open slot no serving worker has, else a new one."""
+        taken = {w.slot for w in self.workers.values() if not w.retiring}
+        for slot in sorted(self.slots):
+            if slot not in taken:
+                return slot
+        slot = max(self.slots, default=-1) + 1
+        listener = socket.socket(self.server.socket.family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            listener.bind(self.server.server_address)
+            listener.listen(self.server.request_queue_size)
+        except BaseException:
+            listener.close()
+            raise
+        self.slots[slot] = listener
+        return slot
+
+    def _close_unused_slots(self):
+        """reuse_port: a slot beyond the count, once no worker serves it (the
+        connections still queued on it are reset: SIGTTOU's cost)."""
+        used = {w.slot for w in self.workers.values()}
+        for slot in sorted(self.slots, reverse=True):
+            if len(self.slots) <= self.target:
+                return
+            if slot not in used:
+                self.slots.pop(slot).close()
+
+    def _spawn(self, slot=None):
+        if self.slots is not None and slot is None:
+            slot = self._free_slot()
         read_end, write_end = os.pipe()
         parent = os.getpid()
         # SIGTERM stays blocked in the worker until serve_here() handles it:
@@ -148,20 +188,26 @@ class Supervisor:
             status = CRASHED
             try:
                 os.close(read_end)
-                status = self._worker_main(write_end, parent)
+                status = self._worker_main(write_end, parent, slot)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(status)
         os.close(write_end)
         os.set_blocking(read_end, False)
-        self.workers[pid] = _Worker(pid, read_end)
+        self.workers[pid] = _Worker(pid, read_end, slot)
         return pid
 
-    def _worker_main(self, report_fd, parent):
+    def _worker_main(self, report_fd, parent, slot):
         signal.set_wakeup_fd(-1)
         for worker in self.workers.values():  # the other workers' pipes are the parent's
             os.close(worker.pipe)
+        if self.slots is not None:
+            # other slots stay the parent's: a copy here would keep one open
+            # (and its queued connections waiting) after the parent closed it
+            self.server.socket = self.slots.pop(slot)
+            for listener in self.slots.values():
+                listener.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
         # The parent relays TERM and INT (a terminal's Ctrl-C reaches the
@@ -208,6 +254,8 @@ class Supervisor:
                 continue
             worker = self.workers.pop(pid)
             self._retire_counters(worker)
+            if self.slots is not None:
+                self._close_unused_slots()
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == DRAINED
             if worker.retiring or self.stop_signals:
                 if not clean:
@@ -251,7 +299,7 @@ class Supervisor:
             return  # the previous one is still draining
         if self.reload_new is None:
             if time.monotonic() >= self.next_spawn:
-                self.reload_new = self._spawn()
+                self.reload_new = self._spawn(self.workers[self.reload_queue[0]].slot)
         elif self.workers[self.reload_new].ready:
             self._retire(self.workers[self.reload_queue.pop(0)])
             self.reload_new = None
@@ -277,6 +325,10 @@ class Supervisor:
                 "them after the workers fork (in the handler, or the server's "
                 "service_actions)".format(", ".join(t.name for t in others) or "not the main"))
         self.server._workers = self
+        if self.slots is not None:
+            # A SO_REUSEPORT socket cannot join a port bound without it: the
+            # slots are bound anew (connections are refused in between).
+            self.server.socket.close()
         handled = (*SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
         self._wake_read, self._wake_write = os.pipe()
         for fd in (self._wake_read, self._wake_write):
@@ -319,6 +371,8 @@ class Supervisor:
                 self.workers.clear()
             os.close(self._wake_read)
             os.close(self._wake_write)
+            for listener in (self.slots or {}).values():
+                listener.close()
 
 
 def _report(server, fd, parent, done):
@@ -356,7 +410,7 @@ def _is_compiled_core():
     return COMPILED
 
 
-def install_workers(count, drain_timeout):
+def install_workers(count, drain_timeout, reuse_port=False):
     """For ``run --workers N``: the first serve_forever() called in the main
     thread becomes the supervisor of N workers running that server; it
     returns (as after shutdown()) once SIGTERM/SIGINT has drained them."""
@@ -368,7 +422,7 @@ def install_workers(count, drain_timeout):
         if claimed or threading.current_thread() is not threading.main_thread():
             return serve_forever(self, poll_interval)
         claimed.append(self)
-        Supervisor(self, count, drain_timeout, poll_interval).run()
+        Supervisor(self, count, drain_timeout, poll_interval, reuse_port=reuse_port).run()
 
     supervising_serve_forever.__doc__ = serve_forever.__doc__
     BaseServer.serve_forever = supervising_serve_forever

@@ -79,6 +79,9 @@ def _parse(argv):
                         help="worker process counts for fastsockserver in the {} cases "
                         "(default 1: one process; N > 1 runs as compiled-wN, "
                         "unpinned)".format(", ".join(WORKER_CASES)))
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="with --workers N > 1: also run each setting with a SO_REUSEPORT "
+                        "socket per worker (compiled-wN-reuse_port)")
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -125,12 +128,13 @@ def _drop_failed(run, results, live, case, impl, reason, reps_skipped):
     run.done += reps_skipped
 
 
-def _with_workers(case, impls, workers):
+def _with_workers(case, impls, workers, reuse_port):
     """The case's implementations with the --workers settings of fastsockserver's."""
     if case.name not in WORKER_CASES or workers == [1]:
         return impls
+    settings = [(n, False) for n in workers] + [(n, True) for n in workers if reuse_port and n > 1]
     return [variant for impl in impls
-            for variant in ([with_workers(impl, n) for n in workers]
+            for variant in ([with_workers(impl, n, reuse) for n, reuse in settings]
                             if impl in WORKER_IMPLS else [impl])]
 
 
@@ -402,7 +406,7 @@ def main(argv=None):
                         slowloris_idle=args.slowloris_idle,
                         slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall)
     plan = [(case, _with_workers(case, [impl for impl in impls if impl in case.impls],
-                                 args.workers)) for case in cases]
+                                 args.workers, args.reuse_port)) for case in cases]
     certificates = None
     if any(case.tls and case_impls for case, case_impls in plan):
         certificates = tempfile.TemporaryDirectory(prefix="fastsockserver-bench-tls-")

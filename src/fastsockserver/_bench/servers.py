@@ -26,7 +26,8 @@ listener (``server.socket = ctx.wrap_socket(...)``, whose handshakes run in
 with ``loop.create_server(..., ssl=ctx)``.
 
 ``--workers N`` (compiled and pure, N > 1): a process forked from this one
-runs ``fastsockserver.serve(server, workers=N)`` (it has no thread: a fork
+runs ``fastsockserver.serve(server, workers=N)`` (``--reuse-port``: with
+``reuse_port=True``) (it has no thread: a fork
 keeps only the forking one); ``stats`` adds the CPU of that process and its
 workers, read from /proc while they run.
 
@@ -428,7 +429,7 @@ class _Times:
         self.ru_utime, self.ru_stime, self.ru_maxrss = utime, stime, maxrss
 
 
-def serve_with_workers(server, workers):
+def serve_with_workers(server, workers, reuse_port=False):
     """Fork the supervisor of ``workers`` worker processes; the serve function
     of this process waits for it (a worker's stats are the supervisor's)."""
     import fastsockserver
@@ -438,7 +439,7 @@ def serve_with_workers(server, workers):
         status = 1
         try:
             die_with_parent()  # this process's quit (os._exit) drains the workers
-            fastsockserver.serve(server, workers=workers)
+            fastsockserver.serve(server, workers=workers, reuse_port=reuse_port)
             status = 0
         finally:
             os._exit(status)
@@ -491,6 +492,8 @@ def main(argv=None):
     parser.add_argument("--tls-dir", help="tls kinds: the directory of server.pem and server.key")
     parser.add_argument("--workers", type=int, default=1,
                         help="compiled and pure: worker processes (serve(workers=N))")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="with --workers: serve(..., reuse_port=True)")
     args = parser.parse_args(argv)
     _pin(args.cpu)
     # Whatever happens, this process does not outlive its time bound.
@@ -541,7 +544,7 @@ def main(argv=None):
         if args.impl not in SOCKETSERVER_IMPLS[1:] or args.kind in ("drain", "shutdown"):
             _emit({"error": "--workers is for fastsockserver's load kinds"})
             return 1
-        serve = serve_with_workers(server, args.workers)
+        serve = serve_with_workers(server, args.workers, args.reuse_port)
     tls_failures = None
     if args.kind in TLS_KINDS and getattr(server, "ssl_context", None) is not None:
         def tls_failures():

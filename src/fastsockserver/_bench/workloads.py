@@ -32,16 +32,22 @@ WORKER_CASES = ("connrate", "http", "http-close")
 WORKER_IMPLS = SOCKETSERVER_IMPLS[1:]
 
 
-def with_workers(impl, workers):
-    return impl if workers == 1 else "{}-w{}".format(impl, workers)
+REUSE_PORT_SUFFIX = "-reuse_port"  # bench --reuse-port: serve(..., reuse_port=True)
+
+
+def with_workers(impl, workers, reuse_port=False):
+    if workers == 1:
+        return impl
+    return "{}-w{}{}".format(impl, workers, REUSE_PORT_SUFFIX if reuse_port else "")
 
 
 def split_workers(impl):
-    """("compiled", 2) for "compiled-w2"; (impl, 1) for the others."""
-    base, sep, count = impl.rpartition("-w")
-    if sep and base in WORKER_IMPLS and count.isdigit():
-        return base, int(count)
-    return impl, 1
+    """("compiled", 2, False) for "compiled-w2"; (impl, 1, False) for the others."""
+    name = impl[:-len(REUSE_PORT_SUFFIX)] if impl.endswith(REUSE_PORT_SUFFIX) else impl
+    base, sep, count = name.rpartition("-w")
+    if sep and base in WORKER_IMPLS and count.isdigit() and int(count) > 1:
+        return base, int(count), name != impl
+    return impl, 1, False
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
@@ -273,10 +279,10 @@ class ServerProcess(ChildProcess):
     def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
         self.case = case
         self.impl = impl
-        impl, workers = split_workers(impl)
+        impl, workers, reuse_port = split_workers(impl)
         if workers > 1:
             cpu = None
-            extra = [*extra, "--workers", str(workers)]
+            extra = [*extra, "--workers", str(workers)] + (["--reuse-port"] if reuse_port else [])
         self.port = None
         self.info = {}
         env = dict(os.environ)
