@@ -249,6 +249,15 @@ def test_reuse_port_is_for_tcp(fast_impl):
         fast_impl.serve(server, workers=2, reuse_port=True)
 
 
+def test_reuse_port_is_not_for_an_inherited_socket(fast_impl):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = fast_impl.TCPServer(("127.0.0.1", 0), fast_impl.BaseRequestHandler,
+                                     bind_and_activate=False)
+        fast_impl.adopt_socket(server, listener.dup())
+        with pytest.raises(ValueError, match="not for an inherited listening socket"):
+            fast_impl.serve(server, workers=2, reuse_port=True)
+
+
 def spread(port, connections=32):
     """How many of ``connections`` opened at once each worker took, fewest first."""
     socks = [socket.create_connection(("127.0.0.1", port), timeout=WAIT)

@@ -104,6 +104,7 @@ def adopt_pending(server):
             socket.AddressFamily(server.address_family).name))
     server.socket.close()
     server.socket = sock
+    server._inherited_socket = True  # serve(reuse_port=True) cannot bind beside it
     server.address_family = sock.family
     server.server_address = sock.getsockname()
     return True

@@ -75,6 +75,9 @@ class Supervisor:
                 hasattr(socket, "SO_REUSEPORT") and server.socket.type == socket.SOCK_STREAM
                 and server.socket.family in (socket.AF_INET, socket.AF_INET6)):
             raise ValueError("reuse_port is for TCP servers, where SO_REUSEPORT exists")
+        if reuse_port and getattr(server, "_inherited_socket", False):
+            raise ValueError("reuse_port binds sockets of its own: not for an inherited "
+                             "listening socket (its owner keeps it open)")
         if not hasattr(os, "fork"):
             raise RuntimeError("worker processes need os.fork()")
         self.server, self.target = server, count
