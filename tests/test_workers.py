@@ -183,6 +183,29 @@ def test_a_worker_killed_mid_request_is_replaced(fast_impl, reuse_port):
         assert (stats["accepted"], stats["finished"]) == (11, 10), stats
 
 
+PRINT_STATS_ON_SIGUSR1 = ("import signal\nsignal.signal(signal.SIGUSR1, "
+                          "lambda *_: print(json.dumps(server.stats()), flush=True))")
+
+
+@REUSE_PORT
+def test_stats_roll_up_while_serving(fast_impl, reuse_port):
+    with supervised(fast_impl, reuse_port=reuse_port, before=PRINT_STATS_ON_SIGUSR1) \
+            as (proc, port):
+        for _ in range(5):
+            ask(port)
+        busy = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        busy.sendall(b"slow 2\n")
+        time.sleep(0.7)  # each worker reports every 0.25 s
+        proc.send_signal(signal.SIGUSR1)
+        stats = json.loads(proc.stdout.readline())
+        assert (stats["accepted"], stats["finished"], stats["active"]) == (6, 5, 1), stats
+        assert stats["workers"] == 2 and not stats["draining"]
+        assert stats["waiting"] == 0  # the listening sockets' backlog, read by the parent
+        busy.close()
+        out, err = finish(proc)
+        assert proc.returncode == 0, err
+
+
 def test_a_worker_that_crashes_at_start_is_restarted_with_back_off(fast_impl, tmp_path):
     crash_log = tmp_path / "forks"
     with supervised(fast_impl, env={"CRASH_LOG": str(crash_log)}) as (proc, port):

@@ -114,6 +114,10 @@ class Supervisor:
                     figures[key] = bool(figures.get(key)) or bool(value)
                 elif isinstance(value, int):
                     figures[key] = figures.get(key, 0) + value
+        if self.slots:  # reuse_port: the server's own socket is closed; the slots' backlogs
+            from ._server import listen_backlog
+            backlogs = [listen_backlog(listener) for listener in self.slots.values()]
+            figures["waiting"] = None if None in backlogs else sum(backlogs)
         if self.stop_signals:
             figures["draining"] = True
         figures["workers"] = sum(not w.retiring for w in self.workers.values())
