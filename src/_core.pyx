@@ -18,6 +18,7 @@ from posix.unistd cimport close, read
 
 from _socket import socket as _c_socket_class
 from math import ceil as _ceil
+from sys import modules as _sys_modules
 from socket import SocketIO as _SocketIO
 from socket import socket as _socket_class
 from socket import timeout as _socket_timeout
@@ -729,13 +730,23 @@ cdef object _readinto_through(self, sock, b):
     ssl.SSLSocket decrypts), with the rules between requests and for a head's
     deadline. Bytes it has decrypted already (``pending()``) are data there."""
     cdef int fd = sock.fileno()
-    if fd >= 0 and not _decrypted_pending(sock):
+    cdef bint pending
+    sslobj = _tls_object(sock)
+    if sslobj is not None:
+        pending = sslobj.pending() > 0
+    else:
+        pending = _decrypted_pending(sock)
+    if fd >= 0 and not pending:
         if self._request_open is not True:
             if _ends_between_requests(self, fd, True):
                 return 0
         elif self._head_deadline:
             _wait_for_head(self, fd)
-    got = _SocketIO.readinto(self, b)
+        sslobj = _tls_object(sock)  # (unwrapped meanwhile, perhaps)
+    if sslobj is not None:
+        got = _tls_readinto(self, sock, sslobj, b)
+    else:
+        got = _SocketIO.readinto(self, b)
     if got and self._request_open is not True:
         _request_opens(self)
     return got
@@ -744,6 +755,72 @@ cdef object _readinto_through(self, sock, b):
 cdef bint _decrypted_pending(sock) except -1:
     pending = getattr(sock, "pending", None)
     return pending is not None and pending() > 0
+
+
+# ssl.SSLSocket, SSLError, SSL_ERROR_EOF: taken from the ssl module once a
+# connection is seen that is not a plain socket (its class came from there).
+cdef object _SSLSocket = None, _SSLError = None, _SSL_ERROR_EOF = None
+
+
+cdef object _tls_object(sock):
+    """The _ssl._SSLSocket under an ssl.SSLSocket (exactly that class, not
+    unwrapped), whose read/write rfile and wfile call directly: the stdlib's
+    calls through SocketIO.readinto, recv_into, read (sendall, send) add only
+    Python frames around them. None: take the stdlib's path."""
+    global _SSLSocket, _SSLError, _SSL_ERROR_EOF
+    if _SSLSocket is None:
+        ssl = _sys_modules.get("ssl")
+        if ssl is None:
+            return None
+        _SSLError, _SSL_ERROR_EOF = ssl.SSLError, ssl.SSL_ERROR_EOF
+        _SSLSocket = ssl.SSLSocket
+    if type(sock) is not _SSLSocket:
+        return None
+    return sock._sslobj
+
+
+cdef object _tls_readinto(self, sock, sslobj, b):
+    """SocketIO.readinto -> SSLSocket.recv_into -> read, in one call."""
+    cdef Py_buffer view
+    cdef Py_ssize_t nbytes
+    try:
+        PyObject_GetBuffer(b, &view, PyBUF_WRITABLE)
+    except (BufferError, TypeError):
+        return _SocketIO.readinto(self, b)  # raises the stdlib's error
+    nbytes = view.len
+    fits = view.ndim <= 1 and view.itemsize == 1  # then len(b) == its bytes, as 3.9 counts
+    PyBuffer_Release(&view)
+    if nbytes == 0 or not fits:
+        return _SocketIO.readinto(self, b)  # recv_into's own sizes for these
+    try:
+        try:
+            return sslobj.read(nbytes, b)
+        except _SSLError as exc:  # SSLSocket.read's rule for an end without close_notify
+            if exc.args[0] == _SSL_ERROR_EOF and sock.suppress_ragged_eofs:
+                return 0
+            raise
+    except _socket_timeout:  # SocketIO.readinto's rules
+        self._timeout_occurred = True
+        raise
+    except OSError as exc:
+        if exc.errno == EAGAIN or exc.errno == EWOULDBLOCK:
+            return None
+        raise
+
+
+cdef object _tls_write(self, sslobj, b):
+    """_SocketWriter.write -> SSLSocket.sendall -> send, in one call (bytes and
+    bytearray: the buffers whose len() is their size)."""
+    cdef Py_ssize_t count, total = len(b)
+    count = sslobj.write(b)
+    if count < total:
+        with memoryview(b) as view:
+            while count < total:
+                count += sslobj.write(view[count:])
+    reader = self._reader
+    if reader is not None:
+        reader._request_open = False
+    return total
 
 
 cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
@@ -860,11 +937,17 @@ def socket_writer_write(self, b):
     cdef ssize_t n, total
     cdef int fd, err
     sock = self._sock
-    # The stdlib's own path for: an ssl.SSLSocket (its bytes go through its
-    # sendall), a socket with a timeout (sendall polls for room first, and
-    # times out where a send would have gone through), and b"" (one send of
-    # 0 bytes, which reports a pending error).
-    if type(sock) is not _socket_class or sock.gettimeout() is not None:
+    # The stdlib's own path for: a socket object of another kind (its sendall;
+    # an ssl.SSLSocket's SSL object is called directly), a socket with a timeout
+    # (sendall polls for room first, and times out where a send would have gone
+    # through), and b"" (one send of 0 bytes, which reports a pending error).
+    if type(sock) is not _socket_class:
+        if type(b) is bytes or type(b) is bytearray:
+            sslobj = _tls_object(sock)
+            if sslobj is not None and len(b):
+                return _tls_write(self, sslobj, b)
+        return _stdlib_write(self, sock, b)
+    if sock.gettimeout() is not None:
         return _stdlib_write(self, sock, b)
     fd = sock.fileno()
     PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)

@@ -248,7 +248,7 @@ def test_tls_connrate_and_echo_small_run(tmp_path):
     assert time.monotonic() - started < 30
     assert out.returncode == 0, out.stderr
     cases = {c["case"]: c for c in json.loads(path.read_text())["cases"]}
-    assert set(cases) == {"tls-connrate", "tls-echo"}
+    assert set(cases) == {"tls-connrate", "tls-connrate/rsa2048", "tls-echo"}
     for name, case in cases.items():
         for impl in ("stdlib", "compiled"):
             entry = case["results"][impl]
@@ -259,7 +259,10 @@ def test_tls_connrate_and_echo_small_run(tmp_path):
             assert s["client_us_per_req"] > 0 and s["server_us_per_req"] > 0
             assert isinstance(s["client_saturated"], bool)
             [rep] = entry["reps"]
-            if name == "tls-connrate":
+            # the certificate the client was sent (the echo's connections came in the warm-up)
+            assert rep["server_key"] == {"tls-connrate/rsa2048": "rsa", "tls-connrate": "ec",
+                                         "tls-echo": None}[name]
+            if name.startswith("tls-connrate"):
                 # a handshake for each request, give or take the 32 in flight at the
                 # start and at the end of the run
                 assert rep["requests"] > 0
@@ -338,7 +341,8 @@ def test_tls_without_openssl_is_skipped_with_one_line(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert code == 0
     [line] = [line for line in captured.err.splitlines() if "openssl" in line]
-    assert line.startswith("skipped: tls-connrate, tls-stall: the openssl command line tool")
+    assert line.startswith("skipped: tls-connrate, tls-connrate/rsa2048, tls-stall: the openssl "
+                           "command line tool")
     assert "shutdown:" in captured.out and "tls-connrate:" not in captured.out
 
 

@@ -86,6 +86,9 @@ def tcp_pair():
 
 
 def make_pair(transport):
+    """(server side, client side) of a "unix", "tcp" or "tls" connection."""
+    if transport == "tls":
+        return tls_pair()  # (section 4)
     return unix_pair() if transport == "unix" else tcp_pair()
 
 
@@ -981,8 +984,9 @@ def test_close_while_another_thread_reads(impl):
 
 # --------------------------------------------------------------- 4. TLS
 
-def tls_pair():
-    """(server SSLSocket, client SSLSocket) over loopback TCP."""
+def tls_pair(**server_options):
+    """(server SSLSocket, client SSLSocket) over loopback TCP; ``server_options`` go to
+    the server side's wrap_socket."""
     if not os.path.exists(CERTFILE):
         pytest.skip("no test certificate at " + CERTFILE)
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -1004,7 +1008,7 @@ def tls_pair():
     t = threading.Thread(target=client_side)
     t.start()
     try:
-        server = server_ctx.wrap_socket(raw_server, server_side=True)
+        server = server_ctx.wrap_socket(raw_server, server_side=True, **server_options)
     except Exception:
         raw_server.close()
         raise
@@ -1060,6 +1064,126 @@ def test_tls_through_compiled_reader_and_writer(fast_impl):
         assert client.recv(100) == b"plain?"
         rfile.close()
     finally:
+        server.close()
+        client.close()
+
+
+def _tls_read_after(mod, what):
+    """Reads on a TLS connection around its end or a timeout, as READ_OPS see them."""
+    server, client = tls_pair(suppress_ragged_eofs=what != "ragged end, not suppressed")
+    h = make_handler(mod, server, timeout=0.05 if what == "timed out" else None)
+    trace = []
+    try:
+        client.sendall(b"ab\ncd\nef")
+        trace.append(perform(h.rfile, "read", 2)[0])
+        if what.startswith("ragged end"):  # TCP's end, no close_notify
+            socket.socket(fileno=client.detach()).close()
+        elif what == "close_notify":
+            client.settimeout(0.2)
+            try:
+                client.unwrap()  # sends close_notify; the server's answer may not come
+            except (OSError, ValueError):
+                pass
+            client.close()
+        elif what == "peer reset":
+            raw = socket.socket(fileno=client.detach())
+            set_linger_zero(raw)
+            raw.close()
+        elif what != "timed out":
+            raise AssertionError(what)
+        for op, arg in READ_OPS:
+            trace.append(perform(h.rfile, op, arg)[0])
+        trace.append(("raw", outcome(lambda: h.rfile.raw.readinto(bytearray(4)))))
+        trace.append(("raw empty", outcome(lambda: h.rfile.raw.readinto(bytearray()))))
+        return trace
+    finally:
+        close_handler(h)
+        server.close()
+        client.close()
+
+
+@pytest.mark.parametrize("what", ["ragged end", "ragged end, not suppressed", "close_notify",
+                                  "peer reset", "timed out"])
+def test_tls_rfile_ends_and_timeouts_match_stdlib(impl, what):
+    expected = _tls_read_after(socketserver, what)
+    assert _tls_read_after(impl, what) == expected
+    if what == "ragged end, not suppressed":
+        assert ("raise", "SSLEOFError") in [step[2:4] for step in expected]
+    if what == "timed out":
+        assert ("raise", TIMEOUT_NAME) in [step[2:4] for step in expected]
+        assert expected[-2][1][-1] == "cannot read from timed out object"
+
+
+@settings(max_examples=15, **HYP)
+@given(items=st.lists(st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview", "slice",
+                                                 "array"]),
+                                st.one_of(st.binary(max_size=40), st.binary(max_size=70000))),
+                      max_size=5))
+def test_tls_wfile_write_matches_stdlib(impl, items):
+    values = [_writer_value(kind, data) for kind, data in items]
+    expected = _write_and_receive(socketserver, "tls", values)
+    got = _write_and_receive(impl, "tls", values)
+    assert got == expected
+    assert got[1] == b"".join(bytes(memoryview(v).cast("B")) for v in values)
+
+
+def test_tls_wfile_write_misuse_matches_stdlib(impl):
+    values = ["text", None, 12, memoryview(b"abcdef")[::2], memoryview(array.array("d", [1.5]))]
+    expected = _write_and_receive(socketserver, "tls", values)
+    assert _write_and_receive(impl, "tls", values) == expected
+
+
+def test_tls_unwrapped_connection_goes_on_in_plain(impl):
+    server, client = tls_pair()
+    h = make_handler(impl, server)
+    try:
+        client.sendall(b"secret\n")
+        assert h.rfile.readline() == b"secret\n"
+        unwrapped = []
+        t = threading.Thread(target=lambda: unwrapped.append(client.unwrap()))
+        t.start()
+        plain = server.unwrap()  # the handler's SSLSocket now has no SSL object
+        t.join(WAIT)
+        plain_client = unwrapped[0]
+        plain_client.sendall(b"in clear\n")
+        assert h.rfile.readline() == b"in clear\n"
+        assert h.wfile.write(b"back\n") == 5
+        assert plain_client.recv(100) == b"back\n"
+        plain.close()
+        plain_client.close()
+    finally:
+        close_handler(h)
+        server.close()
+        client.close()
+
+
+def test_tls_rfile_and_wfile_call_no_python_in_ssl_module(fast_impl):
+    """The compiled rfile and wfile call the SSL object's read and write
+    directly: no frame of ssl.py (SSLSocket.recv_into, read, sendall, send,
+    pending) per request. The pure core calls the stdlib's path."""
+    server, client = tls_pair()
+    h = make_handler(fast_impl, server)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == ssl.__file__:
+            calls.append(frame.f_code.co_name)
+
+    try:
+        client.sendall(b"line\n" * 50)
+        sys.setprofile(profile)
+        try:
+            for _ in range(50):
+                h.rfile.readline()
+                h.wfile.write(b"back\n")
+        finally:
+            sys.setprofile(None)
+        if is_compiled(fast_impl):
+            assert calls == []
+        else:
+            assert "recv_into" in calls and "sendall" in calls
+    finally:
+        close_handler(h)
         server.close()
         client.close()
 

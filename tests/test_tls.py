@@ -169,15 +169,21 @@ def test_failed_handshakes_are_closed_counted_and_reported(fast_impl, harness, p
     assert server.stats()["errors"] == 0
 
 
-def test_mutual_tls_the_handler_sees_the_client_certificate(fast_impl, harness, pki, capsys):
-    server = tls_server(harness, fast_impl, pki)
+@pytest.mark.parametrize("cls", ["TCPServer", "ThreadingTCPServer",
+                                 pytest.param("ForkingTCPServer", marks=needs_fork)])
+def test_mutual_tls_the_handler_sees_the_client_certificate(fast_impl, harness, pki, capsys,
+                                                            cls):
+    server = tls_server(harness, fast_impl, pki, cls)
     server.ssl_context = server_context(pki, require_client=True)
-    harness.serve(server)
+    harness.serve(server, poll_interval=0.05)
     assert (ask_tls(pki, server.server_address, with_certificate=True)
             == b"HELLO\nSSLSocket client\n")
     with pytest.raises((ssl.SSLError, OSError)):  # no certificate: refused in the handshake
         ask_tls(pki, server.server_address, with_certificate=False)
-    assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    if cls != "ForkingTCPServer":  # a forked child's count stays in the child
+        assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert (ask_tls(pki, server.server_address, with_certificate=True)
+            == b"HELLO\nSSLSocket client\n")
 
 
 def test_verify_request_runs_before_the_handshake(fast_impl, harness, pki):
@@ -436,9 +442,11 @@ def quiet_tls_server(harness, mod, pki, **attrs):
     """A tls_server whose handle_error counts instead of printing."""
     class Server(mod.ThreadingTCPServer):
         reported = 0
+        errors = []
 
         def handle_error(self, request, client_address):
             type(self).reported += 1
+            self.errors.append(str(sys.exc_info()[1]))
 
     server = harness.server(Server, ("127.0.0.1", 0), tls_echo(mod))
     server.ssl_context = server_context(pki)
@@ -458,22 +466,51 @@ def test_a_client_that_resets_mid_handshake(fast_impl, harness, pki):
     assert ask_tls(pki, server.server_address) == b"HELLO\nSSLSocket None\n"
 
 
-def test_an_untrusted_client_certificate_is_refused(fast_impl, harness, pki, tmp_path):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "rogue.key",
-                    "-out", "rogue.pem", "-days", "2", "-subj", "/CN=rogue"],
-                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+def refused_client_certificate(pki, directory, kind):
+    """(certificate, key) paths: one from a CA the server does not trust, or one from the
+    server's CA that expired in 2020."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=60)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    if kind == "untrusted":
+        run("req", "-x509", *ec, "-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2",
+            "-subj", "/CN=rogue")
+        return directory / "rogue.pem", directory / "rogue.key"
+    # `openssl ca` is the tool that takes explicit validity dates (OpenSSL 3.0's x509 has none)
+    run("req", *ec, "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=expired")
+    (directory / "index.txt").write_text("")
+    (directory / "serial").write_text("01\n")
+    (directory / "ca.cnf").write_text(
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n"
+        "serial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n")
+    (directory / "expired.ext").write_text((pki / "client.ext").read_text())
+    run("ca", "-batch", "-config", "ca.cnf", "-cert", str(pki / "ca.pem"),
+        "-keyfile", str(pki / "ca.key"), "-in", "expired.csr", "-out", "expired.pem",
+        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+        "-extfile", "expired.ext")
+    return directory / "expired.pem", directory / "expired.key"
+
+
+@pytest.mark.parametrize("kind", ["untrusted", "expired"])
+def test_a_refused_client_certificate_closes_only_its_connection(fast_impl, harness, pki,
+                                                                 tmp_path, kind):
+    certificate, key = refused_client_certificate(pki, tmp_path, kind)
     server = quiet_tls_server(harness, fast_impl, pki)
     server.ssl_context = server_context(pki, require_client=True)
     harness.serve(server)
     ctx = client_context(pki)
-    ctx.load_cert_chain(str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key"))
+    ctx.load_cert_chain(str(certificate), str(key))
     with socket.create_connection(server.server_address, timeout=WAIT) as raw:
         with pytest.raises((ssl.SSLError, OSError)):
             with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 tls.sendall(b"hello\n")
                 tls.recv(100)  # TLS 1.3: the refusal arrives after the client's side is done
     assert wait_for(lambda: server.stats()["tls_handshake_failures"] == 1)
+    assert server.reported == 1
+    assert ("certificate has expired" if kind == "expired" else "self-signed certificate"
+            ) in server.errors[0], server.errors
     assert (ask_tls(pki, server.server_address, with_certificate=True)
             == b"HELLO\nSSLSocket client\n")
 

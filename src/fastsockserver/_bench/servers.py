@@ -91,7 +91,7 @@ def socketserver_module(impl):
 
 # ---------------------------------------------------------------- socketserver servers
 
-def make_socketserver(kind, impl, address, tls_dir=None):
+def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
     if impl == STDLIB_NODELAY and kind != "http":
         raise StartError("stdlib-nodelay is for the http kind only")
     mod = socketserver_module(impl)
@@ -141,7 +141,7 @@ def make_socketserver(kind, impl, address, tls_dir=None):
     if kind in TLS_KINDS:
         server = mod.ThreadingTCPServer(address,
                                         LineEcho if kind == "tls-connrate" else StreamEcho)
-        context = _tls_context(tls_dir)
+        context = _tls_context(tls_dir, tls_key)
         if impl in STDLIB_IMPLS:
             server.socket = context.wrap_socket(server.socket, server_side=True)
         else:
@@ -218,19 +218,19 @@ def measure_shutdown(impl, address, count, sleep):
     return times
 
 
-def _tls_context(tls_dir):
+def _tls_context(tls_dir, tls_key="ec"):
     if not tls_dir:
         raise StartError("the tls kinds need --tls-dir (the certificate's directory)")
     from .tlsclients import server_context
     try:
-        return server_context(tls_dir)
+        return server_context(tls_dir, tls_key)
     except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
         raise StartError("the certificate of {}: {}".format(tls_dir, exc)) from None
 
 
 # ---------------------------------------------------------------- peers
 
-def _asyncio_server(kind, impl, address, tls_dir=None):
+def _asyncio_server(kind, impl, address, tls_dir=None, tls_key="ec"):
     import asyncio
     if impl == "uvloop":
         try:
@@ -276,7 +276,7 @@ def _asyncio_server(kind, impl, address, tls_dir=None):
     elif kind in TLS_KINDS:
         server = loop.run_until_complete(loop.create_server(
             LineEcho if kind == "tls-connrate" else Echo, host, port,
-            ssl=_tls_context(tls_dir)))
+            ssl=_tls_context(tls_dir, tls_key)))
     elif kind in ("udp-threading", "udp-sync"):
         transport, _ = loop.run_until_complete(
             loop.create_datagram_endpoint(DatagramEcho, local_addr=(host, port)))
@@ -489,7 +489,10 @@ def main(argv=None):
                         help="exit by itself after this long")
     parser.add_argument("--shutdown-count", type=int, default=3)
     parser.add_argument("--shutdown-sleep", type=float, default=0.1)
-    parser.add_argument("--tls-dir", help="tls kinds: the directory of server.pem and server.key")
+    parser.add_argument("--tls-dir", help="tls kinds: the directory of the certificates "
+                        "(tlsclients.make_certificates)")
+    parser.add_argument("--tls-key", default="ec", choices=("ec", "rsa2048"),
+                        help="tls kinds: the server certificate's key (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1,
                         help="compiled and pure: worker processes (serve(workers=N))")
     parser.add_argument("--reuse-port", action="store_true",
@@ -512,7 +515,8 @@ def main(argv=None):
             _emit({"shutdown_s": times, "pid": os.getpid()})
             return 0
         if args.impl in SOCKETSERVER_IMPLS + (STDLIB_NODELAY,):
-            server = make_socketserver(args.kind, args.impl, address, args.tls_dir)
+            server = make_socketserver(args.kind, args.impl, address, args.tls_dir,
+                                       args.tls_key)
             port = server.server_address[1]
             serve = server.serve_forever
         elif args.impl == "gevent":
@@ -521,7 +525,8 @@ def main(argv=None):
             server, port = _gevent_server(args.kind, address)
             serve = server.serve_forever
         else:
-            loop, port = _asyncio_server(args.kind, args.impl, address, args.tls_dir)
+            loop, port = _asyncio_server(args.kind, args.impl, address, args.tls_dir,
+                                         args.tls_key)
             serve = loop.run_forever
     except StartError as exc:
         _emit({"error": str(exc)})

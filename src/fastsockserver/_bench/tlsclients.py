@@ -18,8 +18,9 @@ never offers a session to resume), sends the message, reads it back, closes.
 ``persistent``: each slot keeps one TLS connection and sends the message
 again once the whole response is in.
 
-``make_certificates`` writes a CA and a server certificate (EC P-256,
-subjectAltName IP:127.0.0.1) with the ``openssl`` command line tool.
+``make_certificates`` writes a CA and two server certificates for the same name
+(subjectAltName IP:127.0.0.1), one with an EC P-256 key and one with an RSA-2048
+key (``SERVER_KEYS``), with the ``openssl`` command line tool.
 """
 import errno
 import ipaddress
@@ -42,18 +43,25 @@ SOURCE_PORT_TRIES = 8
 IDLE, CONNECTING, HANDSHAKE, SENDING, RECEIVING, BACKOFF_WAIT = range(6)
 IN_FLIGHT = (CONNECTING, HANDSHAKE, SENDING, RECEIVING)
 
-SERVER_CERT = "server.pem"
-SERVER_KEY = "server.key"
+# The server's key types: {name: (certificate file, key file, openssl -newkey arguments)}
+SERVER_KEYS = {
+    "ec": ("server.pem", "server.key",
+           ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")),
+    "rsa2048": ("server-rsa2048.pem", "server-rsa2048.key",
+                ("-newkey", "rsa:2048", "-nodes")),
+}
 CA_CERT = "ca.pem"
+# The DER of a certificate's subjectPublicKeyInfo algorithm: which key the server used
+_KEY_ALGORITHMS = ((b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01", "ec"),            # ecPublicKey
+                   (b"\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01", "rsa"))  # rsaEncryption
 
 
 def make_certificates(directory):
-    """A CA and a server certificate for 127.0.0.1 in ``directory``; returns None, or a
-    one-line reason why they could not be made."""
+    """A CA and the server certificates of SERVER_KEYS for 127.0.0.1 in ``directory``;
+    returns None, or a one-line reason why they could not be made."""
     openssl = shutil.which("openssl")
     if openssl is None:
         return "the openssl command line tool is not installed (it makes the certificates)"
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     with open(os.path.join(directory, "server.ext"), "w") as f:
         f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
@@ -61,13 +69,16 @@ def make_certificates(directory):
     commands = [
         # keyUsage on the CA: Python 3.13's default client context verifies strictly
         # (VERIFY_X509_STRICT) and refuses a CA certificate without it.
-        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", CA_CERT, "-days", "2",
-         "-subj", "/CN=fastsockserver bench CA",
+        ["req", "-x509", *SERVER_KEYS["ec"][2], "-keyout", "ca.key", "-out", CA_CERT,
+         "-days", "2", "-subj", "/CN=fastsockserver bench CA",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ["req", *ec, "-keyout", SERVER_KEY, "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", "server.csr", "-CA", CA_CERT, "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", "2", "-out", SERVER_CERT, "-extfile", "server.ext"],
     ]
+    for certificate, key, newkey in SERVER_KEYS.values():
+        commands += [
+            ["req", *newkey, "-keyout", key, "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", "server.csr", "-CA", CA_CERT, "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", certificate, "-extfile", "server.ext"],
+        ]
     for args in commands:
         try:
             done = subprocess.run([openssl, *args], cwd=directory, capture_output=True,
@@ -81,12 +92,14 @@ def make_certificates(directory):
     return None
 
 
-def server_context(directory):
-    """The servers' context: TLS 1.3 only, the bench's certificate."""
+def server_context(directory, key="ec"):
+    """The servers' context: TLS 1.3 only, the bench's certificate with a ``key`` of
+    SERVER_KEYS."""
+    certificate, key_file, _ = SERVER_KEYS[key]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(os.path.join(directory, SERVER_CERT),
-                            os.path.join(directory, SERVER_KEY))
+    context.load_cert_chain(os.path.join(directory, certificate),
+                            os.path.join(directory, key_file))
     return context
 
 
@@ -154,6 +167,7 @@ class TlsLoadGen:
         self.connects = 0
         self.handshakes = 0
         self.port_retries = 0
+        self.server_key = None   # "ec" or "rsa": the key of the certificate the server sent
 
     # -------------------------------------------------------- sockets and epoll
 
@@ -273,6 +287,9 @@ class TlsLoadGen:
             return
         if record:
             self.handshakes += 1
+        if self.server_key is None:
+            der = slot.sock.getpeercert(binary_form=True) or b""
+            self.server_key = next((name for oid, name in _KEY_ALGORITHMS if oid in der), "?")
         slot.state = SENDING
         self._send(slot, now, record)
 
@@ -401,6 +418,7 @@ class TlsLoadGen:
             "close_responses": 0,
             "connects": self.connects,
             "handshakes": self.handshakes,
+            "server_key": self.server_key,
             "source_port_retries": self.port_retries,
             "stale_datagrams": 0,
             "samples": requests,

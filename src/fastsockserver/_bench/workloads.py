@@ -88,8 +88,9 @@ class Case:
     # ones each time, which connect after the slow clients are in place)
     keep_clients: bool = True
     # the clients speak TLS 1.3 (tlsclients.TlsLoadGen); the servers get the
-    # bench's certificate
+    # bench's certificate, with this key (tlsclients.SERVER_KEYS)
     tls: bool = False
+    tls_key: str = "ec"
 
 
 CASES = (
@@ -136,6 +137,10 @@ CASES = (
          "close; 32 clients (ThreadingTCPServer + StreamRequestHandler; the stdlib with a "
          "wrapped listener, fastsockserver with ssl_context)", TLS_IMPLS, unit="conn/s",
          tls=True),
+    Case("tls-connrate/rsa2048", "tls-connrate", "tls-connrate", "connrate", LINE64,
+         "as tls-connrate, with an RSA-2048 server certificate (the server signs each "
+         "handshake with RSA: more server CPU per handshake than EC P-256)", TLS_IMPLS,
+         unit="conn/s", tls=True, tls_key="rsa2048"),
     Case("tls-echo", "tls-echo", "tls-echo", "persistent", LINE1K,
          "TLS 1.3: 32 persistent connections, 1 KiB request/response (ThreadingTCPServer + "
          "StreamRequestHandler readline/write; the stdlib with a wrapped listener, "
@@ -363,7 +368,7 @@ def slow_client_counts(case, settings):
 
 def server_args(case, settings):
     """The case's extra arguments of ``servers.py``."""
-    return ["--tls-dir", settings.tls_dir] if case.tls else []
+    return ["--tls-dir", settings.tls_dir, "--tls-key", case.tls_key] if case.tls else []
 
 
 def core_times():
