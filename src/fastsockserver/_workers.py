@@ -2,7 +2,8 @@
 
 The parent has bound and listens (the server's constructor did); it never
 accepts. It forks N workers that each run ``serve_forever()`` on the one
-listening socket they all inherit, and supervises them:
+listening socket they all inherit (or, with reuse_port, on the SO_REUSEPORT
+socket of their slot), and supervises them:
 
     parent: signals (TERM/INT drain all, HUP replace one by one, TTIN/TTOU
             one more/less), fork, reap, back-off, stats roll-up
@@ -10,11 +11,13 @@ listening socket they all inherit, and supervises them:
             children, the drain on SIGTERM) and a thread that reports
             stats() over a pipe and watches for the parent's death
 
-Why one shared listener rather than a SO_REUSEPORT socket per worker: the
-connections queued on a SO_REUSEPORT socket are reset when it closes, so a
-worker that drains away (SIGHUP, SIGTTOU, a crash) would lose them; the
-shared listener stays open in the parent, and whatever waits in its backlog
-is taken by the other workers. (The README has the figures of both.)
+Why one shared listener by default rather than a SO_REUSEPORT socket per
+worker: the connections queued on a SO_REUSEPORT socket are reset when it
+closes; the shared listener stays open in the parent, and whatever waits in
+its backlog is taken by the other workers. It balances worse (whichever
+worker is awake takes a burst), so reuse_port is offered: its sockets belong
+to slots the parent keeps open, and a worker's replacement (SIGHUP, a death)
+serves the same one; only SIGTTOU closes a slot. (The README has figures.)
 """
 import json
 import os
