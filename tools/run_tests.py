@@ -13,7 +13,8 @@ compiler would have it; and on the last one the core is built with the
 system calls of macOS and the BSDs (see PORTABLE_CORE below) and tested
 again. Interpreters are looked up as pythonX.Y (X.Yt: free-threaded) on PATH
 and under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
-tests drive (TOOLS: openssl, haproxy) are installed with apt-get when missing.
+tests drive (TOOLS: openssl, haproxy,
+systemd-socket-activate) are installed with apt-get when missing.
 """
 import argparse
 import glob
@@ -55,7 +56,7 @@ def find_python(version):
 
 # Command line tools the tests use as they are (real components, not mocks),
 # and the Debian package that has each.
-TOOLS = {"openssl": "openssl", "haproxy": "haproxy"}
+TOOLS = {"openssl": "openssl", "haproxy": "haproxy", "systemd-socket-activate": "systemd"}
 
 
 def ensure_tools():

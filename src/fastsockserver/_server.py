@@ -46,6 +46,7 @@ from . import _handler_threads
 from ._core_api import MAX_BATCH
 from ._core_select import core
 from ._handler_threads import WorkerPool
+from ._listeners import adopt_pending
 from ._plan import plan_serving, server_fd
 from ._service import serving_servers
 from ._stream_io import (
@@ -201,6 +202,8 @@ class BaseServer:
     # None: as the stdlib (wrap the listener, or the connections, yourself).
     ssl_context = None
     ssl_handshake_timeout = 5.0
+    # The _workers.Supervisor of serve(workers=N), in the parent: stats() rolls its workers up.
+    _workers = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -344,7 +347,7 @@ class BaseServer:
         state = self._serving_state
         children = getattr(self, "active_children", None) or ()
         room = self._waiting_room
-        return {
+        figures = {
             "accepted": state.accepted,
             "active": state.active + len(children),
             "finished": state.finished,
@@ -361,6 +364,7 @@ class BaseServer:
             "tls_handshake_failures": state.tls_handshake_failures,
             "proxy_header_failures": state.proxy_header_failures,
         }
+        return figures if self._workers is None else self._workers.roll_up(figures)
 
     def shutdown(self):
         """Stops the serve_forever loop.
@@ -557,6 +561,8 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        if adopt_pending(self):  # an inherited listener (run --fd, systemd, adopt_socket)
+            return
         if _PY311:
             if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
                 self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
