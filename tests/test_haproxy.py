@@ -12,12 +12,12 @@ import textwrap
 import pytest
 
 from fastsockserver import _proxy
-from support import WAIT, fd_count, free_port, needs_fork, subprocess_env, wait_for
+from support import WAIT, fd_count, needs_fork, subprocess_env, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tools"))
 import rolling_restart  # noqa: E402  (tools/: the scenario, also run for 60 s from there)
-from rolling_restart import HAProxy  # noqa: E402
+from rolling_restart import HAProxy, free_port  # noqa: E402  (HAProxy's ports: see there)
 from test_proxy_protocol import address_echo, recording_echo  # noqa: E402
 
 # Clients connect from this loopback address, HAProxy to the backends from
@@ -174,3 +174,18 @@ def test_rolling_restart_behind_haproxy_fails_no_request(tmp_path):
     assert result.ok > 200
     # every backend process served: both first ones, and both started again
     assert set(result.served_by) <= result.pids and len(result.served_by) == 4
+
+
+def test_sighup_reloads_behind_haproxy_fail_no_request(tmp_path):
+    """Each backend runs `run --workers 2`; SIGHUP to one, then the other: every
+    worker is replaced and no request through HAProxy fails."""
+    result = rolling_restart.run(str(tmp_path), clients=4, restarts=2, settle=1.0,
+                                 env=subprocess_env("c"), reload=True)
+    assert result.restarts == 2
+    assert result.failed == [], (len(result.failed), result.ok, result.failed[:5])
+    assert result.ok > 200
+    # the workers the reloads started (2 per backend; how HAProxy's connections
+    # spread over a backend's two is the kernel's) served in each backend
+    reloaded = result.served_by[2:]
+    assert len(reloaded) == 4, reloaded
+    assert set(reloaded[:2]) & result.pids and set(reloaded[2:]) & result.pids

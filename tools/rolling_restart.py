@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Rolling restart behind a real HAProxy: how many requests fail?
 
-    python3 tools/rolling_restart.py [--clients 32] [--duration 60] [--settle 2]
+    python3 tools/rolling_restart.py [--clients 32] [--duration 60] [--settle 2] [--reload]
 
 Starts HAProxy (the ``haproxy`` command, Debian's package; in the foreground,
 on free loopback ports, killed at the end) balancing over two backends, each
@@ -12,12 +12,16 @@ after the other, again and again until ``--duration`` ends: SIGTERM (the
 backend drains and exits), start it again, wait until HAProxy's health check
 sees it up, let the load settle, then the other. Prints the requests served,
 the failed ones (with why) and the restarts; exit status 1 if any failed.
+With ``--reload`` each backend runs ``--workers 2`` and is reloaded instead:
+SIGHUP, after which its supervisor replaces its workers one by one; the next
+backend's turn comes once both new workers have answered requests.
 tests/test_haproxy.py runs the same scenario, shorter. The HAProxy settings
 are the README's recipe (ROLLING below).
 """
 import argparse
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -97,9 +101,23 @@ def wait_until(predicate, timeout=WAIT, interval=0.02):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that was free when asked, for HAProxy and the backends
+    to bind in other processes: below the kernel's ephemeral range, where client
+    connections (this run's, and whatever else runs) take their source ports."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(ephemeral_low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found below {}".format(ephemeral_low))
 
 
 class HAProxy:
@@ -168,27 +186,48 @@ class HAProxy:
 
 
 class Backend:
-    """``python -m fastsockserver run --drain-timeout 5 <program>`` on ``port``."""
+    """``python -m fastsockserver run --drain-timeout 5 [--workers N] <program>`` on ``port``."""
 
-    def __init__(self, program, port, env):
+    def __init__(self, program, port, env, workers=None):
         self.program, self.port, self.env, self.proc = program, port, env, None
+        self.workers = workers
 
     def start(self):
         env = dict(self.env, PORT=str(self.port))
+        options = ["--workers", str(self.workers)] if self.workers else []
+        # stderr to a file: a pipe nobody reads would fill with the tracebacks
+        # of connections HAProxy resets, and stop the process writing them.
+        self.stderr = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastsockserver", "run", "--drain-timeout", "5",
-             self.program], env=env, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "fastsockserver", "run", "--drain-timeout", "5", *options,
+             self.program], env=env, stderr=self.stderr)
 
     def stop(self):
         """SIGTERM: the server drains and the program ends; (exit status, stderr)."""
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=WAIT)
+        self.proc.wait(WAIT)
+        self.stderr.seek(0)
+        err = self.stderr.read()
+        self.stderr.close()
         return self.proc.returncode, err
+
+    def children(self):
+        """The pids of the backend's child processes (its workers)."""
+        pids = set()
+        for task in os.listdir("/proc/{}/task".format(self.proc.pid)):
+            try:
+                with open("/proc/{}/task/{}/children".format(self.proc.pid, task)) as f:
+                    pids.update(int(pid) for pid in f.read().split())
+            except OSError:  # the thread ended
+                pass
+        return pids
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(WAIT)
+        if self.proc is not None:
+            self.stderr.close()
 
 
 class Load:
@@ -240,14 +279,20 @@ class Result:
         self.served_by = served_by  # every backend process started, by pid
 
 
-def run(directory, clients, restarts=None, duration=None, settle=1.0, env=None):
+RELOAD_WORKERS = 2
+
+
+def run(directory, clients, restarts=None, duration=None, settle=1.0, env=None, reload=False):
     """The scenario: ``restarts`` backend restarts (or as many as fit in
-    ``duration`` seconds), each followed by ``settle`` seconds of load."""
+    ``duration`` seconds), each followed by ``settle`` seconds of load.
+    ``reload``: SIGHUP to a backend of RELOAD_WORKERS workers instead of a restart."""
     program = os.path.join(directory, "backend.py")
     with open(program, "w") as f:
         f.write(BACKEND)
     env = dict(os.environ if env is None else env)
-    backends = [Backend(program, free_port(), env), Backend(program, free_port(), env)]
+    workers = RELOAD_WORKERS if reload else None
+    backends = [Backend(program, free_port(), env, workers),
+                Backend(program, free_port(), env, workers)]
     port = free_port()
     proxy = load = None
     started = []
@@ -267,6 +312,20 @@ def run(directory, clients, restarts=None, duration=None, settle=1.0, env=None):
         while (done < restarts) if restarts is not None else (
                 time.monotonic() - start < duration - settle):
             name, backend = "ab"[done % 2], backends[done % 2]
+            if reload:
+                before = backend.children()
+                backend.proc.send_signal(signal.SIGHUP)
+
+                def replaced():  # all its workers are new ones
+                    now = backend.children()
+                    return len(now) == RELOAD_WORKERS and not now & before
+                if not wait_until(replaced, timeout=3 * WAIT):
+                    raise RuntimeError("backend {}'s workers were not replaced: {} -> {}".format(
+                        name, before, backend.children()))
+                started.extend(sorted(backend.children()))
+                done += 1
+                time.sleep(settle)
+                continue
             status, err = backend.stop()
             if status != 0:
                 raise RuntimeError("backend {} exited with {}: {}".format(name, status, err))
@@ -294,12 +353,17 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds of load after each backend is up again")
+    parser.add_argument("--reload", action="store_true",
+                        help="backends of {} workers, reloaded with SIGHUP instead of "
+                        "restarted".format(RELOAD_WORKERS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rolling") as directory:
-        result = run(directory, args.clients, duration=args.duration, settle=args.settle)
-    print("{} clients, {:.1f} s, {} restarts: {} requests served ({:.0f}/s), {} failed".format(
-        args.clients, result.seconds, result.restarts, result.ok, result.ok / result.seconds,
-        len(result.failed)))
+        result = run(directory, args.clients, duration=args.duration, settle=args.settle,
+                     reload=args.reload)
+    print("{} clients, {:.1f} s, {} {}: {} requests served ({:.0f}/s), {} failed".format(
+        args.clients, result.seconds, result.restarts,
+        "reloads (SIGHUP)" if args.reload else "restarts", result.ok,
+        result.ok / result.seconds, len(result.failed)))
     for line in result.failed[:20]:
         print("  failed: " + line)
     return 1 if result.failed else 0
