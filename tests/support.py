@@ -18,6 +18,10 @@ import pytest
 import fastsockserver
 from fastsockserver import _env
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tools"))
+import rolling_restart  # noqa: E402  (free_port)
+
 PURE_COPY_NAME = "_fastsockserver_pure"
 WAIT = 5.0  # upper bound of any single wait in the tests
 POLL = 0.02  # poll_interval for serve_forever in tests
@@ -195,10 +199,11 @@ def ipv6_available():
 
 
 def free_port(kind=socket.SOCK_STREAM):
-    """A port on 127.0.0.1 that was free when asked."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that was free when asked, for another process to bind:
+    tools/rolling_restart.py's choice (below the ephemeral range, where the
+    source ports of client connections, this run's and any other's, come from;
+    a port from bind(0) may be one of those by the time the process binds it)."""
+    return rolling_restart.free_port(kind)
 
 
 def set_linger_zero(sock):

@@ -12,12 +12,12 @@ import textwrap
 import pytest
 
 from fastsockserver import _proxy
-from support import WAIT, fd_count, needs_fork, subprocess_env, wait_for
+from support import WAIT, fd_count, free_port, needs_fork, subprocess_env, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tools"))
 import rolling_restart  # noqa: E402  (tools/: the scenario, also run for 60 s from there)
-from rolling_restart import HAProxy, free_port  # noqa: E402  (HAProxy's ports: see there)
+from rolling_restart import HAProxy  # noqa: E402
 from test_proxy_protocol import address_echo, recording_echo  # noqa: E402
 
 # Clients connect from this loopback address, HAProxy to the backends from
@@ -188,4 +188,5 @@ def test_sighup_reloads_behind_haproxy_fail_no_request(tmp_path):
     # spread over a backend's two is the kernel's) served in each backend
     reloaded = result.served_by[2:]
     assert len(reloaded) == 4, reloaded
-    assert set(reloaded[:2]) & result.pids and set(reloaded[2:]) & result.pids
+    assert set(reloaded[:2]) & result.pids and set(reloaded[2:]) & result.pids, (
+        reloaded, result.pids)

@@ -100,7 +100,7 @@ def wait_until(predicate, timeout=WAIT, interval=0.02):
     return True
 
 
-def free_port():
+def free_port(kind=socket.SOCK_STREAM):
     """A port on 127.0.0.1 that was free when asked, for HAProxy and the backends
     to bind in other processes: below the kernel's ephemeral range, where client
     connections (this run's, and whatever else runs) take their source ports."""
@@ -111,7 +111,7 @@ def free_port():
         ephemeral_low = 32768
     for _ in range(200):
         port = random.randrange(10000, max(ephemeral_low, 10001))
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
