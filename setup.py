@@ -59,8 +59,9 @@ COMPILER_DIRECTIVES = {
     "boundscheck": False,
     "wraparound": False,
     "cdivision": True,
-    # Not freethreading_compatible: the core's hand-offs between the loop and
-    # handler threads rely on the GIL (a free-threaded build re-enables it).
+    # The core guards what its threads share itself (critical sections, see
+    # src/_core.pyx): a free-threaded CPython keeps the GIL off on import.
+    "freethreading_compatible": True,
 }
 if TRACE:
     COMPILER_DIRECTIVES.update(linetrace=True, profile=True)

@@ -5,7 +5,13 @@ fastsockserver/_core_py.py does, with the same behaviour: the wait runs in C
 with the GIL released (epoll on Linux), requests are taken in batches, and
 rfile/wfile first try system calls that cannot block. Declared in _core.pxd;
 compiler directives live in setup.py.
+
+Free-threaded builds (no GIL): the fields of a ServingState that the loop and
+handler threads change are changed inside ``critical_section(state)`` (the
+state's own lock there; nothing at all where the GIL is, so the GIL build's
+hot path is unchanged). No such section calls code that could wait on another.
 """
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
@@ -225,11 +231,14 @@ cdef class ServingState:
 
     cpdef accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
-            self.accept_backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
-            self.accept_resume_at = _now() + self.accept_backoff
+            with cython.critical_section(self):
+                self.accept_backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST),
+                                          BACKOFF_MAX)
+                self.accept_resume_at = _now() + self.accept_backoff
 
     cpdef accept_recovered(self):
-        self.accept_backoff = self.accept_resume_at = 0.0
+        with cython.critical_section(self):
+            self.accept_backoff = self.accept_resume_at = 0.0
 
 
 # The fast paths below keep the GIL across system calls that cannot block.
@@ -240,7 +249,23 @@ cdef class ServingState:
 # the fast paths release the GIL and yield the CPU: a waiting thread runs,
 # and when none waits it costs a system call.
 cdef double GIL_SHARE_SECONDS = 0.0001
-cdef double _last_shared = 0
+cdef extern from *:
+    """
+    /* When a thread last shared the GIL. Every thread reads and writes it:
+       relaxed atomics, as without the GIL they run at once (a lost update
+       only means one more or one fewer yield). */
+    static double fss_last_shared = 0;
+    static double fss_get_last_shared(void) {
+        double when;
+        __atomic_load(&fss_last_shared, &when, __ATOMIC_RELAXED);
+        return when;
+    }
+    static void fss_set_last_shared(double when) {
+        __atomic_store(&fss_last_shared, &when, __ATOMIC_RELAXED);
+    }
+    """
+    double _get_last_shared "fss_get_last_shared"() noexcept nogil
+    void _set_last_shared "fss_set_last_shared"(double when) noexcept nogil
 
 
 # Where handler threads take the next request themselves (serve's
@@ -277,12 +302,11 @@ cdef bint _share_gil(double now) noexcept:
     """Let threads waiting for the GIL run if none could for a while; True if it did.
 
     ``now``: _now(), read by the caller."""
-    global _last_shared
-    if now - _last_shared < GIL_SHARE_SECONDS:
+    if now - _get_last_shared() < GIL_SHARE_SECONDS:
         return False
     with nogil:
         sched_yield()
-    _last_shared = _now()
+    _set_last_shared(_now())
     return True
 
 
@@ -397,14 +421,14 @@ cdef object _sockaddr_to_python(sockaddr_storage *addr, socklen_t length):
     raise OSError("unsupported address family {}".format(family))
 
 
-cdef object _take_one(server, ServingState state, int fd, listener, bint stream):
+cdef object _take_one(server, int fd, listener, bint stream, int *failure):
     """One connection or datagram, as (request, client_address); None when none waits.
 
     Never blocks: during serve_forever the listener is O_NONBLOCK, datagrams
     use MSG_DONTWAIT. So it keeps the GIL: releasing it would hand it to a
     handler thread and cost a context switch. An error is what get_request()
-    raising OSError is to the stdlib: nothing taken (resource errors start
-    the accept back-off).
+    raising OSError is to the stdlib: nothing taken, its errno in ``failure``
+    (else 0), for _count_take.
     """
     cdef sockaddr_storage addr
     cdef socklen_t length
@@ -412,6 +436,7 @@ cdef object _take_one(server, ServingState state, int fd, listener, bint stream)
     cdef Py_ssize_t n, max_size = 0
     cdef int flags
     cdef bytes data
+    failure[0] = 0
     if stream:
         # The listener's O_NONBLOCK belongs to its open file description,
         # which other processes may share (a pre-forked server) and clear
@@ -440,7 +465,7 @@ cdef object _take_one(server, ServingState state, int fd, listener, bint stream)
             PyErr_CheckSignals()
             continue
         if err != EAGAIN and err != EWOULDBLOCK:
-            state.accept_failed(err)
+            failure[0] = err
         return None
     if stream:
         try:
@@ -453,10 +478,21 @@ cdef object _take_one(server, ServingState state, int fd, listener, bint stream)
     else:
         address = _sockaddr_to_python(&addr, length)
         request = (data[:n] if n < max_size else data, listener)
+    return (request, address)
+
+
+cdef int _count_take(ServingState state, item, int failure) except -1:
+    """_take_one's outcome in ``state``: a failure (resource errors start the
+    accept back-off), or one more accepted (the back-off ends)."""
+    if item is None:
+        if failure:
+            state.accept_failed(failure)
+        return 0
     if state.accept_backoff:
         state.accept_recovered()
-    state.accepted += 1
-    return (request, address)
+    with cython.critical_section(state):
+        state.accepted += 1
+    return 0
 
 
 def take_pending(server, ServingState state not None):
@@ -465,30 +501,39 @@ def take_pending(server, ServingState state not None):
     Taking the next waiting request itself saves two context switches per
     request (the loop's wake-up and the hand-over). First a request the
     loop handed to takers (hand_to_taker), then one waiting on the listener
-    while serve() publishes it in ``state.take_pending_from`` (checked under
-    the GIL, so server_close() cannot close the descriptor in between).
+    while serve() publishes it in ``state.take_pending_from`` (checked and
+    taken from inside the state's section, which serve() enters to withdraw
+    it: server_close() after serve_forever() cannot close the descriptor in
+    between).
     """
+    cdef int failure = 0
     # While this thread lets others run it counts as a taker: the loop may
-    # then queue a request for it instead of starting a thread. From the end
-    # of the yield to the return the GIL is held throughout, so the loop
-    # sees this thread either as a taker still to look at the queue, or gone.
-    state.takers += 1
-    try:
-        _share_gil(_now())
-    finally:
+    # then queue a request for it instead of starting a thread. Leaving the
+    # takers and looking at the queue are one step (hand_to_taker's check
+    # and append are another), so the loop sees this thread either as a
+    # taker still to look at the queue, or gone.
+    with cython.critical_section(state):
+        state.takers += 1
+    _share_gil(_now())
+    item = None
+    with cython.critical_section(state):
         state.takers -= 1
-    handoff = state.handoff
-    if handoff:
-        return handoff.popleft()  # counted by handler_started when it was queued
-    listener = state.take_pending_from
-    if listener is None or state.draining:  # (never published under max_threads: see _plan)
-        return None
-    if state.accept_resume_at:
-        return None  # backing off after an out-of-resources error: the loop retries
-    item = _take_one(server, state, listener.fileno(), listener,
-                     _raw_type(listener) == SOCK_STREAM)
+        handoff = state.handoff
+        if handoff:
+            item = handoff.popleft()  # counted by handler_started when it was queued
     if item is not None:
-        state.active += 1  # this thread's next request: as handler_started
+        return item
+    with cython.critical_section(state):
+        listener = state.take_pending_from
+        # (never published under max_threads: see _plan); while backing off
+        # after an out-of-resources error the loop retries, not takers.
+        if listener is not None and not state.draining and not state.accept_resume_at:
+            item = _take_one(server, listener.fileno(), listener,
+                             _raw_type(listener) == SOCK_STREAM, &failure)
+            if item is not None:
+                state.active += 1  # this thread's next request: as handler_started
+    if item is not None or failure:
+        _count_take(state, item, failure)
     return item
 
 
@@ -500,30 +545,38 @@ cdef bint _at_capacity(ServingState state) noexcept:
 
 def handler_started(ServingState state not None):
     """A request was given to the library's process_request."""
-    state.active += 1
+    with cython.critical_section(state):
+        state.active += 1
 
 
 def request_failed(ServingState state not None):
     """handle_error was called for a request."""
-    state.errors += 1
+    with cython.critical_section(state):
+        state.errors += 1
 
 
 def handshake_failed(ServingState state not None):
     """A TLS handshake of ssl_context failed or timed out."""
-    state.tls_handshake_failures += 1
+    with cython.critical_section(state):
+        state.tls_handshake_failures += 1
 
 
 def proxy_header_failed(ServingState state not None):
     """A PROXY protocol header of proxy_protocol_from was missing or refused."""
-    state.proxy_header_failures += 1
+    with cython.critical_section(state):
+        state.proxy_header_failures += 1
 
 
 def handler_finished(ServingState state not None):
     """That request ended; wakes a loop paused at ``max_handlers``."""
-    state.active -= 1
-    state.finished += 1
-    if state.paused and state.active < state.max_handlers:
-        state.paused = False
+    cdef bint wake
+    with cython.critical_section(state):
+        state.active -= 1
+        state.finished += 1
+        wake = state.paused and state.active < state.max_handlers
+        if wake:
+            state.paused = False
+    if wake:
         state.waker.wake()
 
 
@@ -538,11 +591,21 @@ def hand_to_taker(ServingState state not None, request, client_address):
     # The tuple first: on Python <= 3.11 allocating may run the garbage
     # collector, whose finalizers may let the GIL go between check and append.
     item = (request, client_address)
-    handoff = state.handoff
-    if handoff is not None and state.takers > len(handoff):
-        handoff.append(item)
-        return True
-    return False
+    with cython.critical_section(state):
+        handoff = state.handoff
+        queued = handoff is not None and state.takers > len(handoff)
+        if queued:
+            handoff.append(item)
+    return queued
+
+
+def withdraw_handoff(ServingState state not None):
+    """serving_ends: ``state.handoff`` becomes None; returns the queue it was.
+    Takers pop from it only inside the state's section: none does afterwards."""
+    with cython.critical_section(state):
+        handoff = state.handoff
+        state.handoff = None
+    return handoff
 
 
 def serve(server, plan, ServingState state not None, int wake_fd, poll_interval):
@@ -561,7 +624,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
     cdef int fd = plan.fd, batch = plan.batch
     cdef bint handlers_take = plan.handlers_take
     cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
-    cdef int epfd = -1, room_fd = -1, listener_at = 1, nfds, i
+    cdef int epfd = -1, room_fd = -1, listener_at = 1, nfds, i, failure = 0
     cdef double pause
     cdef pollfd fds[3]
     cdef bint stream = False, listener_watched = False, room_watched = False, at_capacity
@@ -601,18 +664,22 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
         if handlers_take:
             # Published only now that the listener is non-blocking, withdrawn
             # before it blocks again: take_pending accepts holding the GIL.
-            state.take_pending_from = listener
+            with cython.critical_section(state):
+                state.take_pending_from = listener
         while not server._BaseServer__shutdown_request:
             pause = state.accept_resume_at
             if pause:
                 pause -= _now()
             # At max_handlers the loop pauses like the back-off; a handler
             # that ends (handler_finished) wakes it.
-            at_capacity = _at_capacity(state)
-            if at_capacity != state.paused:
-                state.paused = at_capacity
-                if at_capacity:
-                    state.backpressure_pauses += 1
+            # (One step with handler_finished's: a handler ending meanwhile
+            # finds ``paused`` set, and wakes the loop.)
+            with cython.critical_section(state):
+                at_capacity = _at_capacity(state)
+                if at_capacity != state.paused:
+                    state.paused = at_capacity
+                    if at_capacity:
+                        state.backpressure_pauses += 1
             want_room = room is not None and not at_capacity
             want_listener = not at_capacity and pause <= 0
             if epfd >= 0 and want_room != room_watched:
@@ -659,15 +726,19 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                             break  # shutdown() waits for the request in progress only
                         if _at_capacity(state):
                             break
-                        item = _take_one(server, state, fd, listener, stream)
+                        item = _take_one(server, fd, listener, stream, &failure)
                         if item is None:
+                            if failure:
+                                _count_take(state, item, failure)
                             break
+                        _count_take(state, item, 0)
                         if room is None or not room.hold(*item):
                             dispatch(*item)
                         item = None
             server.service_actions()
     finally:
-        state.take_pending_from = None
+        with cython.critical_section(state):  # no taker is inside _take_one after this
+            state.take_pending_from = None
         if epfd >= 0:
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
@@ -922,7 +993,8 @@ cdef int _wait_for_head(raw, int fd) except -1:
         return 0  # it came just in time
     state = raw._state
     if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
-        (<ServingState>state).headers_timeouts += 1
+        with cython.critical_section(state):
+            (<ServingState>state).headers_timeouts += 1
     raw._timeout_occurred = True
     raise _socket_timeout(HEAD_TIMEOUT_MESSAGE)
 
@@ -961,11 +1033,13 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
             return True  # drain() shut its reading side and nothing came before
         return False  # data (or an end) is there: read it
     if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
-        if draining:
-            if not raw._drained:
-                (<ServingState>state).drained += 1
-        else:
-            (<ServingState>state).idle_timeouts += 1
+        counted = not draining or not raw._drained
+        if counted:
+            with cython.critical_section(state):
+                if draining:
+                    (<ServingState>state).drained += 1
+                else:
+                    (<ServingState>state).idle_timeouts += 1
     return True
 
 

@@ -75,6 +75,10 @@ class ServingState:
     - ``waiting_room``: the server's ``_waiting_room.WaitingRoom`` while
       serve_forever() runs with first_byte_timeout; else None. New connections
       go there first (``hold``), and the loop waits on its ``fileno()`` too.
+    Handler threads and the loop change these at once; on a free-threaded
+    build (no GIL) each core guards them with the state's own lock (see each
+    core), so a field is read or written whole and ``takers``/``handoff``
+    change together.
     - counters (int): ``accepted``, ``finished``, ``errors``,
       ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
       ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``,
@@ -127,6 +131,11 @@ def hand_to_taker(state, request, client_address):
     """Queue a request for a thread inside ``take_pending``; False when none would take it."""
 
 
+def withdraw_handoff(state):
+    """serving_ends: ``state.handoff`` becomes None; returns the queue it was
+    (no taker pops from it afterwards)."""
+
+
 def handler_started(state):
     """A request was given to the library's process_request: ``state.active += 1``."""
 
@@ -169,7 +178,7 @@ def close_socket(sock):
     """``TCPServer.close_request``'s ``sock.close()``."""
 
 
-FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "handler_started",
-             "handler_finished", "request_failed", "handshake_failed", "proxy_header_failed",
-             "begin_grace",
-             "socketio_readinto", "socket_writer_write", "shutdown_write", "close_socket")
+FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "withdraw_handoff",
+             "handler_started", "handler_finished", "request_failed", "handshake_failed",
+             "proxy_header_failed", "begin_grace", "socketio_readinto", "socket_writer_write",
+             "shutdown_write", "close_socket")

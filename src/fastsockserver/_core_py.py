@@ -62,8 +62,9 @@ class ServingState:
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
         self.proxy_header_failures = 0
         self.waiting_room = None
-        # Counters handler threads change: `+=` in Python is not atomic (the
-        # compiled core's, in C under the GIL, are).
+        # Fields handler threads change: `+=` in Python is not atomic, and
+        # without the GIL nothing else makes takers/handoff change together
+        # (the compiled core: critical sections).
         self._lock = threading.Lock()
 
     def accept_failed(self, error_number):
@@ -146,12 +147,11 @@ def _at_capacity(state):
     (they wait in the listen backlog) until a handler ends."""
     if state.max_handlers and state.active >= state.max_handlers:
         if not state.paused:
-            state.paused = True
-            state.backpressure_pauses += 1
-            # handler_finished may have ended the last one before we paused
-            if state.active < state.max_handlers:
-                state.paused = False
-                return False
+            with state._lock:  # one step with handler_finished's look at ``paused``
+                if state.active < state.max_handlers:
+                    return False  # handler_finished ended one meanwhile
+                state.paused = True
+                state.backpressure_pauses += 1
         return True
     state.paused = False
     return False
@@ -191,20 +191,29 @@ _POLLIN = getattr(select, "POLLIN", 1)
 def take_pending(server, state):
     """A request the loop queued for a taker, or None (this core never
     queues one, and never publishes its listener to handler threads)."""
-    handoff = state.handoff
-    if handoff:
-        return handoff.popleft()
+    with state._lock:
+        handoff = state.handoff
+        if handoff:
+            return handoff.popleft()
     return None
 
 
 def hand_to_taker(state, request, client_address):
     """Queue a request for a thread inside take_pending; False when none would
     take it (always, in practice: without HANDLERS_TAKE no thread waits there)."""
-    handoff = state.handoff
-    if handoff is not None and state.takers > len(handoff):
-        handoff.append((request, client_address))
-        return True
+    with state._lock:
+        handoff = state.handoff
+        if handoff is not None and state.takers > len(handoff):
+            handoff.append((request, client_address))
+            return True
     return False
+
+
+def withdraw_handoff(state):
+    """serving_ends: ``state.handoff`` becomes None; returns the queue it was."""
+    with state._lock:
+        handoff, state.handoff = state.handoff, None
+    return handoff
 
 
 def handler_started(state):

@@ -178,7 +178,7 @@ def serving_ends(server, state, process):
     """After serving: requests still queued for takers go to ``process``
     (each had a taker on its way, so normally none is left)."""
     _states_with_takers.discard(state)
-    handoff, state.handoff = state.handoff, None
+    handoff = core.withdraw_handoff(state)
     try:
         while handoff:
             item = handoff.popleft()
