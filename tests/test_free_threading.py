@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+import fastsockserver
 from support import WAIT, Harness, Serving, bounded, run_code, wait_for
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
@@ -31,6 +32,8 @@ def impl_name(mod):
 @pytest.mark.skipif(not FREE_THREADED, reason="needs a free-threaded CPython (3.13t+): "
                     "on a GIL build there is no GIL to keep off")
 def test_gil_stays_off_after_import_and_install():
+    if not fastsockserver.COMPILED:
+        pytest.skip("a pure install has no extension module that could switch the GIL on")
     env = dict(os.environ)
     env.pop("PYTHON_GIL", None)  # the interpreter's default: GIL off unless a module asks
     env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
@@ -250,3 +253,40 @@ def test_takers_and_loop_share_the_handoff_without_losing_a_request(fast_impl):
     assert left == []
     assert sorted(taken) == queued
     assert state.takers == 0
+
+
+def _tool():
+    """tools/free_threaded_python.py, loaded by path (it is not in the package)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "tools", "free_threaded_python.py")
+    if not os.path.exists(path):
+        pytest.skip("run from a source tree: tools/ is not installed")
+    spec = importlib.util.spec_from_file_location("free_threaded_python", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_trusts_only_a_build_that_finished(tmp_path):
+    tool = _tool()
+    binary = tmp_path / "bin" / "python3.13t"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    assert tool.installed_python(str(tmp_path)) is None  # interrupted: no marker written
+    (tmp_path / tool.COMPLETE_MARKER).write_text(tool.DEBIAN_VERSION)
+    assert tool.installed_python(str(tmp_path)) == str(binary)
+
+
+def test_tool_says_why_without_a_debian_entry(tmp_path, monkeypatch):
+    tool = _tool()
+    (tmp_path / "other.sources").write_text(
+        "Types: deb\nURIs: https://example.invalid/apt\nSuites: nodistro\n"
+        "Components: main\n\n"
+        "Types: deb\nURIs: http://example.invalid/debian-security\nSuites: stable-security\n"
+        "Components: main\n")
+    monkeypatch.setattr(tool, "SOURCES_DIR", str(tmp_path))
+    with pytest.raises(tool.Unavailable, match="no Debian deb822 entry"):
+        tool.add_source_entry()
+    assert os.listdir(tmp_path) == ["other.sources"]  # nothing written

@@ -65,7 +65,8 @@ def _run(cmd, **kwargs):
 
 
 def _debian_entry():
-    """The deb822 stanza of the machine's main Debian entry (the one for the base suite)."""
+    """The deb822 stanza of the machine's main Debian entry (the base suite's, e.g.
+    ``bookworm bookworm-updates``), whose URIs the deb-src entry reuses."""
     for path in sorted(glob.glob(os.path.join(SOURCES_DIR, "*.sources"))):
         if path == SOURCES_FILE:
             continue
@@ -74,7 +75,9 @@ def _debian_entry():
                 fields = dict(line.split(":", 1) for line in stanza.splitlines()
                               if ":" in line and not line.startswith("#"))
                 suites = fields.get("Suites", "").split()
+                # Debian's main archive (not -security, not a vendor's repository).
                 if fields.get("Types", "").strip() == "deb" and suites and \
+                        fields.get("URIs", "").strip().rstrip("/").endswith("/debian") and \
                         not any(s.endswith("-security") for s in suites):
                     return {k: v.strip() for k, v in fields.items()}
     raise Unavailable("no Debian deb822 entry in {} to take the URIs from".format(SOURCES_DIR))

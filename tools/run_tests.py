@@ -15,6 +15,13 @@ again. Interpreters are looked up as pythonX.Y (X.Yt: free-threaded) on PATH
 and under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
 tests drive (TOOLS: openssl, haproxy,
 systemd-socket-activate) are installed with apt-get when missing.
+
+FREE_THREADED ("3.13t") is a free-threaded CPython 3.13 run with the GIL off
+(PYTHON_GIL unset: a module that did not declare itself safe would switch it
+on, and tests/test_free_threading.py checks that it stays off). Where none is
+found as above, tools/free_threaded_python.py builds one from Debian's source
+package (cached in ~/.cache/fastsockserver; the first time ~6 minutes); if that
+cannot be done here, the run fails.
 """
 import argparse
 import glob
@@ -25,8 +32,11 @@ import subprocess
 import sys
 import time
 
+import free_threaded_python
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
+FREE_THREADED = "3.13t"
 
 
 # What an interpreter says it is: "3.13", or "3.14t" for a free-threaded build.
@@ -103,6 +113,7 @@ def test_one(python, version, mode, pytest_args):
     env.pop("PYTHONPATH", None)
     for name in PORTABLE_CORE_ENV:
         env.pop(name, None)
+    env.pop("PYTHON_GIL", None)  # free-threaded: the GIL stays off unless a module asks for it
     if mode == "pure":
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     else:
@@ -115,7 +126,10 @@ def test_one(python, version, mode, pytest_args):
     steps = [
         [python, "-m", "venv", venv],
         [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
-        [vpython, "-m", "pip", "install", "-q", ".[test]"],
+        # Free-threaded: wheels only, since sdists of some test dependencies
+        # build Rust extensions, which cannot be fetched here.
+        [vpython, "-m", "pip", "install", "-q",
+         *(["--only-binary=:all:"] if version.endswith("t") else []), ".[test]"],
     ]
     for step in steps:
         proc = run(step, env=env)
@@ -192,9 +206,15 @@ def sanitizer_env(reports):
     }
 
 
+def find_free_threaded():
+    """FREE_THREADED's interpreter: one found as any other, else the one
+    tools/free_threaded_python.py builds (raises its Unavailable, saying why)."""
+    return find_python(FREE_THREADED) or free_threaded_python.free_threaded_python()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pythons", default=",".join(VERSIONS),
+    parser.add_argument("--pythons", default=",".join(VERSIONS + [FREE_THREADED]),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
     parser.add_argument("--no-portable-core", action="store_true",
@@ -206,21 +226,30 @@ def main():
     if not ensure_tools():
         return 1
     results = []
-    found = [(v, find_python(v)) for v in options.pythons.split(",")]
+    wanted = options.pythons.split(",")
+    found = [(v, find_python(v)) for v in wanted if v != FREE_THREADED]
     for version, python in found:
         if python is None:
             print("Python {}: not found, skipped".format(version))
     found = [(v, p) for v, p in found if p]
-    if not found:
+    free_threaded = []
+    if FREE_THREADED in wanted:
+        try:
+            free_threaded.append((FREE_THREADED, find_free_threaded()))
+        except free_threaded_python.Unavailable as exc:
+            print("FREE-THREADED PYTHON UNAVAILABLE: {}".format(exc), flush=True)
+            results.append((FREE_THREADED, options.only or "compiled", False,
+                            "free-threaded CPython unavailable (see above)", 0.0))
+    if not found and not free_threaded and not results:
         print("no Python 3.9-3.15 found")
         return 1
     if options.only:
-        runs = [(v, p, options.only) for v, p in found]
+        runs = [(v, p, options.only) for v, p in found + free_threaded]
     else:
-        runs = [(v, p, "compiled") for v, p in found]
-        if not options.no_pure:
+        runs = [(v, p, "compiled") for v, p in found + free_threaded]
+        if not options.no_pure and found:
             runs.append(found[-1] + ("pure",))
-        if not options.no_portable_core:
+        if not options.no_portable_core and found:
             runs.append(found[-1] + (PORTABLE_CORE,))
     for version, python, mode in runs:
         start = time.monotonic()
