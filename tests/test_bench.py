@@ -372,6 +372,44 @@ def test_missing_peer_is_skipped(monkeypatch, capsys):
     assert "stdlib" in captured.out
 
 
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_cpu_small_run(tmp_path):
+    """The cpu case: the same work per request for every implementation; on a
+    free-threaded CPython also the compiled core with the GIL switched on."""
+    from fastsockserver._bench.servers import FREE_THREADED
+    path = tmp_path / "out.json"
+    out = bench("--workloads", "cpu", "--impls", "stdlib,compiled,compiled-gil", "--reps", "1",
+                "--duration", "0.3", "--warmup", "0.1", "-q", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    results = json.loads(path.read_text())["cases"][0]["results"]
+    ran = ("stdlib", "compiled", "compiled-gil") if FREE_THREADED else ("stdlib", "compiled")
+    assert set(results) == set(ran)
+    for impl in ran:
+        assert results[impl]["status"] == "ok", results[impl]
+        assert results[impl]["summary"]["rps"] > 0
+        assert results[impl]["summary"]["errors_total"] == 0
+    if not FREE_THREADED:
+        assert "skipped: compiled-gil needs a free-threaded CPython" in out.stderr.splitlines()
+
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_cpu_refuses_a_gil_that_is_not_the_one_named(tmp_path):
+    """PYTHON_GIL=1 for the whole bench on a free-threaded CPython: the "compiled"
+    server would not be the GIL-off one the case compares, so it fails to start,
+    in one line. Elsewhere, compiled-gil alone leaves nothing to run."""
+    from fastsockserver._bench.servers import FREE_THREADED
+    if FREE_THREADED:
+        out = bench("--workloads", "cpu", "--impls", "compiled", "--reps", "1",
+                    "--duration", "0.2", "--warmup", "0.1", "-q", env={"PYTHON_GIL": "1"})
+        assert out.returncode == 1
+        failed = [line for line in out.stderr.splitlines() if "failed to start" in line]
+        assert len(failed) == 1 and "the GIL is on in the compiled server" in failed[0]
+    else:
+        out = bench("--workloads", "cpu", "--impls", "compiled-gil", "-q")
+        assert out.returncode == 2
+        assert "skipped: compiled-gil needs a free-threaded CPython" in out.stderr
+
+
 # ---------------------------------------------------------------- the load generator
 
 def test_loadgen_counts_refused_and_stops_by_time():

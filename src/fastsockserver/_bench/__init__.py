@@ -18,6 +18,7 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
+from .servers import FREE_THREADED, GIL_ON
 from .slowclients import CONNECT_RATE, raise_open_files_limit
 from .tlsclients import make_certificates
 from .workloads import (
@@ -393,6 +394,8 @@ def main(argv=None):
             bad_input = True
         elif name in PEER_IMPLS and _peer_missing(name):
             run.say("skipped: {} not installed".format(name))
+        elif name == GIL_ON and not FREE_THREADED:
+            run.say("skipped: {} needs a free-threaded CPython".format(name))
         elif name not in impls:
             impls.append(name)
     if not cases or not impls:

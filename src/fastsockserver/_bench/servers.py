@@ -50,9 +50,14 @@ SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
 STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
+# The compiled core on a free-threaded CPython with the GIL switched on
+# (PYTHON_GIL=1): the cpu case's baseline for what free-threading buys.
+GIL_ON = "compiled-gil"
+FREE_THREADED = getattr(sys, "_is_gil_enabled", None) is not None and \
+    bool(__import__("sysconfig").get_config_var("Py_GIL_DISABLED"))
 KINDS = ("connrate", "echo-stream", "echo-base", "udp-threading", "udp-sync",
          "http", "fork", "shutdown", "overload", "drain", "slowloris",
-         "tls-connrate", "tls-echo")
+         "tls-connrate", "tls-echo", "cpu")
 TLS_KINDS = ("tls-connrate", "tls-echo")
 HTTP_KINDS = ("http", "drain", "slowloris")
 OVERLOAD_MAX_THREADS = 32
@@ -64,6 +69,16 @@ SLOWLORIS_HEADERS_TIMEOUT = 2.0       # StreamRequestHandler: first byte to end 
 SLOWLORIS_IDLE_TIMEOUT = 10.0         # StreamRequestHandler: between requests
 
 HTTP_BODY = b"Hello, world!"  # 13 bytes
+# cpu: iterations of pure-Python arithmetic per request, ~200 us on CPython 3.13
+# here; fixed, so every implementation and GIL mode does the same work.
+CPU_WORK_ITERATIONS = 4000
+
+
+def cpu_work(iterations=CPU_WORK_ITERATIONS):
+    total = 0
+    for i in range(iterations):
+        total += i * i
+    return total
 
 
 class StartError(Exception):
@@ -81,7 +96,9 @@ def socketserver_module(impl):
         import socketserver
         return socketserver
     import fastsockserver
-    if impl == "compiled" and not fastsockserver.COMPILED:
+    if impl == GIL_ON and not (FREE_THREADED and sys._is_gil_enabled()):
+        raise StartError("compiled-gil needs a free-threaded CPython run with PYTHON_GIL=1")
+    if impl in ("compiled", GIL_ON) and not fastsockserver.COMPILED:
         raise StartError("the compiled core of fastsockserver is not built (or "
                          "FASTSOCKSERVER_NO_EXTENSIONS is set)")
     if impl == "pure" and fastsockserver.COMPILED:
@@ -130,6 +147,18 @@ def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
             time.sleep(0.001)
             self.wfile.write(line)
 
+    class WorkingStreamEcho(mod.StreamRequestHandler):
+        """cpu: line after line, each answered after CPU_WORK_ITERATIONS of Python work."""
+        def handle(self):
+            readline = self.rfile.readline
+            write = self.wfile.write
+            while True:
+                line = readline()
+                if not line:
+                    break
+                cpu_work()
+                write(line)
+
     class DatagramEcho(mod.DatagramRequestHandler):
         def handle(self):
             self.wfile.write(self.rfile.read())
@@ -138,6 +167,12 @@ def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
         return mod.ThreadingTCPServer(address, LineEcho)
     if kind == "echo-stream":
         return mod.ThreadingTCPServer(address, StreamEcho)
+    if kind == "cpu":
+        if FREE_THREADED and sys._is_gil_enabled() != (impl == GIL_ON):
+            # (PYTHON_GIL set for the whole bench, or a module that switched it on)
+            raise StartError("cpu: the GIL is {} in the {} server".format(
+                "on" if sys._is_gil_enabled() else "off", impl))
+        return mod.ThreadingTCPServer(address, WorkingStreamEcho)
     if kind in TLS_KINDS:
         server = mod.ThreadingTCPServer(address,
                                         LineEcho if kind == "tls-connrate" else StreamEcho)
@@ -481,7 +516,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastsockserver._bench.servers")
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--impl", required=True,
-                        choices=SOCKETSERVER_IMPLS + (STDLIB_NODELAY,) + PEER_IMPLS)
+                        choices=SOCKETSERVER_IMPLS + (STDLIB_NODELAY, GIL_ON) + PEER_IMPLS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
@@ -514,7 +549,7 @@ def main(argv=None):
                                      args.shutdown_sleep)
             _emit({"shutdown_s": times, "pid": os.getpid()})
             return 0
-        if args.impl in SOCKETSERVER_IMPLS + (STDLIB_NODELAY,):
+        if args.impl in SOCKETSERVER_IMPLS + (STDLIB_NODELAY, GIL_ON):
             server = make_socketserver(args.kind, args.impl, address, args.tls_dir,
                                        args.tls_key)
             port = server.server_address[1]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .._env import ENV_VAR
 from .servers import (
     DRAIN_TIMEOUT,
+    GIL_ON,
     PEER_IMPLS,
     SLOWLORIS_MAX_THREADS,
     SOCKETSERVER_IMPLS,
@@ -49,7 +50,7 @@ def split_workers(impl):
         return base, int(count), name != impl
     return impl, 1, False
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
-ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
+ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + (GIL_ON,) + PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
 SLOWLORIS_IDLE = 10000
@@ -91,6 +92,9 @@ class Case:
     # bench's certificate, with this key (tlsclients.SERVER_KEYS)
     tls: bool = False
     tls_key: str = "ec"
+    # the server process may use every core (its threads run in parallel
+    # where there is no GIL); else it is pinned to one
+    all_cores: bool = False
 
 
 CASES = (
@@ -103,6 +107,11 @@ CASES = (
     Case("echo/base", "echo", "echo-base", "persistent", LINE1K,
          "32 persistent connections, 1 KiB request/response "
          "(ThreadingTCPServer + BaseRequestHandler recv/sendall)"),
+    Case("cpu", "cpu", "cpu", "persistent", LINE64,
+         "32 persistent connections, 64-byte line echo after ~200 us of pure-Python work "
+         "per request (ThreadingTCPServer + StreamRequestHandler; the server on every core). "
+         "On a free-threaded CPython: stdlib and compiled with the GIL off, compiled-gil "
+         "with PYTHON_GIL=1", ("stdlib", "compiled", GIL_ON), all_cores=True),
     Case("udp/threading", "udp", "udp-threading", "udp", DATAGRAM64,
          "64-byte datagrams, 32 outstanding "
          "(ThreadingUDPServer + DatagramRequestHandler)", WITH_PEERS, unit="dgram/s"),
@@ -285,8 +294,9 @@ class ServerProcess(ChildProcess):
         self.case = case
         self.impl = impl
         impl, workers, reuse_port = split_workers(impl)
-        if workers > 1:
+        if workers > 1 or case.all_cores:
             cpu = None
+        if workers > 1:
             extra = [*extra, "--workers", str(workers)] + (["--reuse-port"] if reuse_port else [])
         self.port = None
         self.info = {}
@@ -294,6 +304,8 @@ class ServerProcess(ChildProcess):
         env.pop(ENV_VAR, None)
         if impl == "pure":
             env[ENV_VAR] = "1"
+        if impl == GIL_ON:
+            env["PYTHON_GIL"] = "1"
         cmd = [sys.executable, "-m", "fastsockserver._bench.servers",
                "--kind", case.kind, "--impl", impl, "--host", HOST, "--port", str(port),
                "--max-seconds", "{:.0f}".format(max_seconds)]
