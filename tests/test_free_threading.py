@@ -16,7 +16,7 @@ import time
 import pytest
 
 import fastsockserver
-from support import WAIT, Harness, Serving, bounded, run_code, wait_for
+from support import WAIT, Harness, Serving, bounded, echo_once, run_code, wait_for
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 HAMMER_SECONDS = 2.0
@@ -66,14 +66,7 @@ def hammer(address, deadline, failures, done):
     while time.monotonic() < deadline and not failures:
         payload = b"%d\n" % n
         try:
-            with socket.create_connection(address, timeout=WAIT) as sock:
-                sock.sendall(payload)
-                reply = b""
-                while not reply.endswith(b"\n"):
-                    chunk = sock.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
+            reply = echo_once(address, payload)
         except OSError as exc:
             failures.append(repr(exc))
             return

@@ -120,13 +120,18 @@ def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
 
     class StreamEcho(mod.StreamRequestHandler):
         """echo-stream: echo line after line until the client closes."""
+        work = None  # called before each reply (cpu)
+
         def handle(self):
             readline = self.rfile.readline
             write = self.wfile.write
+            work = self.work
             while True:
                 line = readline()
                 if not line:
                     break
+                if work is not None:
+                    work()
                 write(line)
 
     class BaseEcho(mod.BaseRequestHandler):
@@ -147,17 +152,9 @@ def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
             time.sleep(0.001)
             self.wfile.write(line)
 
-    class WorkingStreamEcho(mod.StreamRequestHandler):
+    class WorkingStreamEcho(StreamEcho):
         """cpu: line after line, each answered after CPU_WORK_ITERATIONS of Python work."""
-        def handle(self):
-            readline = self.rfile.readline
-            write = self.wfile.write
-            while True:
-                line = readline()
-                if not line:
-                    break
-                cpu_work()
-                write(line)
+        work = staticmethod(cpu_work)
 
     class DatagramEcho(mod.DatagramRequestHandler):
         def handle(self):
