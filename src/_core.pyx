@@ -567,6 +567,12 @@ def proxy_header_failed(ServingState state not None):
         state.proxy_header_failures += 1
 
 
+def connections_drained(ServingState state not None, long long count):
+    """drain() ended ``count`` connections."""
+    with cython.critical_section(state):
+        state.drained += count
+
+
 def handler_finished(ServingState state not None):
     """That request ended; wakes a loop paused at ``max_handlers``."""
     cdef bint wake

@@ -158,6 +158,11 @@ def proxy_header_failed(state):
     ``proxy_header_failures += 1``."""
 
 
+def connections_drained(state, count):
+    """drain() ended ``count`` connections (idle, or held silent): ``drained += count``.
+    Handler threads count theirs at the same time."""
+
+
 def begin_grace():
     """The calling handler thread, one that takes requests itself, begins a request."""
 
@@ -180,5 +185,5 @@ def close_socket(sock):
 
 FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "withdraw_handoff",
              "handler_started", "handler_finished", "request_failed", "handshake_failed",
-             "proxy_header_failed", "begin_grace", "socketio_readinto", "socket_writer_write",
-             "shutdown_write", "close_socket")
+             "proxy_header_failed", "connections_drained", "begin_grace", "socketio_readinto",
+             "socket_writer_write", "shutdown_write", "close_socket")

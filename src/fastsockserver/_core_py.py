@@ -245,6 +245,11 @@ def proxy_header_failed(state):
         state.proxy_header_failures += 1
 
 
+def connections_drained(state, count):
+    with state._lock:
+        state.drained += count
+
+
 def begin_grace():
     """Nothing to time: this core's rfile/wfile never hold the GIL across system calls."""
 

@@ -311,7 +311,7 @@ class BaseServer:
                         self._verify_and_process(request, client_address)
                     room.expire()
                 else:
-                    state.drained += room.close_all()
+                    core.connections_drained(state, room.close_all())
             if not (loop_running or room or self.__handlers_running()):
                 return True
             left = _remaining(deadline)

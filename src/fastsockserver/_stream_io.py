@@ -101,7 +101,7 @@ def end_idle_readers(state, new_too=False):
         except OSError:
             raw._drained = False
             continue  # already gone
-        state.drained += 1  # drain()'s thread only
+        core.connections_drained(state, 1)  # (handler threads count theirs meanwhile)
 
 
 def end_all_readers(state):
