@@ -204,7 +204,11 @@ def test_threads_list_stays_bounded(fast_impl):
             assert echo_once(server.server_address) == b"ping\n"
         distinct = len({id(t) for t in seen})
         assert len(server._threads) <= distinct, (len(server._threads), distinct)
-        assert distinct < 20
+        # Reused: far fewer threads than requests. A client has its reply a
+        # moment before its handler thread is idle again, so now and then the
+        # next request finds none idle and starts one (more often where the
+        # loop runs in parallel with it: a free-threaded build, a loaded machine).
+        assert distinct < n // 4, distinct
     finally:
         serving.stop()
 

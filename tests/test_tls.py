@@ -437,9 +437,11 @@ def quiet_tls_server(harness, mod, pki, **attrs):
     class Server(mod.ThreadingTCPServer):
         reported = 0
         errors = []
+        counting = threading.Lock()  # handler threads run at once without a GIL
 
         def handle_error(self, request, client_address):
-            type(self).reported += 1
+            with self.counting:
+                type(self).reported += 1
             self.errors.append(str(sys.exc_info()[1]))
 
     server = harness.server(Server, ("127.0.0.1", 0), tls_echo(mod))
@@ -533,9 +535,11 @@ def test_thousands_of_failed_handshakes_leak_nothing(fast_impl, pki):
 
     class Server(fast_impl.ThreadingTCPServer):
         reported = 0
+        counting = threading.Lock()  # handler threads run at once without a GIL
 
         def handle_error(self, request, client_address):
-            type(self).reported += 1
+            with self.counting:
+                type(self).reported += 1
 
     server = Server(("127.0.0.1", 0), tls_echo(fast_impl))
     server.ssl_context = server_context(pki)
