@@ -75,14 +75,15 @@ class ServingState:
     - ``waiting_room``: the server's ``_waiting_room.WaitingRoom`` while
       serve_forever() runs with first_byte_timeout; else None. New connections
       go there first (``hold``), and the loop waits on its ``fileno()`` too.
-    Handler threads and the loop change these at once; on a free-threaded
-    build (no GIL) each core guards them with the state's own lock (see each
-    core), so a field is read or written whole and ``takers``/``handoff``
-    change together.
     - counters (int): ``accepted``, ``finished``, ``errors``,
       ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
       ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``,
       ``proxy_header_failures``.
+
+    The loop and handler threads change these at once. Where there is no GIL
+    (a free-threaded build) the functions below change them under the state's
+    own lock (the compiled core: a critical section; the pure one:
+    ``_lock``), so no count is lost and ``takers``/``handoff`` change together.
     """
 
     FIELDS = ("accept_backoff", "accept_resume_at", "handoff", "takers", "take_pending_from",
