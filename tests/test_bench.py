@@ -392,6 +392,20 @@ def test_cpu_small_run(tmp_path):
         assert "skipped: compiled-gil needs a free-threaded CPython" in out.stderr.splitlines()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs sched_setaffinity and two cores")
+def test_an_unpinned_server_gets_every_core_back():
+    """The bench pins itself to the client's core before it starts servers: a
+    server meant for every core (cpu, --workers) must not inherit that one core."""
+    out = subprocess.run([sys.executable, "-c", (
+        "import os; os.sched_setaffinity(0, {0})\n"
+        "from fastsockserver._bench.servers import _pin\n"
+        "_pin(None); print(len(os.sched_getaffinity(0)))")],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == len(os.sched_getaffinity(0)) > 1
+
+
 @pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
 def test_cpu_refuses_a_gil_that_is_not_the_one_named(tmp_path):
     """PYTHON_GIL=1 for the whole bench on a free-threaded CPython: the "compiled"

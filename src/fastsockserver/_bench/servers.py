@@ -501,10 +501,12 @@ def control_loop(accounting):
 
 
 def _pin(cpu):
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
+    """Pin to core ``cpu``; None: every core. (The bench pins itself to the
+    client's core before it starts servers, and a child inherits that.)"""
+    if not hasattr(os, "sched_setaffinity"):
         return
     try:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, {cpu} if cpu is not None else range(os.cpu_count() or 1))
     except OSError:
         pass
 
