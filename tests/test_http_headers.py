@@ -30,7 +30,11 @@ def described(message):
 
 
 def outcome(parse, block, **kwargs):
-    fp = io.BytesIO(block)
+    return outcome_from(parse, io.BytesIO(block), **kwargs)
+
+
+def outcome_from(parse, fp, **kwargs):
+    """The message parse(fp) gives (or its error), and the bytes left in fp."""
     try:
         result = described(parse(fp, **kwargs))
     except Exception as exc:  # the same error from both, or the test fails
