@@ -26,6 +26,7 @@ from support import make_handler
 MAXLINES = [http.client._MAXLINE, 8, 40, 1000]
 MAXHEADERS = [http.client._MAXHEADERS, 0, 1, 3, 10]
 READERS = ["bytes", "socket"]
+INSTRUMENTED = _fuzzing.LIBRARY + ("http", "email", "socket", "socketserver")
 
 
 class OwnMessage(http.client.HTTPMessage):
@@ -79,4 +80,4 @@ def test_one_input(data):
 
 
 if __name__ == "__main__":
-    _fuzzing.main(test_one_input)
+    _fuzzing.main(test_one_input, INSTRUMENTED)

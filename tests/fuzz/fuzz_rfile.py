@@ -18,12 +18,17 @@ OPS = fuzz_reader.OPS + ["close"]
 # Sizes around the reader's 8192-byte buffer, and the ends of the range.
 SIZES = [-1, 0, 1, 2, 5, 80, 8191, 8192, 8193, 100000]
 # The payload repeated to pass the buffer size with inputs of a few KB.
-REPEATS = [1, 1, 1, 1, 2, 3, 17, 64]
+REPEATS = [1, 1, 1, 1, 2, 3, 17, 32]
 CHUNKS = [1, 2, 3, 7, 64, 100, 4095, 4096, 4097, 8191, 8192, 8193, 65536]
 MAX_OPS = 16
 MAX_CHUNK_CHOICES = 8
+# All chunks are sent before the first read: the socket's buffer must hold
+# them, and each small one costs a buffer's overhead there. The last chunk
+# takes what is left.
+MAX_CHUNKS = 64
 
 MODULES = _fuzzing.implementations()
+INSTRUMENTED = _fuzzing.LIBRARY + ("socket", "socketserver")
 
 
 def scenario(data):
@@ -42,7 +47,8 @@ def scenario(data):
     payload = choices.rest() * repeat
     chunks, pos, i = [], 0, 0
     while pos < len(payload):
-        chunks.append(payload[pos:pos + sizes[i % len(sizes)]])
+        size = sizes[i % len(sizes)] if len(chunks) < MAX_CHUNKS - 1 else len(payload)
+        chunks.append(payload[pos:pos + size])
         pos += len(chunks[-1])
         i += 1
     return chunks, end, ops
@@ -55,4 +61,4 @@ def test_one_input(data):
 
 
 if __name__ == "__main__":
-    _fuzzing.main(test_one_input)
+    _fuzzing.main(test_one_input, INSTRUMENTED)
