@@ -28,7 +28,7 @@ MAX_CHUNK_CHOICES = 8
 MAX_CHUNKS = 64
 
 MODULES = _fuzzing.implementations()
-INSTRUMENTED = _fuzzing.LIBRARY + ("socket", "socketserver")
+INSTRUMENTED = _fuzzing.LIBRARY + ("socket", "socketserver", "fuzz_reader")
 
 
 def scenario(data):
