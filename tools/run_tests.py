@@ -11,6 +11,9 @@ on the first interpreter the package is also installed pure
 compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
 under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
 tests drive (TOOLS: openssl) are installed with apt-get when missing.
+The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
+install where atheris (the ``fuzz`` extra) installs; the run fails when it
+installs on none.
 """
 import argparse
 import glob
@@ -23,6 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+FUZZ_SECONDS_VAR = "FASTSOCKSERVER_FUZZ_SECONDS"  # 0: tests/test_fuzz.py does not fuzz
 
 
 def _works(python, version):
@@ -76,8 +80,10 @@ def run(cmd, env=None, log=None):
     return proc
 
 
-def test_one(python, version, mode, pytest_args):
-    """Install into a new venv and run pytest; returns (ok, summary line)."""
+def test_one(python, version, mode, pytest_args, fuzzing):
+    """Install into a new venv and run pytest; returns (ok, summary line).
+    ``fuzzing``: {"on": the version that fuzzes, or None; "failed": versions
+    where atheris did not install}."""
     venv = os.path.join(ROOT, ".venvs", "py{}-{}".format(version, mode))
     shutil.rmtree(venv, ignore_errors=True)
     env = dict(os.environ)
@@ -91,13 +97,29 @@ def test_one(python, version, mode, pytest_args):
     steps = [
         [python, "-m", "venv", venv],
         [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
-        [vpython, "-m", "pip", "install", "-q", ".[test]"],
     ]
+    try_fuzz = mode == "compiled" and fuzzing["on"] is None
+    if try_fuzz:
+        steps.append([vpython, "-m", "pip", "install", "-q", ".[test,fuzz]"])
+    else:
+        steps.append([vpython, "-m", "pip", "install", "-q", ".[test]"])
     for step in steps:
         proc = run(step, env=env)
+        if proc.returncode != 0 and try_fuzz and step is steps[-1]:
+            print(proc.stdout[-2000:])
+            proc = run(step[:-1] + [".[test]"], env=env)  # without atheris
         if proc.returncode != 0:
             print(proc.stdout[-4000:])
             return False, "install failed"
+    env[FUZZ_SECONDS_VAR] = "0"
+    if try_fuzz:
+        if run([vpython, "-c", "import atheris"], env=env).returncode == 0:
+            fuzzing["on"] = version
+            env[FUZZ_SECONDS_VAR] = os.environ.get(FUZZ_SECONDS_VAR, "20")
+        else:
+            fuzzing["failed"].append(version)
+            print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
+                  "on it\n".format(version) + "!" * 70, flush=True)
     # Test the installed package, not the source tree.
     cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider"] + pytest_args
     print("$ " + " ".join(cmd), flush=True)
@@ -120,6 +142,7 @@ def main():
     if not ensure_tools():
         return 1
     results = []
+    fuzzing = {"on": None, "failed": []}
     found = [(v, find_python(v)) for v in options.pythons.split(",")]
     for version, python in found:
         if python is None:
@@ -138,7 +161,7 @@ def main():
         start = time.monotonic()
         print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
               sep="\n", flush=True)
-        ok, summary = test_one(python, version, mode, pytest_args)
+        ok, summary = test_one(python, version, mode, pytest_args, fuzzing)
         results.append((version, mode, ok, summary, time.monotonic() - start))
     print("\n" + "=" * 70)
     passed = failed = 0
@@ -153,6 +176,12 @@ def main():
         if not ok and not re.search(r"\d+ (failed|errors?)", summary):
             failed += 1  # an install failure or crash counts as a failure
     print("total: {} passed, {} failed".format(passed, failed))
+    if fuzzing["on"]:
+        print("fuzz targets: run on Python {}".format(fuzzing["on"]))
+    elif fuzzing["failed"]:
+        print("FUZZ TARGETS DID NOT RUN: atheris installed on none of Python {}".format(
+            ", ".join(fuzzing["failed"])))
+        return 1
     return 0 if all(ok for _, _, ok, _, _ in results) else 1
 
 
