@@ -31,6 +31,8 @@ def target_module(request, name):
     if name in COMPILED_ONLY and not fastsockserver.COMPILED:
         pytest.skip("the compiled core is not built: fuzz_{} compares it alone".format(name))
     module = importlib.import_module("fuzz_" + name)
+    if getattr(module, "ABSENT", None):  # fuzz_proxy without fastsockserver._proxy
+        pytest.skip(module.ABSENT)
     directory = getattr(module, "DIRECTORY", None)  # fuzz_take's socket files
     if directory is not None:
         request.addfinalizer(lambda: shutil.rmtree(directory, ignore_errors=True))
@@ -38,7 +40,7 @@ def target_module(request, name):
 
 
 def test_targets_found():
-    assert set(TARGETS) >= {"rfile", "parse_headers", "take"}, TARGETS
+    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy"}, TARGETS
 
 
 @pytest.mark.parametrize("name", TARGETS)

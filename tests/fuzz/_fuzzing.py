@@ -9,6 +9,9 @@ regression) replays without atheris, on every Python.
 
     python tests/fuzz/fuzz_rfile.py [libFuzzer options] [CORPUS_DIR ...]
     python tests/fuzz/fuzz_rfile.py --replay FILE ...     (no atheris needed)
+
+A target that does not apply to this build (its module absent, say) exits
+with NOT_APPLICABLE after saying why.
 """
 import gc
 import os
@@ -23,6 +26,7 @@ if TESTS_DIR not in sys.path:  # support.py, fuzz_reader.py, test_http_headers.p
 import fastsockserver  # noqa: E402
 from support import load_pure_copy  # noqa: E402
 
+NOT_APPLICABLE = 77  # automake's "skipped" status
 # The package, and its pure-Python copy (support.load_pure_copy).
 LIBRARY = ("fastsockserver", "_fastsockserver_pure")
 
@@ -61,11 +65,11 @@ def implementations():
     return found
 
 
-def main(test_one_input, instrumented, compared=None):
+def main(test_one_input, instrumented, what=None):
     """Fuzz ``test_one_input`` with atheris (libFuzzer options in sys.argv), or
     replay files with ``--replay``. ``instrumented``: the names of the modules
-    (and their submodules) whose Python functions give coverage; ``compared``:
-    the implementations test_one_input compares, when not all of them."""
+    (and their submodules) whose Python functions give coverage; ``what``: what
+    test_one_input checks, when it is not every implementation against the stdlib."""
     if sys.argv[1:2] == ["--replay"]:
         for path in sys.argv[2:]:
             with open(path, "rb") as f:
@@ -73,8 +77,8 @@ def main(test_one_input, instrumented, compared=None):
         print("replayed {} input(s): no difference".format(len(sys.argv) - 2))
         return
     import atheris
-    compared = compared or [name for name, _ in implementations()]
-    print("fuzzing against the stdlib: {}".format(", ".join(compared)), flush=True)
+    print("fuzzing: {}".format(what or "the stdlib against " + ", ".join(
+        name for name, _ in implementations())), flush=True)
     # Coverage comes from Python code (the pure core, the stdlib's modules
     # involved); the compiled core is compared, not coverage-instrumented.
     # Only those modules: atheris.instrument_all() takes ~30 s to start.

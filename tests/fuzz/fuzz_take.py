@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import socket
+import sys
 import tempfile
 
 import _fuzzing
@@ -158,9 +159,10 @@ def test_one_input(data):
 
 def main():
     if not fastsockserver.COMPILED:
-        raise SystemExit("fuzz_take: the compiled core is not built: nothing to compare")
+        print("fuzz_take: the compiled core is not built: nothing to compare")
+        sys.exit(_fuzzing.NOT_APPLICABLE)
     try:
-        _fuzzing.main(test_one_input, INSTRUMENTED, compared=["c"])
+        _fuzzing.main(test_one_input, INSTRUMENTED, what="the stdlib against c")
     finally:
         shutil.rmtree(DIRECTORY, ignore_errors=True)
 

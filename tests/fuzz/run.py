@@ -6,8 +6,9 @@ Each target starts from its checked-in seed corpus (tests/fuzz/corpus/TARGET)
 and keeps what it finds in DIR/TARGET (default build/fuzz/, not in git); a
 failing input is written to DIR/TARGET-artifacts/. One line per target:
 executions, coverage and features (libFuzzer's cov/ft, of the Python code
-atheris instruments), corpus size, and crash or not. Exit status 1 when a
-target failed, 2 when atheris is not installed (said loudly: nothing ran).
+atheris instruments), corpus size, and crash or not (or not applicable to
+this build, and why). Exit status 1 when a target failed, 2 when atheris is
+not installed (said loudly: nothing ran).
 """
 import argparse
 import glob
@@ -18,6 +19,9 @@ import sys
 import time
 
 FUZZ_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, FUZZ_DIR)
+import _fuzzing  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(FUZZ_DIR))
 TARGETS = sorted(os.path.basename(path)[len("fuzz_"):-len(".py")]
                  for path in glob.glob(os.path.join(FUZZ_DIR, "fuzz_*.py")))
@@ -49,6 +53,10 @@ def run_target(target, seconds, work):
     execs = re.search(r"stat::number_of_executed_units: (\d+)", output)
     execs = execs.group(1) if execs else (statuses[-1][0] if statuses else "0")
     cov, ft, corp = statuses[-1][1:] if statuses else ("?", "?", "?")
+    if returncode == _fuzzing.NOT_APPLICABLE:
+        print("{:14} SKIPPED, not applicable here: {}".format(
+            target, output.strip().splitlines()[-1]), flush=True)
+        return True
     ok = returncode == 0
     print("{:14} {:>8} executions in {:4.0f} s, cov {}, ft {}, corpus {}: {}".format(
         target, execs, time.monotonic() - start, cov, ft, corp,
