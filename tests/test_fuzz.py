@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import time
 
 import pytest
 
@@ -141,3 +142,26 @@ def test_empty_readinto_returns_at_once_as_stdlib(impl, what):
     # waits (the compiled core waited for data on a blocking socket) nor
     # reports the connection's pending error.
     assert bounded(_empty_readinto, impl, what) == [("ok", 0), ("ok", 0)]
+
+
+def _empty_readinto_with_deadlines(mod, when):
+    reader, peer = socket.socketpair()
+    rfile = mod._stream_io.make_reader(reader, idle_timeout=60, headers_timeout=60)
+    try:
+        if when == "inside a request":  # the head's deadline runs
+            peer.sendall(b"G")
+            assert rfile.raw.readinto(bytearray(1)) == 1
+        started = time.monotonic()
+        result = rfile.raw.readinto(bytearray(0))
+        return result, time.monotonic() - started < WAIT
+    finally:
+        rfile.close()
+        reader.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("when", ["between requests", "inside a request"])
+def test_empty_readinto_returns_at_once_with_idle_and_headers_timeouts(fast_impl, when):
+    # The same as without them (the stdlib has none): the pure core waited
+    # for data there, the compiled core did not.
+    assert bounded(_empty_readinto_with_deadlines, fast_impl, when) == (0, True)
