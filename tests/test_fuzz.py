@@ -110,12 +110,14 @@ def test_rfile_found_empty_readinto_on_reset_connection():
     importlib.import_module("fuzz_rfile").test_one_input(bytes([3, 1, 10, 1, 0, 0, 0, 0, 0]))
 
 
-def test_parse_headers_found_made_up_boundary():
-    # fuzz_parse_headers, after 6 minutes (minimized): the comparison itself
-    # differed, stdlib against stdlib, as as_string() makes up a random
-    # boundary for this multipart message (test_http_headers.described).
-    importlib.import_module("fuzz_parse_headers").test_one_input(
-        bytes([0, 0, 0, 0]) + b"Content-Type:multipart/;boundary\r--")
+@pytest.mark.parametrize("wire", [b"Content-Type:multipart/;boundary\r--",
+                                  b"Content-Type:multipart/\xff;boundary\r--"])
+def test_parse_headers_found_made_up_boundary(wire):
+    # fuzz_parse_headers, after 6 minutes, then again (minimized): the
+    # comparison itself differed, stdlib against stdlib, as as_string() makes
+    # up a random boundary for such a multipart message, also inside an
+    # encoded header (the second) (test_http_headers.described).
+    importlib.import_module("fuzz_parse_headers").test_one_input(bytes([0, 0, 0, 0]) + wire)
 
 
 def _empty_readinto(mod, what):

@@ -26,7 +26,7 @@ if TESTS_DIR not in sys.path:  # support.py, fuzz_reader.py, test_http_headers.p
 import fastsockserver  # noqa: E402
 from support import load_pure_copy  # noqa: E402
 
-NOT_APPLICABLE = 77  # automake's "skipped" status
+NOT_APPLICABLE = 5  # not libFuzzer's: 77 (-error_exitcode) is a failing input
 # The package, and its pure-Python copy (support.load_pure_copy).
 LIBRARY = ("fastsockserver", "_fastsockserver_pure")
 

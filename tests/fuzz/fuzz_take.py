@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import sys
 import tempfile
 
@@ -132,6 +133,10 @@ def exchange(take, family, kind, binding, name, packet_size, payload):
         return ("datagram", data, sock is listener, address)
     finally:
         for sock in made:
+            if sock.type == socket.SOCK_STREAM and sock.family != socket.AF_UNIX:
+                # Closed with a reset: no TIME_WAIT, whose thousands would use
+                # up the ephemeral ports (EADDRINUSE here, and for the machine).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
         for entry in os.listdir(DIRECTORY):
             os.unlink(os.path.join(DIRECTORY, entry))
