@@ -1,8 +1,9 @@
 # Developer shortcuts. Build switches themselves live in setup.py.
 PYTHON ?= python3
+ASAN_PYTHON ?= 3.13
 FUZZ_SECONDS ?= 600
 
-.PHONY: build annotate debug test test-all lint fuzz bench info clean
+.PHONY: build annotate debug asan portable test test-all lint fuzz bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -13,6 +14,11 @@ annotate:         ## also write build/cython/src/_core.html (yellow = Python cal
 
 debug:            ## line-traced, unoptimised core (coverage, profilers)
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_CYTHON_TRACE=1 $(PYTHON) -m pip install -e ".[test]"
+
+asan:             ## the whole suite on a core built with AddressSanitizer + UBSan; any report fails
+	$(PYTHON) tools/run_tests.py --pythons $(ASAN_PYTHON) --only asan
+portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MSG_NOSIGNAL), on Linux
+	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_PORTABLE_CORE=1 $(PYTHON) -m pip install -e ".[test]"
 
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest

@@ -9,6 +9,13 @@ Switches, all environment variables (one place for build settings):
   FASTSOCKSERVER_NO_LOADGEN=1          do not build the load generator (as on non-Linux)
   FASTSOCKSERVER_CYTHON_ANNOTATE=1     also write the annotated HTML (build/cython/src/)
   FASTSOCKSERVER_CYTHON_TRACE=1        debug build: line tracing, no optimisation
+  FASTSOCKSERVER_SANITIZE=address,undefined
+                                       the core built with -fsanitize=... (AddressSanitizer,
+                                       UBSan; `make asan`); run it with the sanitizer
+                                       runtimes preloaded (tools/run_tests.py --only asan)
+  FASTSOCKSERVER_PORTABLE_CORE=1       compile the core as on macOS and the BSDs (poll,
+                                       accept + fcntl, no MSG_NOSIGNAL), to run that path
+                                       on Linux; `python -m fastsockserver info` says which
 Without FASTSOCKSERVER_REQUIRE_EXTENSIONS a failed compile of the core falls back
 to the pure-Python package, which behaves the same.
 """
@@ -37,6 +44,8 @@ NO_EXTENSIONS = _env.NO_EXTENSIONS
 REQUIRE = _env.is_set(os.environ.get("FASTSOCKSERVER_REQUIRE_EXTENSIONS"))
 ANNOTATE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_ANNOTATE"))
 TRACE = _env.is_set(os.environ.get("FASTSOCKSERVER_CYTHON_TRACE"))
+SANITIZE = os.environ.get("FASTSOCKSERVER_SANITIZE", "").strip()
+PORTABLE = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 # The load generator uses Linux-only calls; `python -m fastsockserver bench`
 # says so where it is absent.
 LOADGEN = (sys.platform.startswith("linux")
@@ -89,10 +98,41 @@ class OptionalBuildExt(build_ext):
         print("*" * 70, file=sys.stderr)
 
 
+def _switches_file(macros, compile_args):
+    """A file that holds the C compiler's switches, rewritten only when they change.
+
+    The extensions depend on it: the compiled module's path is the same with
+    any switches, so without it build_ext would keep a module built with the
+    others (a portable core in a Linux install, or the reverse)."""
+    path = os.path.join(HERE, "build", "c-switches.txt")
+    text = repr((macros, compile_args)) + "\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
 def _extensions():
     if NO_EXTENSIONS:
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1"), ("CYTHON_TRACE", "1")] if TRACE else []
+    if PORTABLE:
+        macros.append(("FSS_PORTABLE_CORE", "1"))  # read in src/_core.pyx's C block
+    compile_args = ["-O0", "-g"] if TRACE else ["-O2"]
+    link_args = []
+    if SANITIZE:
+        # Every report stops the process (halt_on_error in the run's options),
+        # so the suite fails on the first one.
+        sanitize = ["-fsanitize=" + SANITIZE, "-fno-sanitize-recover=all",
+                    "-fno-omit-frame-pointer", "-g"]
+        compile_args, link_args = ["-O1"] + sanitize, sanitize
+    switches = _switches_file(macros, compile_args)
     sources = [(CORE, "src/_core.pyx")]
     if LOADGEN:
         sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
@@ -100,8 +140,10 @@ def _extensions():
         Extension(
             name,
             sources=[source],
+            depends=[switches],
             define_macros=macros,
-            extra_compile_args=["-O0", "-g"] if TRACE else ["-O2"],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
         )
         for name, source in sources
     ]

@@ -56,22 +56,44 @@ cdef extern from *:
     #include <netdb.h>
     #include <fcntl.h>
     #include <stddef.h>
+    #include <errno.h>
+    #include <unistd.h>
     #ifdef __linux__
     #define FSS_IS_LINUX 1
     #else
     #define FSS_IS_LINUX 0
     #endif
+    /* The Linux-only calls (accept4, epoll, MSG_NOSIGNAL) are used on Linux
+       unless setup.py's FASTSOCKSERVER_PORTABLE_CORE defines FSS_PORTABLE_CORE:
+       then the core is the one macOS and the BSDs compile, run here. */
+    #ifdef FSS_PORTABLE_CORE
+    #define FSS_PORTABLE 1
+    #else
+    #define FSS_PORTABLE 0
+    #endif
+    #if defined(__linux__) && !FSS_PORTABLE
+    #define FSS_LINUX_CALLS 1
+    #else
+    #define FSS_LINUX_CALLS 0
+    #endif
     /* accept() whose new descriptor is close-on-exec, as Python's socket.accept() makes it. */
     static int fss_accept_cloexec(int fd, struct sockaddr *addr, socklen_t *len) {
-    #ifdef __linux__
+    #if FSS_LINUX_CALLS
         return accept4(fd, addr, len, SOCK_CLOEXEC);
     #else
-        int s = accept(fd, addr, len);
-        if (s >= 0) {
-            fcntl(s, F_SETFD, FD_CLOEXEC);
-            /* BSDs pass the listener's O_NONBLOCK on; Python's socket object
-               expects a blocking descriptor (its timeout is None). */
-            fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK);
+        /* As CPython's socket.accept() where there is no accept4. */
+        int s = accept(fd, addr, len), flags;
+        if (s < 0)
+            return -1;
+        /* BSDs pass the listener's O_NONBLOCK on (Linux does not); Python's
+           socket object expects a blocking descriptor (its timeout is None). */
+        flags = fcntl(s, F_GETFL);
+        if (fcntl(s, F_SETFD, FD_CLOEXEC) < 0 || flags < 0
+                || fcntl(s, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+            int err = errno;
+            close(s);
+            errno = err;
+            return -1;
         }
         return s;
     #endif
@@ -80,7 +102,7 @@ cdef extern from *:
 
     /* epoll where there is one; elsewhere the callers use poll() (ENOSYS). */
     #include <string.h>
-    #ifdef __linux__
+    #if FSS_LINUX_CALLS
     #include <sys/epoll.h>
     static int fss_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
     static int fss_epoll_watch(int epfd, int fd, int add) {
@@ -100,7 +122,6 @@ cdef extern from *:
         return n;
     }
     #else
-    #include <errno.h>
     static int fss_epoll_create(void) { errno = ENOSYS; return -1; }
     static int fss_epoll_watch(int epfd, int fd, int add) { errno = ENOSYS; return -1; }
     static int fss_epoll_wait(int epfd, int *ready_fds, int max, int timeout_ms) {
@@ -132,6 +153,8 @@ cdef extern from *:
     const int F_GETFL, F_SETFL, O_NONBLOCK
     int fcntl(int fd, int cmd, ...) nogil
     const bint IS_LINUX "FSS_IS_LINUX"
+    const bint LINUX_CALLS "FSS_LINUX_CALLS"
+    const bint PORTABLE "FSS_PORTABLE"
     const int EWOULDBLOCK
     object PyUnicode_DecodeFSDefault(const char *)
     int _accept_cloexec "fss_accept_cloexec"(int fd, sockaddr *addr, socklen_t *length) nogil
@@ -147,8 +170,17 @@ cdef extern from *:
     ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr,
                      socklen_t *length) nogil
 
-# What this core does beyond the stdlib's loop (_core_api): epoll only on Linux.
-FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL) if IS_LINUX else (RECEIVES, HANDLERS_TAKE))
+# What this core does beyond the stdlib's loop (_core_api): epoll only with the Linux calls.
+FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL) if LINUX_CALLS
+                     else (RECEIVES, HANDLERS_TAKE))
+# The system calls this build makes (_core_api.SYSTEM_CALLS); PORTABLE_CORE:
+# built with FASTSOCKSERVER_PORTABLE_CORE (setup.py), the macOS/BSD calls on Linux.
+PORTABLE_CORE = PORTABLE
+SYSTEM_CALLS = {
+    "wait": "epoll" if LINUX_CALLS else "poll",
+    "accept": "accept4" if LINUX_CALLS else "accept+fcntl",
+    "send": "MSG_NOSIGNAL" if SEND_NOSIGNAL else "no MSG_NOSIGNAL",
+}
 
 
 cdef extern from "<sched.h>" nogil:
@@ -188,6 +220,7 @@ cdef class ServingState:
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
+        self.proxy_header_failures = 0
         self.waiting_room = None
 
     cpdef accept_failed(self, error_number):
@@ -480,6 +513,11 @@ def handshake_failed(ServingState state not None):
     state.tls_handshake_failures += 1
 
 
+def proxy_header_failed(ServingState state not None):
+    """A PROXY protocol header of proxy_protocol_from was missing or refused."""
+    state.proxy_header_failures += 1
+
+
 def handler_finished(ServingState state not None):
     """That request ended; wakes a loop paused at ``max_handlers``."""
     state.active -= 1
@@ -672,13 +710,22 @@ def wait_readable(int fd, timeout):
 cdef extern from *:
     """
     #include <sys/socket.h>
-    #ifndef MSG_NOSIGNAL
-    #define MSG_NOSIGNAL 0  /* macOS: Python ignores SIGPIPE anyway */
+    /* Where send() has no MSG_NOSIGNAL (older macOS; and the portable build,
+       to run that path here), a send to a closed connection raises SIGPIPE,
+       which Python ignores from startup: send() fails with EPIPE, as in the
+       stdlib's sendall(). A program that restores SIG_DFL dies of it there,
+       as it would in sendall(). Not SO_NOSIGPIPE: that would change the
+       socket the handler gets, its own sends too. */
+    #if defined(MSG_NOSIGNAL) && !FSS_PORTABLE
+    #define FSS_SEND_NOSIGNAL MSG_NOSIGNAL
+    #else
+    #define FSS_SEND_NOSIGNAL 0
     #endif
     """
     ssize_t recv(int fd, void *buf, size_t n, int flags) nogil
     ssize_t send(int fd, const void *buf, size_t n, int flags) nogil
-    const int MSG_NOSIGNAL, MSG_PEEK
+    const int SEND_NOSIGNAL "FSS_SEND_NOSIGNAL"
+    const int MSG_PEEK
 
 
 def socketio_readinto(self, b):
@@ -961,7 +1008,7 @@ def socket_writer_write(self, b):
             return _stdlib_write(self, sock, b)
         n = 0
         if fd >= 0:
-            n = send(fd, view.buf, total, MSG_DONTWAIT | MSG_NOSIGNAL)
+            n = send(fd, view.buf, total, MSG_DONTWAIT | SEND_NOSIGNAL)
             err = errno
             if n < 0:
                 if err != EAGAIN and err != EWOULDBLOCK and err != EINTR:

@@ -18,6 +18,10 @@ import pytest
 import fastsockserver
 from fastsockserver import _env
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tools"))
+import rolling_restart  # noqa: E402  (free_port)
+
 PURE_COPY_NAME = "_fastsockserver_pure"
 WAIT = 5.0  # upper bound of any single wait in the tests
 POLL = 0.02  # poll_interval for serve_forever in tests
@@ -30,6 +34,9 @@ SRC = os.path.dirname(os.path.dirname(fastsockserver.__file__))
 # The implementations by name, for tests that run one in a subprocess.
 IMPLS = ["stdlib", "py", pytest.param("c", marks=pytest.mark.c_extension)]
 SUBPROCESS_TIMEOUT = 60
+# This run tests a core built with FASTSOCKSERVER_PORTABLE_CORE (setup.py): the macOS/BSD
+# system calls, on Linux (tools/run_tests.py sets the variable for the build and the tests).
+PORTABLE_RUN = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 # CPython's test certificate: Lib/test/certdata/ from 3.12 (and late 3.11), Lib/test/ before.
 CERTFILE = next((path for path in (
     os.path.join(os.path.dirname(socket.__file__), "test", "certdata", "keycert.pem"),
@@ -37,6 +44,9 @@ CERTFILE = next((path for path in (
     if os.path.exists(path)), "keycert.pem (not found)")
 
 needs_fork = pytest.mark.skipif(not HAS_FORK, reason="no os.fork")
+# The sanitizer run (tools/run_tests.py --only asan): ASan holds freed memory in
+# quarantine, so a process's RSS says nothing about leaks there.
+SANITIZED = bool(os.environ.get("SANITIZER_PRELOAD"))
 
 
 # --------------------------------------------------------------- the pure-Python copy, waits
@@ -159,6 +169,21 @@ def code_result(code, pure=False):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Source of an http.server handler for scripts run in a subprocess (after they import
+# http.server): GET answers with the type of the connection's socket (SSLSocket over TLS).
+SOCKET_TYPE_HTTP_HANDLER = """
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = type(self.connection).__name__.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+"""
+
+
 # --------------------------------------------------------------- sockets
 
 def ipv6_available():
@@ -174,10 +199,11 @@ def ipv6_available():
 
 
 def free_port(kind=socket.SOCK_STREAM):
-    """A port on 127.0.0.1 that was free when asked."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that was free when asked, for another process to bind:
+    tools/rolling_restart.py's choice (below the ephemeral range, where the
+    source ports of client connections, this run's and any other's, come from;
+    a port from bind(0) may be one of those by the time the process binds it)."""
+    return rolling_restart.free_port(kind)
 
 
 def set_linger_zero(sock):

@@ -677,3 +677,39 @@ def test_server_rss_is_the_servers_own_not_the_bench_process():
         server.close()
         del ballast
     assert 0 < stats["maxrss_kib"] < 200 * 1024
+
+
+# ---------------------------------------------------------------- --workers
+
+@pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built")
+def test_workers_dimension_runs_worker_processes(tmp_path):
+    path = tmp_path / "workers.json"
+    out = bench("--workloads", "http,echo", "--impls", "compiled", "--workers", "1,2",
+                "--reuse-port", "--reps", "1", "--duration", "0.5", "-q", "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    cases = {case["case"]: case["results"] for case in json.loads(path.read_text())["cases"]}
+    assert list(cases["http"]) == ["compiled", "compiled-w2", "compiled-w2-reuse_port"]
+    assert list(cases["echo/stream"]) == ["compiled"]  # not a connection or http case
+    for impl in ("compiled", "compiled-w2", "compiled-w2-reuse_port"):
+        entry = cases["http"][impl]
+        assert entry["status"] == "ok" and entry["summary"]["errors_total"] == 0, entry
+        # the workers' CPU is counted: a server cannot answer for free
+        assert entry["reps"][0]["server_cpu_children_s"] > 0 or impl == "compiled"
+        assert entry["summary"]["server_us_per_req"] > 0
+    assert "compiled-w2" in out.stdout
+
+
+def test_workers_option_is_checked():
+    for value in ("0", "x", "1,100"):
+        out = bench("--workers", value, "--workloads", "http")
+        assert out.returncode == 2 and "--workers takes counts in 1..64" in out.stderr
+
+
+def test_worker_impl_names():
+    from fastsockserver._bench import workloads
+    assert workloads.split_workers("compiled-w2") == ("compiled", 2, False)
+    assert workloads.split_workers("pure-w3-reuse_port") == ("pure", 3, True)
+    assert workloads.split_workers("stdlib-nodelay") == ("stdlib-nodelay", 1, False)
+    assert workloads.split_workers("stdlib-w2") == ("stdlib-w2", 1, False)
+    assert workloads.with_workers("pure", 1) == "pure"
+    assert workloads.with_workers("compiled", 2, reuse_port=True) == "compiled-w2-reuse_port"

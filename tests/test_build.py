@@ -16,6 +16,7 @@ import pytest
 
 import fastsockserver
 from fastsockserver import _env
+from support import PORTABLE_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md"]
@@ -49,14 +50,21 @@ def test_info_reports_the_build():
     assert lines[0] == "fastsockserver " + fastsockserver.__version__
     report = dict(line.split(": ", 1) for line in lines[1:])
     assert set(report) == {"python", "platform", "core", "core features", "wait",
-                           "load generator (bench)"}
+                           "system calls", "load generator (bench)"}
     assert sys.executable in report["python"]
     if fastsockserver.COMPILED:
         assert report["core"].startswith("compiled (") and "_core" in report["core"]
         assert "receive" in report["core features"]
     if sys.platform.startswith("linux") and fastsockserver.COMPILED:
-        assert report["wait"].startswith("epoll")
         assert report["load generator (bench)"] == "available"
+        if PORTABLE_RUN:
+            assert report["wait"] == "poll()"
+            assert report["system calls"] == (
+                "wait poll, accept accept+fcntl, send no MSG_NOSIGNAL (portable core: "
+                "the macOS/BSD path, FASTSOCKSERVER_PORTABLE_CORE)")
+        else:
+            assert report["wait"].startswith("epoll")
+            assert report["system calls"] == "wait epoll, accept accept4, send MSG_NOSIGNAL"
 
 
 def test_info_says_why_pure():
@@ -65,6 +73,8 @@ def test_info_says_why_pure():
     assert "core: pure Python: {} is set".format(_env.ENV_VAR) in result.stdout
     assert "core features: none" in result.stdout
     assert "wait: PollSelector" in result.stdout
+    assert ("system calls: wait PollSelector, accept socket.accept(), send socket.sendall() "
+            "(the stdlib's)") in result.stdout
 
 
 def test_info_rejects_arguments():
@@ -105,3 +115,20 @@ def test_core_builds_without_the_load_generator(tmp_path):
                     env=env, cwd=str(tmp_path))
     assert bench.returncode == 1
     assert "the load generator is absent" in bench.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("SANITIZER_PRELOAD"),
+                    reason="only in the sanitizer run (tools/run_tests.py --only asan)")
+def test_sanitizer_run_has_an_instrumented_core_and_the_runtimes():
+    """`--only asan` tests what it says: the core calls into ASan, whose runtime
+    (and UBSan's) this interpreter loaded; reports would stop the process."""
+    import fastsockserver
+    from fastsockserver import _core
+    assert fastsockserver.COMPILED
+    with open(_core.__file__, "rb") as f:
+        core = f.read()
+    assert b"__asan_report" in core and b"__ubsan_handle" in core
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    assert "libasan" in maps and "libubsan" in maps
+    assert "LD_PRELOAD" not in os.environ  # not passed on to curl, openssl, haproxy

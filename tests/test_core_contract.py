@@ -83,6 +83,12 @@ def test_features_are_declared_ones(core):
     assert core.FEATURES <= _core_api.ALL_FEATURES
 
 
+def test_system_calls_are_described(core):
+    assert set(core.SYSTEM_CALLS) == set(_core_api.SYSTEM_CALL_KINDS)
+    assert all(isinstance(value, str) and value for value in core.SYSTEM_CALLS.values())
+    assert isinstance(core.PORTABLE_CORE, bool)
+
+
 def test_the_pure_twin_lists_no_features():
     """Its loop calls _handle_request_noblock() for every request: the plan must
     never give it a listener or handler threads that take."""
@@ -92,7 +98,8 @@ def test_the_pure_twin_lists_no_features():
 def test_the_server_classes_call_only_declared_core_names():
     """Every ``core.<name>`` in the package's Python sources is declared."""
     package = os.path.dirname(_core_select.__file__)
-    declared = set(_core_api.FUNCTIONS) | {"ServingState", "FEATURES", "__file__"}
+    declared = set(_core_api.FUNCTIONS) | {"ServingState", "FEATURES", "__file__",
+                                            "SYSTEM_CALLS", "PORTABLE_CORE"}
     used = set()
     for filename in os.listdir(package):
         if not filename.endswith(".py") or filename in ("_core_py.py", "_core_api.py"):

@@ -5,6 +5,7 @@ import email.generator
 import functools
 import http.client
 import io
+import types
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -241,3 +242,91 @@ def test_a_replaced_parse_header_lines_gets_every_block(monkeypatch):
     monkeypatch.setattr(http.client, "_parse_header_lines", recording)
     assert fast_parse_headers(io.BytesIO(b"Host: x\r\n\r\n")) == "theirs"
     assert seen == [[b"Host: x\r\n", b"\r\n"]]
+
+
+# The later form of parse_headers and _read_headers (CPython's development branch for
+# 3.15): the header count limit is an argument, and the lines no longer end with the blank
+# one. Written here in that form (the same parameters and names), as a module of its own,
+# so that its patch is checked on every Python.
+LATER_FORM = '''
+import email.parser
+
+def _read_headers(fp, max_headers):
+    headers = []
+    if max_headers is None:
+        max_headers = _MAXHEADERS
+    while True:
+        line = fp.readline(_MAXLINE + 1)
+        if len(line) > _MAXLINE:
+            raise LineTooLong("header line")
+        if line in (b"\\r\\n", b"\\n", b""):
+            break
+        headers.append(line)
+        if len(headers) > max_headers:
+            raise HTTPException(f"got more than {max_headers} headers")
+    return headers
+
+def _parse_header_lines(header_lines, _class=HTTPMessage):
+    text = b"".join(header_lines).decode("iso-8859-1")
+    return email.parser.Parser(_class=_class).parsestr(text)
+
+def parse_headers(fp, _class=HTTPMessage, *, _max_headers=None):
+    headers = _read_headers(fp, _max_headers)
+    return _parse_header_lines(headers, _class)
+'''
+
+
+def later_form_module():
+    module = types.ModuleType("http.client")
+    module.__dict__.update(_MAXLINE=http.client._MAXLINE, _MAXHEADERS=http.client._MAXHEADERS,
+                           LineTooLong=http.client.LineTooLong,
+                           HTTPException=http.client.HTTPException,
+                           HTTPMessage=http.client.HTTPMessage)
+    exec(LATER_FORM, vars(module))
+    return module
+
+
+def test_the_later_form_is_patched():
+    module = later_form_module()
+    original = module.parse_headers
+    _http.patch_http_client(module)
+    assert module.parse_headers is not original
+    assert module.parse_headers.__wrapped__ is original
+
+
+@settings(max_examples=300, **HYP)
+@given(st.lists(st.one_of(plain_lines, odd_lines), max_size=10), terminators,
+       st.binary(max_size=8), st.sampled_from([None, 0, 2, 5]))
+def test_the_later_form_same_message_and_limit(lines, end, body, max_headers):
+    module = later_form_module()
+    original = module.parse_headers
+    _http.patch_http_client(module)
+    data = b"".join(lines) + end + body
+    kwargs = {} if max_headers is None else {"_max_headers": max_headers}
+    assert outcome(module.parse_headers, data, **kwargs) == outcome(original, data, **kwargs)
+
+
+def test_the_later_form_only_with_its_own_read_headers():
+    """A later parse_headers beside a _read_headers of the 3.9-3.13 form is
+    neither form: left as it is."""
+    module = later_form_module()
+    exec(EARLIER_READ_HEADERS, vars(module))
+    original = module.parse_headers
+    _http.patch_http_client(module)
+    assert module.parse_headers is original
+
+
+EARLIER_READ_HEADERS = '''
+def _read_headers(fp):
+    headers = []
+    while True:
+        line = fp.readline(_MAXLINE + 1)
+        if len(line) > _MAXLINE:
+            raise LineTooLong("header line")
+        headers.append(line)
+        if len(headers) > _MAXHEADERS:
+            raise HTTPException("got more than %d headers" % _MAXHEADERS)
+        if line in (b"\\r\\n", b"\\n", b""):
+            break
+    return headers
+'''

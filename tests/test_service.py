@@ -429,7 +429,7 @@ def test_stats_counts(fast_impl, harness):
         "waiting": 0 if sys.platform.startswith("linux") else None,
         "backpressured": False, "backpressure_pauses": 0, "draining": False, "drained": 0,
         "idle_timeouts": 0, "awaiting_first_byte": 0, "first_byte_timeouts": 0,
-        "headers_timeouts": 0, "tls_handshake_failures": 0}
+        "headers_timeouts": 0, "tls_handshake_failures": 0, "proxy_header_failures": 0}
     harness.serve(server)
     for _ in range(5):
         with harness.connect(server) as client:
@@ -634,3 +634,45 @@ def test_nothing_left_behind(fast_impl, harness, threads_and_fds):
     for client in clients:
         client.close()
     stop_pool_threads(server)
+
+
+def test_run_drain_timeout_lets_a_daemon_handler_finish_its_response(fast_impl, tmp_path):
+    # ThreadingHTTPServer's handler threads are daemons; the program ends as soon
+    # as its serve_forever() returns: the process must still wait for the drain.
+    name = "c" if fast_impl.COMPILED else "py"
+    port = free_port()
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent("""
+        import http.server, sys, time
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "4")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(0.5)
+                self.wfile.write(b"done")
+            def log_message(self, *args):
+                pass
+        s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+        print("serving", flush=True)
+        s.serve_forever()
+    """))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastsockserver", "run", "--drain-timeout", "5", str(script),
+         str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=subprocess_env(name))
+    try:
+        assert proc.stdout.readline().strip() == "serving"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        conn.request("GET", "/")
+        response = conn.getresponse()  # the head is in; the body 0.5 s later
+        proc.send_signal(signal.SIGTERM)
+        assert response.read() == b"done"
+        conn.close()
+        _, err = proc.communicate(timeout=SUBPROCESS_TIMEOUT)
+        assert proc.returncode == 0, err
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Run the test suite on every Python 3.9-3.13 found on this machine.
+"""Run the test suite on every Python 3.9-3.15 found on this machine.
 
-    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure] [pytest args ...]
+    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure|portable-core]
+                               [pytest args ...]
 
 For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
 with the compiled core required (a failed compile fails the run), then
 pytest. Behaviour tests run on stdlib, pure and compiled in that one run;
 on the first interpreter the package is also installed pure
 (FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
-compiler would have it. Interpreters are looked up as pythonX.Y on PATH and
-under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
-tests drive (TOOLS: openssl) are installed with apt-get when missing.
+compiler would have it; and on the last one the core is built with the
+system calls of macOS and the BSDs (see PORTABLE_CORE below) and tested
+again. Interpreters are looked up as pythonX.Y (X.Yt: free-threaded) on PATH
+and under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
+tests drive (TOOLS: openssl, haproxy,
+systemd-socket-activate) are installed with apt-get when missing.
 The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
 install where atheris (the ``fuzz`` extra) installs; the run fails when it
 installs on none.
@@ -25,15 +29,19 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 FUZZ_SECONDS_VAR = "FASTSOCKSERVER_FUZZ_SECONDS"  # 0: tests/test_fuzz.py does not fuzz
+
+
+# What an interpreter says it is: "3.13", or "3.14t" for a free-threaded build.
+_VERSION_OF = ("import sys, sysconfig, venv; print('%d.%d%s' % (*sys.version_info[:2], "
+               "'t' if sysconfig.get_config_var('Py_GIL_DISABLED') else ''))")
 
 
 def _works(python, version):
     try:
-        out = subprocess.run(
-            [python, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30)
+        out = subprocess.run([python, "-c", _VERSION_OF],
+                             capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and out.stdout.strip() == version
@@ -52,7 +60,7 @@ def find_python(version):
 
 # Command line tools the tests use as they are (real components, not mocks),
 # and the Debian package that has each.
-TOOLS = {"openssl": "openssl"}
+TOOLS = {"openssl": "openssl", "haproxy": "haproxy", "systemd-socket-activate": "systemd"}
 
 
 def ensure_tools():
@@ -69,6 +77,16 @@ def ensure_tools():
         print("MISSING: the tests need the {} command (Debian package {})".format(
             tool, package))
     return not missing
+
+
+# ---------------------------------------------------------------- the portable-core run
+# The compiled core as macOS and the BSDs compile it (poll instead of epoll, accept +
+# fcntl instead of accept4, no MSG_NOSIGNAL), built on Linux by setup.py's switch and
+# tested with the whole suite once more, on one Python (the newest found) to keep the
+# run's time in check. The tests read the same variable (tests/test_portable_core.py
+# fails if the core in use is not that build).
+PORTABLE_CORE = "portable-core"
+PORTABLE_CORE_ENV = {"FASTSOCKSERVER_PORTABLE_CORE": "1"}
 
 
 def run(cmd, env=None, log=None):
@@ -89,10 +107,16 @@ def test_one(python, version, mode, pytest_args, fuzzing):
     env = dict(os.environ)
     env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
     env.pop("PYTHONPATH", None)
+    for name in PORTABLE_CORE_ENV:
+        env.pop(name, None)
     if mode == "pure":
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     else:
         env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
+    if mode == "asan":
+        env["FASTSOCKSERVER_SANITIZE"] = SANITIZERS
+    if mode == PORTABLE_CORE:
+        env.update(PORTABLE_CORE_ENV)
     vpython = os.path.join(venv, "bin", "python")
     steps = [
         [python, "-m", "venv", venv],
@@ -120,6 +144,12 @@ def test_one(python, version, mode, pytest_args, fuzzing):
             fuzzing["failed"].append(version)
             print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
                   "on it\n".format(version) + "!" * 70, flush=True)
+    reports = None
+    if mode == "asan":
+        reports = os.path.join(venv, "sanitizer-reports")
+        os.makedirs(reports)
+        env.update(sanitizer_env(reports))
+        vpython = sanitized_python(venv)
     # Test the installed package, not the source tree.
     cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider"] + pytest_args
     print("$ " + " ".join(cmd), flush=True)
@@ -128,7 +158,60 @@ def test_one(python, version, mode, pytest_args, fuzzing):
     sys.stdout.write(proc.stdout)
     lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else "(no output)"
+    if reports is not None:
+        # Every process of the run (subprocesses too) writes its reports here.
+        found = sorted(os.listdir(reports))
+        for name in found:
+            with open(os.path.join(reports, name), errors="replace") as report:
+                print("=" * 30, name, "=" * 30, report.read(), sep="\n")
+        if found:
+            return False, "{} sanitizer report(s); {}".format(len(found), summary)
+        summary += "; 0 sanitizer reports"
     return proc.returncode == 0, summary
+
+
+# `--only asan`: the core built with these sanitizers (setup.py's
+# FASTSOCKSERVER_SANITIZE), run on an interpreter that is not: their
+# runtimes are preloaded, and every report is an error.
+SANITIZERS = "address,undefined"
+
+
+def sanitized_python(venv):
+    """The venv's interpreter started with the sanitizer runtimes preloaded: a
+    wrapper that is sys.executable, so the tests' Python subprocesses get them
+    too, while other programs they start (curl, openssl) do not (a .pth file
+    takes LD_PRELOAD out of each interpreter's environment once it is up)."""
+    wrapper = os.path.join(venv, "bin", "python-sanitized")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/bash\nLD_PRELOAD="$SANITIZER_PRELOAD" '
+                'exec -a "$0" "$(dirname "$0")/python" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    site = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(site, "fastsockserver_sanitized.pth"), "w") as f:
+        f.write("import os; os.environ.pop('LD_PRELOAD', None)\n")
+    return wrapper
+
+
+def sanitizer_env(reports):
+    """LD_PRELOAD and the options of gcc's ASan and UBSan runtimes; reports go to
+    files in ``reports`` (a process that exits nonzero on purpose in a test still
+    leaves its report there)."""
+    libraries = []
+    for name in ("libasan.so", "libubsan.so"):
+        path = subprocess.run(["gcc", "-print-file-name=" + name], capture_output=True,
+                              text=True).stdout.strip()
+        if not os.path.isabs(path):
+            raise SystemExit("the sanitizer runtime {} was not found (gcc)".format(name))
+        libraries.append(path)
+    common = "halt_on_error=1:log_path=" + os.path.join(reports, "report")
+    return {
+        "SANITIZER_PRELOAD": " ".join(libraries),
+        # Python's own allocations at exit are not the core's: no leak check.
+        "ASAN_OPTIONS": common + ":detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": common + ":print_stacktrace=1",
+    }
 
 
 def main():
@@ -136,8 +219,11 @@ def main():
     parser.add_argument("--pythons", default=",".join(VERSIONS),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
-    parser.add_argument("--only", choices=("compiled", "pure"),
-                        help="only this kind of install, on each Python given (CI's matrix)")
+    parser.add_argument("--no-portable-core", action="store_true",
+                        help="skip the run on the core built as on macOS/BSD")
+    parser.add_argument("--only", choices=("compiled", "pure", PORTABLE_CORE, "asan"),
+                        help="only this kind of install, on each Python given (CI's matrix; "
+                        "asan: the core built with AddressSanitizer and UBSan, `make asan`)")
     options, pytest_args = parser.parse_known_args()
     if not ensure_tools():
         return 1
@@ -149,7 +235,7 @@ def main():
             print("Python {}: not found, skipped".format(version))
     found = [(v, p) for v, p in found if p]
     if not found:
-        print("no Python 3.9-3.13 found")
+        print("no Python 3.9-3.15 found")
         return 1
     if options.only:
         runs = [(v, p, options.only) for v, p in found]
@@ -157,6 +243,8 @@ def main():
         runs = [(v, p, "compiled") for v, p in found]
         if not options.no_pure:
             runs.append(found[-1] + ("pure",))
+        if not options.no_portable_core:
+            runs.append(found[-1] + (PORTABLE_CORE,))
     for version, python, mode in runs:
         start = time.monotonic()
         print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
@@ -166,7 +254,7 @@ def main():
     print("\n" + "=" * 70)
     passed = failed = 0
     for version, mode, ok, summary, seconds in results:
-        print("Python {:5} {:8} {:4} {:6.0f}s  {}".format(
+        print("Python {:5} {:13} {:4} {:6.0f}s  {}".format(
             version, mode, "ok" if ok else "FAIL", seconds, summary))
         for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
             if word == "passed":

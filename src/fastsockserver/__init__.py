@@ -20,6 +20,7 @@ from . import _server
 from ._core_py import _ServerSelector
 from ._core_select import COMPILED
 from ._install import install
+from ._listeners import adopt_socket, listen_fds
 from ._server import (
     BaseRequestHandler,
     BaseServer,
@@ -58,7 +59,7 @@ if hasattr(socket, "AF_UNIX"):
         from ._server import ForkingUnixDatagramServer, ForkingUnixStreamServer
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
 # Our own additions (PEP 399: the same in pure and compiled mode).
-__all__ += ["install", "serve", "COMPILED"]
+__all__ += ["install", "serve", "COMPILED", "adopt_socket", "listen_fds"]
 
 # Public objects report the module users import them from.
 for _name in __all__:

@@ -1,10 +1,12 @@
-# Types of fastsockserver's public API: the same signatures as the stdlib socketserver.
+# Types of fastsockserver's public API: the same signatures as the stdlib socketserver
+# of the running Python, 3.9-3.15.
 import ssl
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from socket import socket as _socket
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from _typeshed import ReadableBuffer
 from typing_extensions import Self, TypeAlias
@@ -13,8 +15,18 @@ __version__: str
 COMPILED: bool
 
 def install() -> None: ...
-def serve(server: BaseServer, *, drain_timeout: float | None = 30.0, poll_interval: float = 0.5) -> bool: ...
+def serve(
+    server: BaseServer,
+    *,
+    drain_timeout: float | None = 30.0,
+    poll_interval: float = 0.5,
+    workers: int | None = None,
+    reuse_port: bool = False,
+) -> bool: ...
+def listen_fds(unset_environment: bool = True) -> list[tuple[int, str]]: ...
+def adopt_socket(server: _S, fd: int | _socket) -> _S: ...
 
+_S = TypeVar("_S", bound=BaseServer)
 _RequestType: TypeAlias = _socket | tuple[bytes, _socket]
 _AfUnixAddress: TypeAlias = str | ReadableBuffer
 _AfInetAddress: TypeAlias = tuple[str | bytes | bytearray, int]
@@ -58,6 +70,8 @@ class TCPServer(BaseServer):
     if sys.version_info >= (3, 11):
         allow_reuse_port: bool
     first_byte_timeout: float | None
+    proxy_protocol_from: str | Iterable[str | IPv4Network | IPv6Network | IPv4Address | IPv6Address] | IPv4Network | IPv6Network | IPv4Address | IPv6Address | None
+    proxy_header_timeout: float
     server_address: _AfInetAddress
     def __init__(
         self,

@@ -2,15 +2,54 @@
 import runpy
 import sys
 
-RUN_USAGE = """usage: python -m fastsockserver run [--drain-timeout SECONDS] script.py [args ...]
-       python -m fastsockserver run [--drain-timeout SECONDS] -m module [args ...]
+RUN_USAGE = """usage: python -m fastsockserver run [options] script.py [args ...]
+       python -m fastsockserver run [options] -m module [args ...]
 
 Runs an unmodified program with fastsockserver installed as socketserver.
---drain-timeout: the first SIGTERM or SIGINT drains every server in
-serve_forever() (no new connections, requests in progress finish, idle
-keep-alive connections end), then the program goes on as after shutdown();
-a second signal, or handlers still running 2 s after the deadline, end the
-process at once."""
+--drain-timeout SECONDS: the first SIGTERM or SIGINT drains every server in
+    serve_forever() (no new connections, requests in progress finish, idle
+    keep-alive connections end), then the program goes on as after
+    shutdown(); a second signal, or handlers still running 2 s after the
+    deadline, end the process at once.
+--workers N: the first serve_forever() called (in the main thread, with no
+    other thread started) forks N worker processes that serve its socket and
+    supervises them: SIGTERM/SIGINT drains them all (--drain-timeout, default
+    30), SIGHUP replaces them one by one, SIGTTIN/SIGTTOU add/remove one.
+--reuse-port: with --workers, each worker serves a SO_REUSEPORT listening
+    socket of its own (TCP): connections spread evenly over the workers;
+    SIGTTOU resets what waits on the removed worker's socket.
+--fd N (repeatable): the first servers that bind take these inherited
+    listening sockets instead, in order (their own address is ignored).
+    Sockets passed by systemd (LISTEN_FDS, LISTEN_PID) are taken the same way."""
+
+OPTIONS = ("--drain-timeout", "--workers", "--fd")
+FLAGS = ("--reuse-port",)
+
+
+def _options(argv):
+    """The leading options: ({name: [values]}, the rest) or (None, why)."""
+    found = {}
+    while argv and (argv[0] in FLAGS or argv[0].split("=", 1)[0] in OPTIONS):
+        if argv[0] in FLAGS:
+            found[argv[0]], argv = [True], argv[1:]
+            continue
+        name, has_value, value = argv[0].partition("=")
+        if not has_value:
+            if len(argv) < 2:
+                return None, "{} takes a value".format(name)
+            value, argv = argv[1], argv[2:]
+        else:
+            argv = argv[1:]
+        try:
+            number = float(value) if name == "--drain-timeout" else int(value)
+            if not number >= (1 if name == "--workers" else 0):
+                raise ValueError
+        except ValueError:
+            kind = {"--drain-timeout": "seconds >= 0", "--workers": "a count >= 1",
+                    "--fd": "a descriptor number"}[name]
+            return None, "{} takes {}, not {!r}".format(name, kind, value)
+        found.setdefault(name, []).append(number)
+    return found, argv
 
 
 def _run(argv):
@@ -19,22 +58,29 @@ def _run(argv):
         print(RUN_USAGE, file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
     from . import install
-    if argv[0] == "--drain-timeout" or argv[0].startswith("--drain-timeout="):
-        if "=" in argv[0]:
-            value, argv = argv[0].partition("=")[2], argv[1:]
-        else:
-            value, argv = (argv[1] if len(argv) > 1 else ""), argv[2:]
-        try:
-            drain_timeout = float(value)
-            if not drain_timeout >= 0:
-                raise ValueError
-        except ValueError:
-            print("fastsockserver run: --drain-timeout takes seconds >= 0, not {!r}".format(
-                value), file=sys.stderr)
-            return 2
-        if not argv:
-            print(RUN_USAGE, file=sys.stderr)
-            return 2
+    options, argv = _options(argv)
+    if options is None:
+        print("fastsockserver run: " + argv, file=sys.stderr)
+        return 2
+    if not argv:
+        print(RUN_USAGE, file=sys.stderr)
+        return 2
+    from . import _listeners
+    try:
+        fds = options.get("--fd") or [fd for fd, _ in _listeners.listen_fds()]
+        for fd in fds:  # checked before the program runs: a clear error, not a late one
+            _listeners.inherited_socket(fd, None).detach()
+    except ValueError as error:
+        print("fastsockserver run: {}".format(error), file=sys.stderr)
+        return 2
+    _listeners.for_run[:] = fds
+    drain_timeout = options.get("--drain-timeout", [None])[-1]
+    workers = options.get("--workers", [1])[-1]
+    if workers > 1:
+        from ._workers import install_workers
+        install_workers(workers, 30.0 if drain_timeout is None else drain_timeout,
+                        reuse_port="--reuse-port" in options)
+    elif drain_timeout is not None:
         from ._service import install_drain_on_signals
         install_drain_on_signals(drain_timeout)
     if argv[0] == "-m":

@@ -22,6 +22,13 @@ HANDLERS_TAKE = "handlers-take"   # handler threads take the next waiting reques
 EPOLL = "epoll"                   # waits with epoll where the receive path is its own
 ALL_FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL))
 
+# Each core also says which system calls its own code makes, for
+# `python -m fastsockserver info` and the tests: SYSTEM_CALLS, a dict with
+# "wait", "accept" and "send"; and PORTABLE_CORE, True where the compiled core
+# was built with FASTSOCKSERVER_PORTABLE_CORE (setup.py): on Linux, the calls
+# macOS and the BSDs make (poll, accept + fcntl, no MSG_NOSIGNAL).
+SYSTEM_CALL_KINDS = ("wait", "accept", "send")
+
 # Requests taken per wake-up: enough to drain a burst of connects, few enough
 # that service_actions() runs often (shutdown() ends a batch early).
 MAX_BATCH = 64
@@ -70,14 +77,15 @@ class ServingState:
       go there first (``hold``), and the loop waits on its ``fileno()`` too.
     - counters (int): ``accepted``, ``finished``, ``errors``,
       ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
-      ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``.
+      ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``,
+      ``proxy_header_failures``.
     """
 
     FIELDS = ("accept_backoff", "accept_resume_at", "handoff", "takers", "take_pending_from",
               "waker", "max_handlers", "active", "paused", "draining", "idle_cut_at", "readers",
               "accepted", "finished", "errors", "backpressure_pauses", "drained",
               "idle_timeouts", "waiting_room", "first_byte_timeouts", "headers_timeouts",
-              "tls_handshake_failures")
+              "tls_handshake_failures", "proxy_header_failures")
 
     def accept_failed(self, error_number):
         """An accept/recvfrom failed with ``error_number`` (OSError.errno, may be None):
@@ -136,6 +144,11 @@ def handshake_failed(state):
     """A TLS handshake of ssl_context failed or timed out: ``tls_handshake_failures += 1``."""
 
 
+def proxy_header_failed(state):
+    """A PROXY protocol header of proxy_protocol_from was missing or refused:
+    ``proxy_header_failures += 1``."""
+
+
 def begin_grace():
     """The calling handler thread, one that takes requests itself, begins a request."""
 
@@ -157,5 +170,6 @@ def close_socket(sock):
 
 
 FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "handler_started",
-             "handler_finished", "request_failed", "handshake_failed", "begin_grace",
+             "handler_finished", "request_failed", "handshake_failed", "proxy_header_failed",
+             "begin_grace",
              "socketio_readinto", "socket_writer_write", "shutdown_write", "close_socket")

@@ -31,6 +31,11 @@ if hasattr(selectors, "PollSelector"):
 else:
     _ServerSelector = selectors.SelectSelector
 
+# The stdlib's calls, on every platform (_core_api.SYSTEM_CALLS).
+PORTABLE_CORE = False
+SYSTEM_CALLS = {"wait": _ServerSelector.__name__, "accept": "socket.accept()",
+                "send": "socket.sendall()"}
+
 
 class ServingState:
     """What a server shares with its loop and handler threads (see _core_api.ServingState)."""
@@ -39,8 +44,8 @@ class ServingState:
                  "take_pending_from", "waker", "max_handlers", "active", "paused",
                  "draining", "idle_cut_at", "readers", "accepted", "finished", "errors",
                  "backpressure_pauses", "drained", "idle_timeouts", "first_byte_timeouts",
-                 "headers_timeouts", "tls_handshake_failures", "waiting_room", "_lock",
-                 "__weakref__")
+                 "headers_timeouts", "tls_handshake_failures", "proxy_header_failures",
+                 "waiting_room", "_lock", "__weakref__")
 
     def __init__(self):
         self.accept_backoff = self.accept_resume_at = 0.0
@@ -55,6 +60,7 @@ class ServingState:
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
+        self.proxy_header_failures = 0
         self.waiting_room = None
         # Counters handler threads change: `+=` in Python is not atomic (the
         # compiled core's, in C under the GIL, are).
@@ -223,6 +229,11 @@ def request_failed(state):
 def handshake_failed(state):
     with state._lock:
         state.tls_handshake_failures += 1
+
+
+def proxy_header_failed(state):
+    with state._lock:
+        state.proxy_header_failures += 1
 
 
 def begin_grace():

@@ -58,12 +58,15 @@ def _plain_message(module, lines):
 
 
 def _make_parse_headers(module):
-    """A parse_headers for the http.client ``module``, same signature."""
+    """A parse_headers for the http.client ``module``, same signature: that of
+    3.9-3.13, or the later one whose header count limit is a keyword argument
+    (``_max_headers``, passed on to ``_read_headers``; seen in CPython's
+    development branch for 3.15, where the lines no longer end with the
+    blank one)."""
     original = module.parse_headers
     stdlib_parse_lines = getattr(module, "_parse_header_lines", None)  # 3.12+
 
-    def parse_headers(fp, _class=module.HTTPMessage):
-        lines = module._read_headers(fp)
+    def parse_lines(fp, lines, _class):
         head_read(fp)  # a server's rfile: its headers_timeout ends here
         parse_lines = getattr(module, "_parse_header_lines", None)
         # (A _parse_header_lines replaced by someone else gets every block.)
@@ -77,35 +80,70 @@ def _make_parse_headers(module):
         return module.email.parser.Parser(_class=_class).parsestr(
             b"".join(lines).decode("iso-8859-1"))
 
-    functools.update_wrapper(parse_headers, original)  # __wrapped__: the stdlib's
+    def parse_headers(fp, _class=module.HTTPMessage):
+        return parse_lines(fp, module._read_headers(fp), _class)
+
+    def parse_headers_with_limit(fp, _class=module.HTTPMessage, *, _max_headers=None):
+        return parse_lines(fp, module._read_headers(fp, _max_headers), _class)
+
+    if _reads_with_a_limit(module._read_headers):
+        parse_headers = parse_headers_with_limit
+    functools.update_wrapper(parse_headers, original)  # __wrapped__ and the name: the stdlib's
     return parse_headers
 
 
-def _own_function(function, module, parameters, names, constants=()):
-    """Whether ``function`` is the ``module``'s own as of Python 3.9-3.13, the
-    one a replacement here stands in for: not one replaced or wrapped by
-    someone else, not a later version's that does something else. Known by
-    its parameters, the global and attribute names its code uses (``names``:
-    the tuples seen in 3.9-3.13) and ``constants`` it has."""
+def _reads_with_a_limit(read_headers):
+    """Whether http.client's ``_read_headers`` takes the header count limit."""
+    code = getattr(read_headers, "__code__", None)
+    return code is not None and code.co_varnames[:code.co_argcount] == ("fp", "max_headers")
+
+
+def _own_function(function, module, parameters, names, constants=(), keyword_only=()):
+    """Whether ``function`` is the ``module``'s own as of Python 3.9-3.13 (or a
+    later form this module knows), the one a replacement here stands in for:
+    not one replaced or wrapped by someone else, not a later version's that
+    does something else. Known by its parameters (``keyword_only`` ones
+    apart), the global and attribute names its code uses (``names``: the
+    tuples seen) and ``constants`` it has."""
     code = getattr(function, "__code__", None)
     return (code is not None
             and not hasattr(function, "__wrapped__")
             and getattr(function, "__module__", None) == module.__name__
             and code.co_varnames[:code.co_argcount] == parameters
-            and code.co_kwonlyargcount == 0
+            and code.co_varnames[code.co_argcount:code.co_argcount
+                                 + code.co_kwonlyargcount] == keyword_only
             and code.co_names in names
             and all(constant in code.co_consts for constant in constants))
 
 
+# The forms of http.client's parse_headers and _read_headers the fast
+# parse_headers stands in for, as (parse_headers' keyword-only parameters,
+# _read_headers' parameters, the names each uses): those of 3.9-3.13, and the
+# later one of CPython's development branch for 3.15, where the header count
+# limit is an argument (two spellings of its _read_headers seen).
+_PARSE_HEADERS_FORMS = (
+    ((), ("fp",),
+     (("_read_headers", "join", "decode", "email", "parser", "Parser", "parsestr"),
+      ("_read_headers", "_parse_header_lines")),  # 3.12+
+     (("readline", "_MAXLINE", "len", "LineTooLong", "append", "_MAXHEADERS",
+       "HTTPException"),)),
+    (("_max_headers",), ("fp", "max_headers"),
+     (("_read_headers", "_parse_header_lines"),),
+     (("_MAXHEADERS", "readline", "_MAXLINE", "len", "LineTooLong", "append",
+       "HTTPException"),
+      ("readline", "_MAXLINE", "len", "LineTooLong", "append", "HTTPException"))),
+)
+
+
 def patch_http_client(module):
     """Give the http.client ``module`` the fast parse_headers, where it can."""
-    if (_own_function(module.parse_headers, module, ("fp", "_class"), (
-                ("_read_headers", "join", "decode", "email", "parser", "Parser", "parsestr"),
-                ("_read_headers", "_parse_header_lines")))  # 3.12+
-            and _own_function(getattr(module, "_read_headers", None), module, ("fp",), (
-                ("readline", "_MAXLINE", "len", "LineTooLong", "append", "_MAXHEADERS",
-                 "HTTPException"),))):
-        module.parse_headers = _make_parse_headers(module)
+    read_headers = getattr(module, "_read_headers", None)
+    for keyword_only, read_parameters, parse_names, read_names in _PARSE_HEADERS_FORMS:
+        if (_own_function(module.parse_headers, module, ("fp", "_class"), parse_names,
+                          keyword_only=keyword_only)
+                and _own_function(read_headers, module, read_parameters, read_names)):
+            module.parse_headers = _make_parse_headers(module)
+            return
 
 
 # ---------------------------------------------------------------- http.server's dates

@@ -2,6 +2,8 @@
 import platform
 import sys
 
+from ._core_api import EPOLL, SYSTEM_CALL_KINDS
+
 LOADGEN_NAME = "fastsockserver._loadgen"
 
 
@@ -17,7 +19,6 @@ def loadgen_status():
 
 
 def _wait_in_use(core, compiled):
-    from ._core_api import EPOLL
     if not compiled:
         from ._core_py import _ServerSelector
         return "{} (selectors, as the stdlib)".format(_ServerSelector.__name__)
@@ -25,6 +26,15 @@ def _wait_in_use(core, compiled):
         return ("epoll where the core takes requests in itself; poll() where a hook "
                 "it would replace is overridden")
     return "poll()"
+
+
+def _system_calls(core, compiled):
+    calls = ", ".join("{} {}".format(kind, core.SYSTEM_CALLS[kind]) for kind in SYSTEM_CALL_KINDS)
+    if not compiled:
+        return calls + " (the stdlib's)"
+    if core.PORTABLE_CORE:
+        return calls + " (portable core: the macOS/BSD path, FASTSOCKSERVER_PORTABLE_CORE)"
+    return calls
 
 
 def lines():
@@ -44,6 +54,7 @@ def lines():
                     else "pure Python: " + WHY_PURE),
         "core features: {}".format(", ".join(sorted(core.FEATURES)) or "none"),
         "wait: " + _wait_in_use(core, COMPILED),
+        "system calls: " + _system_calls(core, COMPILED),
         "load generator (bench): " + ("available" if available else "absent: " + why_not),
     ]
 

@@ -63,6 +63,9 @@ def plan_serving(server, core):
     batch = MAX_BATCH if listener is not None and own_service_actions else 1
     max_handlers = _max_handlers(server, _server.ThreadingMixIn)
     first_byte_timeout = _first_byte_timeout(server)
+    if getattr(server, "proxy_protocol_from", None) is not None:
+        from . import _proxy  # (read per connection, off the loop; checked here, once)
+        _proxy.validate(server)
     # Handler threads may take the next request only where the loop would
     # have called nothing but the library's own code on it, and without a
     # cap: then only the loop takes requests in, so a check of the count and

@@ -1,7 +1,7 @@
 """The socketserver class hierarchy: the public API, and the stdlib's algorithm.
 
 Names, signatures, class attributes, hook order, messages and exceptions
-follow the ``socketserver`` module of the running Python (3.9-3.13): read
+follow the ``socketserver`` module of the running Python (3.9-3.15): read
 this file beside its ``Lib/socketserver.py``. What is not here:
 
 - ``_core_select``: the serving core in use (compiled ``_core`` or its pure
@@ -20,7 +20,7 @@ The request flow, and where the fast path joins it::
           _handle_request_noblock()
             get_request()               [stdlib: socket.accept / recvfrom]
             _verify_and_process()
-        plan.listener:                  [core: batched accept4 / recvfrom,
+        plan.listener:                  [core: batched accept / recvfrom,
           _verify_and_process()           up to plan.batch per wake-up]
             verify_request()
             process_request()           [ThreadingMixIn: on a pool thread;
@@ -46,6 +46,7 @@ from . import _handler_threads
 from ._core_api import MAX_BATCH
 from ._core_select import core
 from ._handler_threads import WorkerPool
+from ._listeners import adopt_pending
 from ._plan import plan_serving, server_fd
 from ._service import serving_servers
 from ._stream_io import (
@@ -67,9 +68,51 @@ def _tls():
     from . import _tls
     return _tls
 
+
+def _before_finish(server, request, client_address):
+    """(request, client_address, ok): the connection as finish_request gets it.
+
+    On the thread (or child) that handles it: the PROXY protocol header of
+    proxy_protocol_from read (the original client's address), then the TLS
+    handshake of ssl_context (the header precedes TLS). ok False: a failure
+    was reported and counted; ``request`` is to be shut down.
+    """
+    if getattr(server, "proxy_protocol_from", None) is not None:
+        from . import _proxy
+        client_address, ok = _proxy.read_header(server, request, client_address)
+        if not ok:
+            return request, client_address, False
+    if server.ssl_context is not None:
+        request, ok = _tls().handshake(server, request, client_address)
+        return request, client_address, ok
+    return request, client_address, True
+
+
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
+
+
+def request_queue_size_for(version, stdlib_value):
+    """TCPServer.request_queue_size on Python ``version``, the stdlib's there being
+    ``stdlib_value``: up to 3.14 the stdlib listens with 5, which overflows under a
+    few dozen concurrent connects and sends clients into 1-3 s SYN retransmits, so
+    socket.SOMAXCONN; from 3.15, which raised its own, the stdlib's (never below
+    SOMAXCONN, should a 3.15 say less)."""
+    if version >= (3, 15):
+        return max(stdlib_value, socket.SOMAXCONN)
+    return socket.SOMAXCONN
+
+
+def _stdlib_request_queue_size():
+    """The stdlib's TCPServer.request_queue_size; None where only ours is at hand
+    (install() has put this package in its place, and this module is run again)."""
+    if sys.version_info < (3, 15):
+        return 5  # (not imported for a number known)
+    import socketserver
+    if socketserver.__name__ != "socketserver":
+        return None
+    return socketserver.TCPServer.request_queue_size
 
 
 def _remaining(deadline):
@@ -159,6 +202,8 @@ class BaseServer:
     # None: as the stdlib (wrap the listener, or the connections, yourself).
     ssl_context = None
     ssl_handshake_timeout = 5.0
+    # The _workers.Supervisor of serve(workers=N), in the parent: stats() rolls its workers up.
+    _workers = None
 
     def __init__(self, server_address, RequestHandlerClass):
         """Constructor.  May be extended, do not override."""
@@ -302,7 +347,7 @@ class BaseServer:
         state = self._serving_state
         children = getattr(self, "active_children", None) or ()
         room = self._waiting_room
-        return {
+        figures = {
             "accepted": state.accepted,
             "active": state.active + len(children),
             "finished": state.finished,
@@ -317,7 +362,9 @@ class BaseServer:
             "first_byte_timeouts": state.first_byte_timeouts,
             "headers_timeouts": state.headers_timeouts,
             "tls_handshake_failures": state.tls_handshake_failures,
+            "proxy_header_failures": state.proxy_header_failures,
         }
+        return figures if self._workers is None else self._workers.roll_up(figures)
 
     def shutdown(self):
         """Stops the serve_forever loop.
@@ -416,11 +463,11 @@ class BaseServer:
         state = self._serving_state
         core.handler_started(state)  # for stats() and drain()
         try:
-            if self.ssl_context is not None:  # (here on the loop's thread: no other)
-                request, ok = _tls().handshake(self, request, client_address)
-                if not ok:
-                    self.shutdown_request(request)
-                    return
+            # The header and handshake here, on the loop's thread: there is no other.
+            request, client_address, ok = _before_finish(self, request, client_address)
+            if not ok:
+                self.shutdown_request(request)
+                return
             self.finish_request(request, client_address)
             self.shutdown_request(request)
         finally:
@@ -474,9 +521,9 @@ class TCPServer(BaseServer):
 
     socket_type = socket.SOCK_STREAM
 
-    # The stdlib's 5 overflows under a few dozen concurrent connects and sends
-    # clients into 1-3 s SYN retransmits; CPython 3.15 makes the same change.
-    request_queue_size = socket.SOMAXCONN
+    # SOMAXCONN, not the stdlib's 5 (up to 3.14): see request_queue_size_for.
+    request_queue_size = request_queue_size_for(
+        sys.version_info, _stdlib_request_queue_size() or socket.SOMAXCONN)
 
     allow_reuse_address = False
 
@@ -489,6 +536,12 @@ class TCPServer(BaseServer):
     # Only for protocols where the client speaks first: a server that greets
     # first (SMTP, FTP, a banner) would close every connection.
     first_byte_timeout = None
+
+    # Addresses or networks (one, or a list) of load balancers that begin
+    # each connection with a PROXY protocol header: the handler's
+    # client_address is then the original client's (see _proxy). None: off.
+    proxy_protocol_from = None
+    proxy_header_timeout = 3.0
 
     def __init__(self, server_address, RequestHandlerClass, bind_and_activate=True):
         """Constructor.  May be extended, do not override."""
@@ -508,6 +561,8 @@ class TCPServer(BaseServer):
 
         May be overridden.
         """
+        if adopt_pending(self):  # an inherited listener (run --fd, systemd, adopt_socket)
+            return
         if _PY311:
             if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
                 self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -661,9 +716,8 @@ if _HAS_FORK:
                 if room is not None:
                     room.forget_in_child()
                 try:
-                    ok = True
-                    if self.ssl_context is not None:
-                        request, ok = _tls().handshake(self, request, client_address)
+                    request, client_address, ok = _before_finish(
+                        self, request, client_address)
                     if ok:
                         self.finish_request(request, client_address)
                         status = 0
@@ -734,10 +788,9 @@ class ThreadingMixIn:
         In addition, exception handling is done here.
         """
         try:
-            if self.ssl_context is not None:
-                request, ok = _tls().handshake(self, request, client_address)
-                if not ok:
-                    return  # reported and counted; shut down below
+            request, client_address, ok = _before_finish(self, request, client_address)
+            if not ok:
+                return  # reported and counted; shut down below
             self.finish_request(request, client_address)
         except Exception:
             core.request_failed(self._serving_state)

@@ -19,7 +19,7 @@ class _StopNow(BaseException):
     """A second signal while draining."""
 
 
-def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
+def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None, reuse_port=False):
     """Serve ``server`` in this (the main) thread until SIGTERM or SIGINT, then drain it.
 
     The first signal begins ``server.drain(drain_timeout)``: no new
@@ -29,7 +29,26 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
     handlers that outlived the drain). Returns True when every handler ended
     within ``drain_timeout``; a ``shutdown()`` from elsewhere returns True
     after server_close(). The previous signal handlers are restored.
+
+    ``workers=N`` (N > 1): N forked worker processes serve the listening
+    socket, this process supervises them (see the README); True when every
+    worker drained within ``drain_timeout``. ``reuse_port``: each worker
+    serves a SO_REUSEPORT listening socket of its own (TCP; see the README).
     """
+    if workers is not None and workers != 1:
+        from ._workers import Supervisor
+        try:
+            return Supervisor(server, workers, drain_timeout, poll_interval,
+                              reuse_port=reuse_port).run()
+        finally:
+            server.server_close()
+    return serve_here(server, drain_timeout, poll_interval)
+
+
+def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True,
+               unblock=False):
+    """serve() in this process, drained on the first of ``signals`` (which
+    ``unblock`` unblocks once they are handled: a worker's, see _workers)."""
     outcome = []
     drainer = []
 
@@ -43,7 +62,9 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
         drainer.append(thread)
         thread.start()
 
-    previous = {number: signal.signal(number, on_signal) for number in SIGNALS}
+    previous = {number: signal.signal(number, on_signal) for number in signals}
+    if unblock:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
     drained = True
     try:
         try:
@@ -54,7 +75,7 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
         except _StopNow:
             drained = False
         if not drained:
-            for number in SIGNALS:  # a third signal: nothing more to stop
+            for number in signals:  # a third signal: nothing more to stop
                 signal.signal(number, signal.SIG_IGN)
             end_all_readers(server._serving_state)
     finally:
@@ -66,7 +87,8 @@ def serve(server, *, drain_timeout=30.0, poll_interval=0.5):
             if hasattr(server, "_threads"):  # ThreadingMixIn: joins what it lists
                 from ._server import _NoThreads
                 server._threads = _NoThreads()
-        server.server_close()
+        if close:
+            server.server_close()
     return drained
 
 
@@ -105,8 +127,11 @@ def install_drain_on_signals(drain_timeout, stderr=sys.stderr):
             signal.raise_signal(signum)
             return
         started.append(True)
+        # Not a daemon: the program's serve_forever() returns at once, and the
+        # interpreter's exit must wait for the drain (handler threads, daemons
+        # in ThreadingHTTPServer, would be cut mid-response).
         threading.Thread(target=drain_all, args=(servers,), name="fastsockserver-drain",
-                         daemon=True).start()
+                         daemon=False).start()
 
     for number in SIGNALS:
         signal.signal(number, on_signal)

@@ -27,6 +27,8 @@ from .workloads import (
     SLOWLORIS_IDLE,
     SLOWLORIS_TRICKLE,
     TLS_STALL,
+    WORKER_CASES,
+    WORKER_IMPLS,
     WORKLOADS,
     ServerError,
     ServerProcess,
@@ -40,6 +42,7 @@ from .workloads import (
     select_cases,
     server_args,
     slow_client_counts,
+    with_workers,
 )
 
 PROG = "python -m fastsockserver bench"
@@ -72,6 +75,13 @@ def _parse(argv):
                         help="tls-stall: connections that never start TLS (default {}); "
                              "clients stuck behind them count as timeouts once --duration "
                              "is longer than --timeout".format(TLS_STALL))
+    parser.add_argument("--workers", default="1", metavar="N,N",
+                        help="worker process counts for fastsockserver in the {} cases "
+                        "(default 1: one process; N > 1 runs as compiled-wN, "
+                        "unpinned)".format(", ".join(WORKER_CASES)))
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="with --workers N > 1: also run each setting with a SO_REUSEPORT "
+                        "socket per worker (compiled-wN-reuse_port)")
     parser.add_argument("--port", type=int, default=0,
                         help="first server port (servers take PORT, PORT+1, ...); "
                              "default 0: the kernel picks")
@@ -92,6 +102,12 @@ def _parse(argv):
         parser.error("--timeout must be in (0, 60]")
     if args.shutdown_count < 1:
         parser.error("--shutdown-count must be at least 1")
+    try:
+        args.workers = sorted({int(n) for n in _split(args.workers)})
+    except ValueError:
+        args.workers = []
+    if not args.workers or not all(1 <= n <= 64 for n in args.workers):
+        parser.error("--workers takes counts in 1..64, like 1,2")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
     # Each connection is a socket here and one in the server (the open-files
@@ -110,6 +126,16 @@ def _drop_failed(run, results, live, case, impl, reason, reps_skipped):
     run.failed = True
     live.remove(impl)
     run.done += reps_skipped
+
+
+def _with_workers(case, impls, workers, reuse_port):
+    """The case's implementations with the --workers settings of fastsockserver's."""
+    if case.name not in WORKER_CASES or workers == [1]:
+        return impls
+    settings = [(n, False) for n in workers] + [(n, True) for n in workers if reuse_port and n > 1]
+    return [variant for impl in impls
+            for variant in ([with_workers(impl, n, reuse) for n, reuse in settings]
+                            if impl in WORKER_IMPLS else [impl])]
 
 
 def _split(text):
@@ -379,7 +405,8 @@ def main(argv=None):
                         server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
                         slowloris_idle=args.slowloris_idle,
                         slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall)
-    plan = [(case, [impl for impl in impls if impl in case.impls]) for case in cases]
+    plan = [(case, _with_workers(case, [impl for impl in impls if impl in case.impls],
+                                 args.workers, args.reuse_port)) for case in cases]
     certificates = None
     if any(case.tls and case_impls for case, case_impls in plan):
         certificates = tempfile.TemporaryDirectory(prefix="fastsockserver-bench-tls-")

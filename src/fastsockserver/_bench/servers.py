@@ -25,6 +25,12 @@ listener (``server.socket = ctx.wrap_socket(...)``, whose handshakes run in
 ``server.ssl_context = ctx`` (handshakes on the handler threads), the peers
 with ``loop.create_server(..., ssl=ctx)``.
 
+``--workers N`` (compiled and pure, N > 1): a process forked from this one
+runs ``fastsockserver.serve(server, workers=N)`` (``--reuse-port``: with
+``reuse_port=True``) (it has no thread: a fork
+keeps only the forking one); ``stats`` adds the CPU of that process and its
+workers, read from /proc while they run.
+
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
 The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``. ``stdlib-nodelay``
@@ -337,18 +343,53 @@ def _peak_rss_kib(usage):
     return usage.ru_maxrss
 
 
-class Accounting:
-    """CPU and memory of this process (and its reaped children) from getrusage."""
+def _descendants(pid):
+    """``pid``'s child processes, their children, and so on (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            for task in os.listdir("/proc/{}/task".format(parent)):
+                with open("/proc/{}/task/{}/children".format(parent, task)) as f:
+                    todo.extend(int(child) for child in f.read().split())
+        except OSError:
+            continue
+        if parent != pid:
+            found.append(parent)
+    return found
 
-    def __init__(self, tls_failures=None):
+
+def _live_cpu(pids):
+    """(user, system) CPU seconds of running processes, from /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for pid in pids:
+        try:
+            with open("/proc/{}/stat".format(pid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
+
+
+class Accounting:
+    """CPU and memory of this process (and its reaped children) from getrusage;
+    with ``tree``, the CPU of its running descendants too (worker processes)."""
+
+    def __init__(self, tls_failures=None, tree=False):
         # tls kinds, fastsockserver: the server's count of failed handshakes
         self.tls_failures = tls_failures
+        self.tree = tree
         self.mark()
 
-    @staticmethod
-    def _times():
+    def _times(self):
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if self.tree:
+            user, system = _live_cpu(_descendants(os.getpid()))
+            kids = _Times(kids.ru_utime + user, kids.ru_stime + system, kids.ru_maxrss)
         return me, kids
 
     def mark(self):
@@ -379,6 +420,34 @@ class Accounting:
             "tls_handshake_failures": None if self.tls_failures is None
             else self.tls_failures() - self.tls_failures_start,
         }
+
+
+class _Times:
+    __slots__ = ("ru_utime", "ru_stime", "ru_maxrss")
+
+    def __init__(self, utime, stime, maxrss):
+        self.ru_utime, self.ru_stime, self.ru_maxrss = utime, stime, maxrss
+
+
+def serve_with_workers(server, workers, reuse_port=False):
+    """Fork the supervisor of ``workers`` worker processes; the serve function
+    of this process waits for it (a worker's stats are the supervisor's)."""
+    import fastsockserver
+    from fastsockserver._workers import die_with_parent
+    supervisor = os.fork()
+    if supervisor == 0:
+        status = 1
+        try:
+            die_with_parent()  # this process's quit (os._exit) drains the workers
+            fastsockserver.serve(server, workers=workers, reuse_port=reuse_port)
+            status = 0
+        finally:
+            os._exit(status)
+    server.socket.close()  # served by the workers only
+
+    def serve():
+        os.waitpid(supervisor, 0)
+    return serve
 
 
 def control_loop(accounting):
@@ -424,6 +493,10 @@ def main(argv=None):
                         "(tlsclients.make_certificates)")
     parser.add_argument("--tls-key", default="ec", choices=("ec", "rsa2048"),
                         help="tls kinds: the server certificate's key (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="compiled and pure: worker processes (serve(workers=N))")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="with --workers: serve(..., reuse_port=True)")
     args = parser.parse_args(argv)
     _pin(args.cpu)
     # Whatever happens, this process does not outlive its time bound.
@@ -472,11 +545,16 @@ def main(argv=None):
             drained = fastsockserver.serve(server, drain_timeout=DRAIN_TIMEOUT)
             _emit({"drained": drained})
 
+    if args.workers > 1:
+        if args.impl not in SOCKETSERVER_IMPLS[1:] or args.kind in ("drain", "shutdown"):
+            _emit({"error": "--workers is for fastsockserver's load kinds"})
+            return 1
+        serve = serve_with_workers(server, args.workers, args.reuse_port)
     tls_failures = None
     if args.kind in TLS_KINDS and getattr(server, "ssl_context", None) is not None:
         def tls_failures():
             return server.stats()["tls_handshake_failures"]
-    accounting = Accounting(tls_failures)
+    accounting = Accounting(tls_failures, tree=args.workers > 1)
     threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
     # Peak threads are a figure of these kinds; elsewhere the sampler's wake-ups
     # would only add noise.

@@ -26,6 +26,28 @@ from .servers import (
 )
 
 HOST = "127.0.0.1"
+# `bench --workers 1,2`: these cases also run fastsockserver with worker
+# processes, as implementations named "compiled-w2" (unpinned: they use every core).
+WORKER_CASES = ("connrate", "http", "http-close")
+WORKER_IMPLS = SOCKETSERVER_IMPLS[1:]
+
+
+REUSE_PORT_SUFFIX = "-reuse_port"  # bench --reuse-port: serve(..., reuse_port=True)
+
+
+def with_workers(impl, workers, reuse_port=False):
+    if workers == 1:
+        return impl
+    return "{}-w{}{}".format(impl, workers, REUSE_PORT_SUFFIX if reuse_port else "")
+
+
+def split_workers(impl):
+    """("compiled", 2, False) for "compiled-w2"; (impl, 1, False) for the others."""
+    name = impl[:-len(REUSE_PORT_SUFFIX)] if impl.endswith(REUSE_PORT_SUFFIX) else impl
+    base, sep, count = name.rpartition("-w")
+    if sep and base in WORKER_IMPLS and count.isdigit() and int(count) > 1:
+        return base, int(count), name != impl
+    return impl, 1, False
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
 ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + PEER_IMPLS
 CONCURRENCY = 32
@@ -262,6 +284,10 @@ class ServerProcess(ChildProcess):
     def __init__(self, case, impl, *, port=0, cpu=None, max_seconds=600.0, extra=()):
         self.case = case
         self.impl = impl
+        impl, workers, reuse_port = split_workers(impl)
+        if workers > 1:
+            cpu = None
+            extra = [*extra, "--workers", str(workers)] + (["--reuse-port"] if reuse_port else [])
         self.port = None
         self.info = {}
         env = dict(os.environ)
