@@ -22,6 +22,8 @@ import time
 
 import _fuzzing
 
+from support import recv_to_end
+
 MODULES = []
 for _name, _package in _fuzzing.implementations():
     try:
@@ -89,12 +91,7 @@ def receive(proxy, data):
         except proxy.ProxyHeaderError as exc:
             head = exc
         reader.settimeout(WAIT)
-        rest = b""
-        while True:
-            chunk = reader.recv(65536)
-            if not chunk:
-                return head, rest
-            rest += chunk
+        return head, recv_to_end(reader)
     finally:
         reader.close()
         peer.close()

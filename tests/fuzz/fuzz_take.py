@@ -16,14 +16,13 @@ import os
 import select
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 
 import _fuzzing
 
 import fastsockserver
-from support import outcome
+from support import ipv6_available, outcome, recv_to_end, set_linger_zero
 
 KINDS = [("unix", socket.SOCK_DGRAM), ("unix", socket.SOCK_STREAM),
          ("ipv4", socket.SOCK_DGRAM), ("ipv4", socket.SOCK_STREAM),
@@ -39,16 +38,7 @@ INSTRUMENTED = ("__main__", "socket", "socketserver")
 DIRECTORY = tempfile.mkdtemp(prefix="fz")
 
 
-def _has_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HAS_IPV6 = _has_ipv6()
+HAS_IPV6 = ipv6_available()
 LOOPBACK = {"ipv4": (socket.AF_INET, "127.0.0.1"), "ipv6": (socket.AF_INET6, "::1")}
 
 
@@ -120,15 +110,9 @@ def exchange(take, family, kind, binding, name, packet_size, payload):
             made.append(request)
             timeout = request.gettimeout()  # the stdlib's: blocking, as accept() leaves it
             request.settimeout(WAIT)
-            got = b""
             client.shutdown(socket.SHUT_WR)
-            while True:
-                chunk = request.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
             return ("connection", request.family, request.type, request.proto,
-                    timeout, got, address)
+                    timeout, recv_to_end(request), address)
         data, sock = request
         return ("datagram", data, sock is listener, address)
     finally:
@@ -136,7 +120,7 @@ def exchange(take, family, kind, binding, name, packet_size, payload):
             if sock.type == socket.SOCK_STREAM and sock.family != socket.AF_UNIX:
                 # Closed with a reset: no TIME_WAIT, whose thousands would use
                 # up the ephemeral ports (EADDRINUSE here, and for the machine).
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                set_linger_zero(sock)
             sock.close()
         for entry in os.listdir(DIRECTORY):
             os.unlink(os.path.join(DIRECTORY, entry))
