@@ -124,7 +124,9 @@ def test_one(python, version, mode, pytest_args, fuzzing):
     ]
     try_fuzz = mode == "compiled" and fuzzing["on"] is None
     if try_fuzz:
-        steps.append([vpython, "-m", "pip", "install", "-q", ".[test,fuzz]"])
+        # --prefer-binary: an older atheris wheel (2.3.0 on 3.9), not a newer
+        # sdist that needs a libFuzzer-enabled clang to build.
+        steps.append([vpython, "-m", "pip", "install", "-q", "--prefer-binary", ".[test,fuzz]"])
     else:
         steps.append([vpython, "-m", "pip", "install", "-q", ".[test]"])
     for step in steps:
