@@ -1,8 +1,9 @@
 # Developer shortcuts. Build switches themselves live in setup.py.
 PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
+FUZZ_SECONDS ?= 600
 
-.PHONY: build annotate debug asan portable test test-all lint bench info clean
+.PHONY: build annotate debug asan portable test test-all lint fuzz bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -27,6 +28,9 @@ test-all:         ## the README's test command (.ci/run, the GitHub workflow): e
 
 lint:             ## the habits alone (they run with the tests too): ruff, cython-lint, stubtest
 	$(PYTHON) -m pytest tests/test_sourcecode.py
+
+fuzz:             ## each fuzz target (tests/fuzz/) FUZZ_SECONDS under atheris: pip install -e ".[fuzz]"
+	$(PYTHON) tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench:
 	$(PYTHON) -m fastsockserver bench

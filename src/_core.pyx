@@ -825,6 +825,10 @@ def socketio_readinto(self, b):
     except (BufferError, TypeError):  # not writable, or no buffer at all
         return _SocketIO.readinto(self, b)  # raises the stdlib's TypeError
     try:
+        if view.len == 0:
+            # socket.recv_into makes no system call for an empty buffer: it
+            # neither waits nor reports a pending error (a reset) here.
+            return 0
         if self._expect_wait:
             # The last non-blocking try found nothing and the reads since have
             # not filled the buffer: a request/response turn, where the next

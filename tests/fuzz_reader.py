@@ -40,7 +40,7 @@ def do(rfile, op, n):
     if op == "peek":
         return outcome(lambda: rfile.peek(n))
     if op in ("readinto", "readinto1", "raw_readinto"):
-        buf = bytearray(b"\x5a" * n)
+        buf = bytearray(b"\x5a" * max(n, 0))
         meth = rfile.raw.readinto if op == "raw_readinto" else getattr(rfile, op)
         r = outcome(lambda: meth(buf))
         return r + (bytes(buf),) if r[0] == "ok" else r
@@ -110,7 +110,11 @@ def run(mod, chunks, end, ops):
 
 
 def one(rng, mod):
-    chunks, end, ops = scenario(rng)
+    compare(mod, *scenario(rng))
+
+
+def compare(mod, chunks, end, ops):
+    """Run the scenario on the stdlib and on ``mod``; AssertionError at the first difference."""
     expected = run(socketserver, chunks, end, ops)
     got = run(mod, chunks, end, ops)
     if got != expected:

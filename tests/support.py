@@ -217,6 +217,16 @@ def reset_close(sock):
     sock.close()
 
 
+def recv_to_end(sock):
+    """All that ``sock`` receives until the peer's end."""
+    received = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return received
+        received += chunk
+
+
 # --------------------------------------------------------------- handlers
 
 def stream_echo(mod):

@@ -1,6 +1,7 @@
 """install()'s http.client.parse_headers: the same message as the stdlib's
 (the email parser) for any header block, built without the parser for plain
 ones; and how install() puts it in place."""
+import email.generator
 import functools
 import http.client
 import io
@@ -21,17 +22,38 @@ stdlib_parse_headers = getattr(http.client.parse_headers, "__wrapped__",
 fast_parse_headers = _http._make_parse_headers(http.client)
 
 
+class _SameBoundaryGenerator(email.generator.Generator):
+    """Message.as_string()'s generator, with one boundary where it makes one up
+    (a multipart message without one): it draws a random one, even into an
+    encoded header."""
+
+    @classmethod
+    def _make_boundary(cls, text=None):
+        return "made-up-boundary"
+
+
+def _as_string(message):
+    text = io.StringIO()
+    _SameBoundaryGenerator(text, mangle_from_=False, maxheaderlen=0,
+                           policy=message.policy).flatten(message)
+    return text.getvalue()
+
+
 def described(message):
     """Everything the parser sets on a message, comparable across two parses."""
     state = dict(vars(message))
     state["defects"] = [(type(d), str(d)) for d in state["defects"]]
     if isinstance(state["_payload"], list):  # parts (message/*, multipart/*)
         state["_payload"] = [described(part) for part in state["_payload"]]
-    return type(message), state, message.as_string()
+    return type(message), state, _as_string(message)
 
 
 def outcome(parse, block, **kwargs):
-    fp = io.BytesIO(block)
+    return outcome_from(parse, io.BytesIO(block), **kwargs)
+
+
+def outcome_from(parse, fp, **kwargs):
+    """The message parse(fp) gives (or its error), and the bytes left in fp."""
     try:
         result = described(parse(fp, **kwargs))
     except Exception as exc:  # the same error from both, or the test fails

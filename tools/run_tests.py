@@ -22,6 +22,10 @@ on, and tests/test_free_threading.py checks that it stays off). Where none is
 found as above, tools/free_threaded_python.py builds one from Debian's source
 package (cached in ~/.cache/fastsockserver; the first time ~6 minutes); if that
 cannot be done here, the run fails.
+
+The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
+install where atheris (the ``fuzz`` extra) installs; the run fails when it
+installs on none.
 """
 import argparse
 import glob
@@ -37,6 +41,7 @@ import free_threaded_python
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 FREE_THREADED = "3.13t"
+FUZZ_SECONDS_VAR = "FASTSOCKSERVER_FUZZ_SECONDS"  # 0: tests/test_fuzz.py does not fuzz
 
 
 # What an interpreter says it is: "3.13", or "3.14t" for a free-threaded build.
@@ -104,8 +109,10 @@ def run(cmd, env=None, log=None):
     return proc
 
 
-def test_one(python, version, mode, pytest_args):
-    """Install into a new venv and run pytest; returns (ok, summary line)."""
+def test_one(python, version, mode, pytest_args, fuzzing):
+    """Install into a new venv and run pytest; returns (ok, summary line).
+    ``fuzzing``: {"on": the version that fuzzes, or None; "failed": versions
+    where atheris did not install}."""
     venv = os.path.join(ROOT, ".venvs", "py{}-{}".format(version, mode))
     shutil.rmtree(venv, ignore_errors=True)
     env = dict(os.environ)
@@ -126,16 +133,35 @@ def test_one(python, version, mode, pytest_args):
     steps = [
         [python, "-m", "venv", venv],
         [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
-        # Free-threaded: wheels only, since sdists of some test dependencies
-        # build Rust extensions, which cannot be fetched here.
-        [vpython, "-m", "pip", "install", "-q",
-         *(["--only-binary=:all:"] if version.endswith("t") else []), ".[test]"],
     ]
+    # Free-threaded: wheels only, since sdists of some test dependencies
+    # build Rust extensions, which cannot be fetched here.
+    binary = ["--only-binary=:all:"] if version.endswith("t") else []
+    try_fuzz = mode == "compiled" and fuzzing["on"] is None
+    if try_fuzz:
+        # --prefer-binary: an older atheris wheel (2.3.0 on 3.9), not a newer
+        # sdist that needs a libFuzzer-enabled clang to build.
+        steps.append([vpython, "-m", "pip", "install", "-q", "--prefer-binary", *binary,
+                      ".[test,fuzz]"])
+    else:
+        steps.append([vpython, "-m", "pip", "install", "-q", *binary, ".[test]"])
     for step in steps:
         proc = run(step, env=env)
+        if proc.returncode != 0 and try_fuzz and step is steps[-1]:
+            print(proc.stdout[-2000:])
+            proc = run(step[:-1] + [".[test]"], env=env)  # without atheris
         if proc.returncode != 0:
             print(proc.stdout[-4000:])
             return False, "install failed"
+    env[FUZZ_SECONDS_VAR] = "0"
+    if try_fuzz:
+        if run([vpython, "-c", "import atheris"], env=env).returncode == 0:
+            fuzzing["on"] = version
+            env[FUZZ_SECONDS_VAR] = os.environ.get(FUZZ_SECONDS_VAR, "20")
+        else:
+            fuzzing["failed"].append(version)
+            print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
+                  "on it\n".format(version) + "!" * 70, flush=True)
     reports = None
     if mode == "asan":
         reports = os.path.join(venv, "sanitizer-reports")
@@ -226,6 +252,7 @@ def main():
     if not ensure_tools():
         return 1
     results = []
+    fuzzing = {"on": None, "failed": []}
     wanted = options.pythons.split(",")
     found = [(v, find_python(v)) for v in wanted if v != FREE_THREADED]
     for version, python in found:
@@ -255,7 +282,7 @@ def main():
         start = time.monotonic()
         print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
               sep="\n", flush=True)
-        ok, summary = test_one(python, version, mode, pytest_args)
+        ok, summary = test_one(python, version, mode, pytest_args, fuzzing)
         results.append((version, mode, ok, summary, time.monotonic() - start))
     print("\n" + "=" * 70)
     passed = failed = 0
@@ -270,6 +297,12 @@ def main():
         if not ok and not re.search(r"\d+ (failed|errors?)", summary):
             failed += 1  # an install failure or crash counts as a failure
     print("total: {} passed, {} failed".format(passed, failed))
+    if fuzzing["on"]:
+        print("fuzz targets: run on Python {}".format(fuzzing["on"]))
+    elif fuzzing["failed"]:
+        print("FUZZ TARGETS DID NOT RUN: atheris installed on none of Python {}".format(
+            ", ".join(fuzzing["failed"])))
+        return 1
     return 0 if all(ok for _, _, ok, _, _ in results) else 1
 
 

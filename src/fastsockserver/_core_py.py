@@ -271,7 +271,7 @@ def socketio_readinto(self, b):
     elif self._request_open is not True:
         if _ends_between_requests(self, b, through_object):
             return 0
-    elif self._head_deadline:
+    elif self._head_deadline and (through_object or not _empty_buffer(b)):
         _wait_for_head(self)
     n = _stdlib_readinto(self, b)
     if n and self._request_open is not True:
@@ -288,6 +288,16 @@ _raw_recv = socket.socket.recv  # the descriptor's recv, also for an ssl.SSLSock
 def _decrypted_pending(sock):
     pending = getattr(sock, "pending", None)
     return pending is not None and pending() > 0
+
+
+def _empty_buffer(b):
+    """True for a buffer of no bytes: socket.recv_into makes no system call for
+    one (nothing to wait for, no error reported), as the compiled core."""
+    try:
+        with memoryview(b) as view:
+            return view.nbytes == 0
+    except TypeError:
+        return False  # not a buffer: the stdlib's readinto raises
 
 
 def _wait_for_head(raw):
@@ -313,6 +323,8 @@ def _ends_between_requests(raw, b, through_object=False):
         return False
     if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
         return False  # the stdlib's readinto raises
+    if not through_object and _empty_buffer(b):
+        return False  # the stdlib's readinto returns 0 at once
     try:
         memoryview(b).release()
     except TypeError:
