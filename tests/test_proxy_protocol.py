@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastsockserver import _proxy
-from support import WAIT, fd_count, needs_fork, wait_for
+from support import WAIT, fd_count, needs_fork, recv_to_end, wait_for
 
 SIG = _proxy.V2_SIGNATURE
 pki = test_tls.pki  # its certificates fixture, for the PROXY header before TLS
@@ -60,15 +60,6 @@ def same_address(got, host, port, family):
     tail = () if family == socket.AF_INET else (0, 0)
     return (ipaddress.ip_address(got[0]) == ipaddress.ip_address(host)
             and tuple(got[1:]) == (port,) + tail)
-
-
-def read_to_end(sock):
-    got = b""
-    while True:
-        chunk = sock.recv(300)
-        if not chunk:
-            return got
-        got += chunk
 
 
 # --------------------------------------------------------------- the parser
@@ -194,7 +185,7 @@ def test_the_reader_takes_exactly_the_header(header, after, trickle):
         a.shutdown(socket.SHUT_WR)
         b.settimeout(WAIT)
         assert _proxy._receive_header(b, time.monotonic() + WAIT) == header
-        assert read_to_end(b) == after
+        assert recv_to_end(b) == after
 
 
 @pytest.mark.parametrize("sent, error", [
@@ -256,7 +247,7 @@ def ask(address, data, family=socket.AF_INET, timeout=WAIT):
         sock.settimeout(timeout)
         sock.connect(address)
         sock.sendall(data)
-        return read_to_end(sock)
+        return recv_to_end(sock)
 
 
 @pytest.mark.parametrize("cls", MODES)
@@ -401,7 +392,7 @@ def test_the_header_comes_before_tls(fast_impl, harness, pki):
         raw.sendall(v2_inet(("192.0.2.7", 5555), ("198.51.100.1", 443)))
         with test_tls.client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             tls.sendall(b"hello\n")
-            assert read_to_end(tls) == b"SSLSocket ('192.0.2.7', 5555) hello\n"
+            assert recv_to_end(tls) == b"SSLSocket ('192.0.2.7', 5555) hello\n"
     assert server.stats()["tls_handshake_failures"] == 0
 
 
