@@ -464,18 +464,31 @@ class _Times:
 def serve_with_workers(server, workers, reuse_port=False):
     """Fork the supervisor of ``workers`` worker processes; the serve function
     of this process waits for it (a worker's stats are the supervisor's)."""
+    import traceback
+
     import fastsockserver
     from fastsockserver._workers import die_with_parent
+    # The supervisor starts once this process has closed its copy of the
+    # listening socket: with reuse_port it binds new sockets to that port,
+    # which fails while a socket without SO_REUSEPORT holds it.
+    ready_read, ready_write = os.pipe()
     supervisor = os.fork()
     if supervisor == 0:
         status = 1
         try:
+            os.close(ready_write)
+            os.read(ready_read, 1)
             die_with_parent()  # this process's quit (os._exit) drains the workers
             fastsockserver.serve(server, workers=workers, reuse_port=reuse_port)
             status = 0
+        except BaseException:
+            traceback.print_exc()  # (os._exit below would swallow it)
         finally:
+            sys.stderr.flush()
             os._exit(status)
     server.socket.close()  # served by the workers only
+    os.close(ready_read)
+    os.close(ready_write)  # the supervisor's read returns
 
     def serve():
         os.waitpid(supervisor, 0)
