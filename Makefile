@@ -2,8 +2,9 @@
 PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
 FUZZ_SECONDS ?= 600
+SOAK_SECONDS ?= 600
 
-.PHONY: build annotate debug asan portable test test-all lint fuzz bench info clean
+.PHONY: build annotate debug asan portable test test-all lint fuzz soak bench info clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -31,6 +32,9 @@ lint:             ## the habits alone (they run with the tests too): ruff, cytho
 
 fuzz:             ## each fuzz target (tests/fuzz/) FUZZ_SECONDS under atheris: pip install -e ".[fuzz]"
 	$(PYTHON) tests/fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+soak:             ## before a release: bench --soak SOAK_SECONDS (mixed load, faults, a verdict)
+	$(PYTHON) -m fastsockserver bench --soak $(SOAK_SECONDS) --json soak.json
 
 bench:
 	$(PYTHON) -m fastsockserver bench

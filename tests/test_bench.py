@@ -675,10 +675,12 @@ def test_http_runs_the_stdlib_without_nagle_as_a_reference(tmp_path):
     assert out.returncode == 0, out.stderr
     results = json.loads(path.read_text())["cases"][0]["results"]
     assert [results[i]["status"] for i in ("stdlib", "stdlib-nodelay", "pure")] == ["ok"] * 3
-    # The reference has Nagle off: no ~40 ms stall per response (a fixed
-    # timer, not a speed: the ratio does not depend on the machine's pace).
+    # The reference has Nagle off: no ~40 ms stall per response. The stall is a
+    # fixed timer added to whatever the machine's load adds to both, so the
+    # difference is compared, not the ratio (a loaded machine once gave 13 ms
+    # against 44 ms).
     p50 = {impl: results[impl]["summary"]["lat_p50_ms"] for impl in results}
-    assert p50["stdlib-nodelay"] * 4 < p50["stdlib"]
+    assert p50["stdlib"] - p50["stdlib-nodelay"] > 25, p50
     assert "pure: " in out.stdout and "the throughput of stdlib-nodelay" in out.stdout
 
 

@@ -25,7 +25,8 @@ cannot be done here, the run fails.
 
 The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
 install where atheris (the ``fuzz`` extra) installs; the run fails when it
-installs on none.
+installs on none. The 60 s soak (``bench --soak``, tests/test_soak.py) runs on
+the newest Python's compiled run; every run soaks 10 s.
 """
 import argparse
 import glob
@@ -42,6 +43,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 FREE_THREADED = "3.13t"
 FUZZ_SECONDS_VAR = "FASTSOCKSERVER_FUZZ_SECONDS"  # 0: tests/test_fuzz.py does not fuzz
+# tests/test_soak.py runs `bench --soak` this long where it is set: on the
+# compiled run of the newest Python with the GIL (every run soaks 10 s, the
+# free-threaded one too; 10 s is too short to judge RSS growth, and with the GIL
+# off RSS follows the handler-thread count: see the README).
+SOAK_SECONDS_VAR = "FASTSOCKSERVER_SOAK_SECONDS"
+SOAK_SECONDS = "60"
 
 
 # What an interpreter says it is: "3.13", or "3.14t" for a free-threaded build.
@@ -109,7 +116,7 @@ def run(cmd, env=None, log=None):
     return proc
 
 
-def test_one(python, version, mode, pytest_args, fuzzing):
+def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
     """Install into a new venv and run pytest; returns (ok, summary line).
     ``fuzzing``: {"on": the version that fuzzes, or None; "failed": versions
     where atheris did not install}."""
@@ -154,6 +161,9 @@ def test_one(python, version, mode, pytest_args, fuzzing):
             print(proc.stdout[-4000:])
             return False, "install failed"
     env[FUZZ_SECONDS_VAR] = "0"
+    env.pop(SOAK_SECONDS_VAR, None)
+    if soak:
+        env[SOAK_SECONDS_VAR] = os.environ.get(SOAK_SECONDS_VAR, SOAK_SECONDS)
     if try_fuzz:
         if run([vpython, "-c", "import atheris"], env=env).returncode == 0:
             fuzzing["on"] = version
@@ -282,7 +292,8 @@ def main():
         start = time.monotonic()
         print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
               sep="\n", flush=True)
-        ok, summary = test_one(python, version, mode, pytest_args, fuzzing)
+        soak = mode == "compiled" and found and version == found[-1][0]
+        ok, summary = test_one(python, version, mode, pytest_args, fuzzing, soak)
         results.append((version, mode, ok, summary, time.monotonic() - start))
     print("\n" + "=" * 70)
     passed = failed = 0

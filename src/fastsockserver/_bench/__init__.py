@@ -92,7 +92,15 @@ def _parse(argv):
                         help="also run wrk against the http case, as a cross-check")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead of the workloads: a mixed run under faults (resets, "
+                        "garbage, silent and trickling clients, a spell of descriptor "
+                        "exhaustion, a drain and restart) that samples the server's RSS, "
+                        "descriptors and threads every second and ends with a verdict "
+                        "(exit status 1 if it fails); --json keeps the samples")
     args = parser.parse_args(argv)
+    if args.soak is not None and not 10 <= args.soak <= 86400:
+        parser.error("--soak takes seconds in 10..86400")
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     if not 0 < args.duration <= 600:
@@ -369,6 +377,9 @@ def run_wrk(port, duration, cpu=None):
 
 def main(argv=None):
     args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.soak is not None:   # (no load generator: it runs on the pure core too)
+        from . import soak
+        return soak.main(args.soak, json_path=args.json, quiet=args.quiet)
     if _env.NO_EXTENSIONS:
         print("fastsockserver bench: the load generator needs the compiled build "
               "({} is set: pure-Python mode)".format(_env.ENV_VAR), file=sys.stderr)
