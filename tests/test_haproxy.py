@@ -160,7 +160,9 @@ def test_haproxy_to_an_untrusting_server_is_refused_and_counted(fast_impl, harne
     before = fd_count()
     got, _ = ask_from_client_host(port, b"hello\n")
     assert got == b""
-    assert wait_for(lambda: server.stats()["proxy_header_failures"] == 1)
+    # (HAProxy may try the server again after it closed the first connection: seen
+    # once on a loaded machine, two failures)
+    assert wait_for(lambda: server.stats()["proxy_header_failures"] >= 1)
     assert wait_for(lambda: server.stats()["active"] == 0 and fd_count() <= before)
 
 
