@@ -47,7 +47,7 @@ def test_short_soak_finds_the_one_request_lost_on_purpose_and_nothing_else():
     assert all(checks.values()), report
     # every kind of client ran, and the two events happened
     assert set(verdict["answered"]) == {"http", "echo", "tls", "udp", "echo-half-close"}
-    assert len(verdict["faults"]) == 10 and all(verdict["faults"].values()), verdict["faults"]
+    assert len(verdict["faults"]) == 11 and all(verdict["faults"].values()), verdict["faults"]
     events = {event["event"]: event for event in document["events"]}
     assert set(events) == {"exhaust", "restart"}, document["events"]
     assert all(events["restart"]["drained"].values()), events["restart"]
@@ -55,6 +55,8 @@ def test_short_soak_finds_the_one_request_lost_on_purpose_and_nothing_else():
     stats = document["server_stats"]
     assert stats["tls"]["tls_handshake_failures"] > 0, stats
     assert sum(stats[name]["first_byte_timeouts"] for name in ("http", "echo", "tls")) > 0
+    assert stats["http"]["idle_timeouts"] > 0 and stats["http"]["headers_timeouts"] > 0
+    assert sum(stats[name]["drained"] for name in ("http", "echo", "tls")) > 0
     assert stats["beyond_ledger"] == 0
 
 

@@ -8,7 +8,8 @@ echo for connection churn, TLS and UDP. This process drives them for SECONDS:
 
 - well-behaved clients, every request carrying a number of its own (an id);
 - faulty ones: resets mid-request and after it, garbage, silent connections,
-  trickled heads, half-closes, plaintext and resets on the TLS port;
+  trickled heads, idle keep-alive connections, half-closes, plaintext and resets
+  on the TLS port;
 - at 35 % a spell of descriptor exhaustion (the server's RLIMIT_NOFILE lowered
   to what it has open), at 60 % a drain and restart of every server, the new
   servers taking over the old ones' listening sockets (``adopt_socket``), as a
@@ -53,7 +54,10 @@ HEADERS_TIMEOUT = 2.0
 IDLE_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 3.0
 DRAIN_TIMEOUT = 5.0
-SERVICES = ("http", "echo", "tls", "udp")
+# stats() keys that count events (summed over restarts; the others say what is now)
+COUNTERS = ("accepted", "finished", "errors", "backpressure_pauses", "drained",
+            "idle_timeouts", "first_byte_timeouts", "headers_timeouts",
+            "tls_handshake_failures", "proxy_header_failures")
 
 
 # ================================================================ the server process
@@ -179,6 +183,7 @@ class SoakServers:
                        "udp": udp_server}
         self.servers = {}
         self.threads = {}
+        self.retired_counts = {}   # the counters of the servers a restart replaced
         for name, make in self.makers.items():
             self._start(name, make((HOST, 0), True))
 
@@ -210,6 +215,10 @@ class SoakServers:
             self.threads[name].join()
             listener = old.socket.detach()   # kept open: the backlog stays for the new server
             old.server_close()               # (joins its handler threads)
+            retired = self.retired_counts.setdefault(name, {})
+            for key, value in old.stats().items():
+                if key in COUNTERS:
+                    retired[key] = retired.get(key, 0) + value
             new = self.makers[name](old.server_address, False)
             self.fss.adopt_socket(new, listener)
             self._start(name, new)
@@ -236,7 +245,12 @@ class SoakServers:
                    if name != "udp")
 
     def stats(self):
-        figures = {name: server.stats() for name, server in self.servers.items()}
+        """Each service's stats(), its counters summed over the servers restarts replaced."""
+        figures = {}
+        for name, server in self.servers.items():
+            figures[name] = stats = server.stats()
+            for key, value in self.retired_counts.get(name, {}).items():
+                stats[key] += value
         figures["beyond_ledger"] = self.beyond_ledger
         figures["lost_on_purpose"] = self.lost_on_purpose
         return figures
@@ -537,7 +551,7 @@ class Clients:
         """One fault of a kind chosen at random, then a short pause."""
         kind = rng.choice(("reset-mid-request", "reset-after-request", "garbage-http",
                            "garbage-echo", "garbage-tls", "silent", "trickle", "half-close",
-                           "reset-in-handshake", "udp-garbage"))
+                           "reset-in-handshake", "udp-garbage", "idle-keep-alive"))
         self.tally.fault(kind)
         try:
             getattr(self, "_" + kind.replace("-", "_"))(rng)
@@ -619,6 +633,19 @@ class Clients:
                 if sock in self.held:
                     self.held.remove(sock)
             sock.close()
+
+    def _idle_keep_alive(self, rng):
+        """One request answered, then nothing (on a thread of its own): cut by
+        idle_timeout."""
+        sock = _connect(self.ports["http"])
+        try:
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: soak\r\n\r\n")
+            with sock.makefile("rb") as reader:
+                _read_http_response(reader)
+        except (OSError, EOFError, ValueError):
+            sock.close()
+            return
+        self._on_thread(sock, self._hold)
 
     def _half_close(self, rng):
         """A whole request, then shutdown(SHUT_WR): it is answered (and ledgered)."""
@@ -903,10 +930,10 @@ def format_report(document):
     totals = {}
     for name, stats in document["server_stats"].items():
         if isinstance(stats, dict):
-            for key in ("idle_timeouts", "first_byte_timeouts", "headers_timeouts",
-                        "tls_handshake_failures", "errors", "drained"):
+            for key in ("accepted", "idle_timeouts", "first_byte_timeouts",
+                        "headers_timeouts", "tls_handshake_failures", "errors", "drained"):
                 totals[key] = totals.get(key, 0) + (stats.get(key) or 0)
-    lines.append("  server (restarted servers' counts): {}".format(", ".join(
+    lines.append("  the servers counted: {}".format(", ".join(
         "{} {:,}".format(k, v) for k, v in totals.items())))
     if document["server_tracebacks"]:
         lines.append("  handle_error tracebacks: {}".format(", ".join(
