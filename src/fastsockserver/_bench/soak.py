@@ -28,6 +28,8 @@ line through the samples) under 5 %. The warm-up is 15 % of the run, at least 20
 (at most half of it).
 """
 import argparse
+import ctypes
+import gc
 import json
 import os
 import random
@@ -255,11 +257,39 @@ class SoakServers:
         figures["lost_on_purpose"] = self.lost_on_purpose
         return figures
 
+    def heap(self):
+        """What a growing RSS could be: Python's allocated blocks, objects the
+        collector tracks, sessions in the TLS context's cache."""
+        figures = {"python_blocks": sys.getallocatedblocks(),
+                   "gc_objects": len(gc.get_objects()),
+                   "tls_sessions": self.servers["tls"].ssl_context.session_stats()["number"]}
+        figures.update(_malloc_figures())
+        return figures
+
     def close(self):
         for name, server in self.servers.items():
             server.shutdown()
             self.threads[name].join()
             server.server_close()
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _malloc_figures():
+    """glibc's malloc: bytes in use (``uordblks`` + mmapped ``hblkhd``) and bytes held
+    (``arena`` + ``hblkhd``), every arena; {} where there is no mallinfo2 (glibc < 2.33,
+    other C libraries). In use flat while held grows: fragmentation, not a leak."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return {}
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return {"malloc_in_use": info.uordblks + info.hblkhd, "malloc_held": info.arena + info.hblkhd}
 
 
 def serve(argv):
@@ -285,6 +315,8 @@ def serve(argv):
             _emit(servers.exhaust(float(command[1])))
         elif command[0] == "stats":
             _emit(servers.stats())
+        elif command[0] == "heap":
+            _emit(servers.heap())
         elif command[0] == "ledger":
             with open(command[1], "wb") as f:
                 f.write(servers.ledger)
@@ -766,11 +798,17 @@ class ServerProcess:
                                "stderr is kept with --json)".format(status))
         return json.loads(line)
 
-    def command(self, text, timeout=60.0):
-        with self.lock:
+    def command(self, text, timeout=60.0, wait=True):
+        """The server's reply; None when ``wait`` is False and another command is
+        under way (an exhaustion spell lasts seconds)."""
+        if not self.lock.acquire(blocking=wait):
+            return None
+        try:
             self.proc.stdin.write(text.encode() + b"\n")
             self.proc.stdin.flush()
             return self._reply(timeout)
+        finally:
+            self.lock.release()
 
     def close(self):
         try:
@@ -845,6 +883,8 @@ def run_soak(seconds, say=print, lose_one=False):
                     sample = read_proc(server.pid)
                     sample["t"] = round(now - start, 3)
                     samples.append(sample)
+                    if len(samples) % 10 == 1:
+                        sample.update(server.command("heap", wait=False) or {})
                     if len(samples) % 10 == 0:
                         say("{:5.0f}s  answered {:,}  {} descriptors, {} threads, {:,} KiB "
                             "RSS".format(now - start, sum(tally.answered.values()),
@@ -938,6 +978,18 @@ def format_report(document):
     if document["server_tracebacks"]:
         lines.append("  handle_error tracebacks: {}".format(", ".join(
             "{} {:,}".format(k, v) for k, v in sorted(document["server_tracebacks"].items()))))
+    heap = [s for s in document["samples"] if "python_blocks" in s
+            and s["t"] >= document["phases"]["warm-up ends"]]
+    if len(heap) >= 2:   # what RSS is made of, after the warm-up: informational
+        first, last = heap[0], heap[-1]
+        lines.append("  after the warm-up (at {:.0f} s, then {:.0f} s): Python's allocated blocks "
+                     "{:,} -> {:,}, objects tracked {:,} -> {:,}{}".format(
+                         first["t"], last["t"], first["python_blocks"], last["python_blocks"],
+                         first["gc_objects"], last["gc_objects"],
+                         ", malloc in use {:,} -> {:,} KiB, held {:,} -> {:,} KiB".format(
+                             first["malloc_in_use"] // 1024, last["malloc_in_use"] // 1024,
+                             first["malloc_held"] // 1024, last["malloc_held"] // 1024)
+                         if "malloc_in_use" in first else ""))
     for request in verdict["lost"][:10]:
         lines.append("  LOST: id {id} ({service}): the client saw {client_saw}, the server "
                      "had it {server}".format(**request))
