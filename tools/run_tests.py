@@ -263,13 +263,23 @@ def sanitizer_env(reports):
 TSAN = "tsan"
 
 
+# Races in CPython 3.13 itself that its own suppressions file does not list yet.
+TSAN_SUPPRESSIONS = os.path.join(ROOT, "tools", "tsan_suppressions.txt")
+
+
 def tsan_env(reports):
     """TSAN_OPTIONS for the run: the first report ends the process with its
-    report in a file under ``reports``; CPython's own suppressions file (races
-    known in CPython itself, Tools/tsan/ of its source) and nothing else."""
-    suppressions = free_threaded_python.tsan_suppressions()
-    if not os.path.exists(suppressions):
-        raise SystemExit("CPython's TSan suppressions file is missing: " + suppressions)
+    report in a file under ``reports``. Suppressed: races in CPython itself only,
+    CPython's own list (Tools/tsan/ of its source) and TSAN_SUPPRESSIONS, joined
+    in one file beside ``reports``."""
+    cpython = free_threaded_python.tsan_suppressions()
+    if not os.path.exists(cpython):
+        raise SystemExit("CPython's TSan suppressions file is missing: " + cpython)
+    suppressions = reports.rstrip(os.sep) + "-suppressions.txt"
+    with open(suppressions, "w") as out:
+        for path in (cpython, TSAN_SUPPRESSIONS):
+            with open(path) as f:
+                out.write("# {}\n{}\n".format(path, f.read()))
     return {"TSAN_OPTIONS": ":".join([
         "halt_on_error=1", "log_path=" + os.path.join(reports, "report"),
         "suppressions=" + suppressions, "second_deadlock_stack=1"])}
