@@ -13,6 +13,9 @@ Switches, all environment variables (one place for build settings):
                                        the core built with -fsanitize=... (AddressSanitizer,
                                        UBSan; `make asan`); run it with the sanitizer
                                        runtimes preloaded (tools/run_tests.py --only asan)
+  FASTSOCKSERVER_SANITIZE=thread       the same with ThreadSanitizer (`make tsan`), for an
+                                       interpreter built with it (tools/run_tests.py
+                                       --only tsan; tools/free_threaded_python.py --tsan)
   FASTSOCKSERVER_PORTABLE_CORE=1       compile the core as on macOS and the BSDs (poll,
                                        accept + fcntl, no MSG_NOSIGNAL), to run that path
                                        on Linux; `python -m fastsockserver info` says which

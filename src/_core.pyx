@@ -488,10 +488,12 @@ cdef int _count_take(ServingState state, item, int failure) except -1:
         if failure:
             state.accept_failed(failure)
         return 0
-    if state.accept_backoff:
-        state.accept_recovered()
+    cdef bint backing_off
     with cython.critical_section(state):
         state.accepted += 1
+        backing_off = state.accept_backoff != 0
+    if backing_off:
+        state.accept_recovered()
     return 0
 
 
@@ -539,7 +541,8 @@ def take_pending(server, ServingState state not None):
 
 cdef bint _at_capacity(ServingState state) noexcept:
     """True while ``active`` is at ``max_handlers``: no request is taken (they
-    wait in the listen backlog) until a handler ends (handler_finished)."""
+    wait in the listen backlog) until a handler ends (handler_finished).
+    Called inside the state's section (handler threads change ``active``)."""
     return state.max_handlers > 0 and state.active >= state.max_handlers
 
 
@@ -630,7 +633,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
     cdef int fd = plan.fd, batch = plan.batch
     cdef bint handlers_take = plan.handlers_take
     cdef int interval_ms = _timeout_ms(poll_interval), wait_ms, taken, flags = -1
-    cdef int epfd = -1, room_fd = -1, listener_at = 1, nfds, i, failure = 0
+    cdef int epfd = -1, room_fd = -1, listener_at = 1, nfds, i, failure = 0, room_left
     cdef double pause
     cdef pollfd fds[3]
     cdef bint stream = False, listener_watched = False, room_watched = False, at_capacity
@@ -673,19 +676,19 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
             with cython.critical_section(state):
                 state.take_pending_from = listener
         while not server._BaseServer__shutdown_request:
-            pause = state.accept_resume_at
-            if pause:
-                pause -= _now()
             # At max_handlers the loop pauses like the back-off; a handler
             # that ends (handler_finished) wakes it.
             # (One step with handler_finished's: a handler ending meanwhile
             # finds ``paused`` set, and wakes the loop.)
             with cython.critical_section(state):
+                pause = state.accept_resume_at  # a taker's accept error sets it too
                 at_capacity = _at_capacity(state)
                 if at_capacity != state.paused:
                     state.paused = at_capacity
                     if at_capacity:
                         state.backpressure_pauses += 1
+            if pause:
+                pause -= _now()
             want_room = room is not None and not at_capacity
             want_listener = not at_capacity and pause <= 0
             if epfd >= 0 and want_room != room_watched:
@@ -718,7 +721,9 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
             if room is not None:
                 if fds[1].revents:
                     fds[1].revents = 0
-                    for item in room.take_ready(_room_for(state, batch)):
+                    with cython.critical_section(state):
+                        room_left = _room_for(state, batch)
+                    for item in room.take_ready(room_left):
                         server._verify_and_process(*item)
                         item = None
                 room.expire()
@@ -730,7 +735,9 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                     for taken in range(batch):
                         if taken and server._BaseServer__shutdown_request:
                             break  # shutdown() waits for the request in progress only
-                        if _at_capacity(state):
+                        with cython.critical_section(state):
+                            at_capacity = _at_capacity(state)
+                        if at_capacity:
                             break
                         item = _take_one(server, fd, listener, stream, &failure)
                         if item is None:
@@ -761,7 +768,8 @@ cdef int _sooner_ms(int wait_ms, seconds) except -2:
 
 
 cdef int _room_for(ServingState state, int batch) noexcept:
-    """How many requests the loop may hand on now: up to max_handlers, at most a batch."""
+    """How many requests the loop may hand on now: up to max_handlers, at most a batch.
+    Called inside the state's section."""
     cdef int room = batch
     if state.max_handlers > 0 and state.max_handlers - state.active < room:
         room = state.max_handlers - state.active

@@ -16,7 +16,7 @@ import pytest
 
 import fastsockserver
 from fastsockserver import _env
-from support import PORTABLE_RUN
+from support import PORTABLE_RUN, TSAN_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md"]
@@ -132,3 +132,72 @@ def test_sanitizer_run_has_an_instrumented_core_and_the_runtimes():
         maps = f.read()
     assert "libasan" in maps and "libubsan" in maps
     assert "LD_PRELOAD" not in os.environ  # not passed on to curl, openssl, haproxy
+
+
+@pytest.mark.skipif(not TSAN_RUN,
+                    reason="only in the ThreadSanitizer run (tools/run_tests.py --only tsan)")
+def test_tsan_run_has_an_instrumented_core_and_interpreter():
+    """`--only tsan` tests what it says: the core calls into TSan, on a free-threaded
+    interpreter with the GIL off that is built with TSan itself (it loaded the runtime,
+    not a preload), and reports stop the process."""
+    import sysconfig
+
+    from fastsockserver import _core
+    assert fastsockserver.COMPILED
+    with open(_core.__file__, "rb") as f:
+        core = f.read()
+    assert b"__tsan_func_entry" in core and b"__tsan_read" in core
+    assert sysconfig.get_config_var("Py_GIL_DISABLED") and not sys._is_gil_enabled()
+    assert "--with-thread-sanitizer" in sysconfig.get_config_var("CONFIG_ARGS")
+    with open("/proc/self/maps") as f:
+        assert "libtsan" in f.read()
+    assert "LD_PRELOAD" not in os.environ
+    options = os.environ["TSAN_OPTIONS"].split(":")
+    assert "halt_on_error=1" in options
+    assert any(o.startswith("log_path=") for o in options)
+
+
+@pytest.mark.skipif(not TSAN_RUN,
+                    reason="only in the ThreadSanitizer run (tools/run_tests.py --only tsan)")
+def test_tsan_run_reports_a_race_in_instrumented_code(tmp_path):
+    """A race in code built as the core is built (-fsanitize=thread) is caught with the
+    run's options (its suppressions included), ends the process and leaves its report in
+    a file, which is what fails the run; the same code with a lock is not reported."""
+    if not shutil.which("gcc"):
+        pytest.skip("no gcc")
+    source = tmp_path / "racy.c"
+    source.write_text(
+        "#include <pthread.h>\n"
+        "static volatile long counter;  /* each access stays one */\n"
+        "static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;\n"
+        "void racy_bump(long n) { for (long i = 0; i < n; i++) counter++; }\n"
+        "void locked_bump(long n) { for (long i = 0; i < n; i++) {\n"
+        "    pthread_mutex_lock(&lock); counter++; pthread_mutex_unlock(&lock); } }\n")
+    library = tmp_path / "libracy.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-fsanitize=thread", "-g", "-O1",
+                    str(source), "-o", str(library)], check=True, timeout=60)
+    # Both threads in the function at once: the interpreter's own locking before it
+    # (a thread's start, the barrier) orders nothing after it.
+    script = ("import ctypes, sys, threading\n"
+              "f = getattr(ctypes.CDLL(sys.argv[1]), sys.argv[2])\n"
+              "barrier = threading.Barrier(2)\n"
+              "def run():\n"
+              "    barrier.wait()\n"
+              "    f(1000000)\n"
+              "threads = [threading.Thread(target=run) for _ in range(2)]\n"
+              "[t.start() for t in threads]; [t.join() for t in threads]\n")
+    results = {}
+    for name in ("locked_bump", "racy_bump"):
+        reports = tmp_path / name
+        reports.mkdir()
+        options = [o for o in os.environ["TSAN_OPTIONS"].split(":")
+                   if not o.startswith("log_path=")]
+        env = dict(os.environ, TSAN_OPTIONS=":".join(options + [
+            "log_path=" + str(reports / "report")]))
+        proc = subprocess.run([sys.executable, "-c", script, str(library), name], env=env,
+                              capture_output=True, text=True, timeout=120)
+        results[name] = proc.returncode, [p.read_text() for p in reports.iterdir()]
+    assert results["locked_bump"] == (0, [])
+    code, [report] = results["racy_bump"]
+    assert code != 0
+    assert "WARNING: ThreadSanitizer: data race" in report and "racy_bump" in report

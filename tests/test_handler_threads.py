@@ -17,6 +17,7 @@ from support import (
     blocking_handler,
     bounded,
     echo_once,
+    fork_then_threads,
     import_line,
     needs_fork,
     require_c,
@@ -55,6 +56,7 @@ def test_reused_handler_threads(fast_impl, harness, blocking):
 
 
 @needs_fork
+@fork_then_threads
 def test_threading_server_serves_in_a_forked_child(impl, harness):
     """Threads do not survive fork(): a server whose handler thread of an
     earlier request waits idle for the next (fastsockserver reuses them)
@@ -89,6 +91,7 @@ def test_threading_server_serves_in_a_forked_child(impl, harness):
 
 
 @needs_fork
+@fork_then_threads
 def test_child_forked_in_a_handler_ends_with_its_request(impl, harness):
     """A handler that fork()s: in the child, the thread that forked ends when
     the handler returns, as the stdlib's per-request thread does, so the child

@@ -24,6 +24,7 @@ import pytest
 from support import (
     IMPLS,
     TCP_KINDS,
+    TSAN_RUN,
     WAIT,
     Harness,
     Serving,
@@ -542,7 +543,8 @@ def test_many_connections_with_random_resets_leak_nothing(impl, class_name):
     # Every operation ran, unless the 60 s budget stopped the clients early.
     if elapsed < 60:
         assert len(done) == total, (len(done), elapsed)
-    assert len(done) >= min(total, 2000), (len(done), elapsed)
+    if not TSAN_RUN:  # (there every access is checked: ~1,900 in the 60 s)
+        assert len(done) >= min(total, 2000), (len(done), elapsed)
     assert set(server.errors) <= {ConnectionResetError, BrokenPipeError}, set(server.errors)
     del server, serving
 

@@ -394,7 +394,11 @@ def test_sighup_replaces_workers_with_no_failed_request(fast_impl, tmp_path, reu
 def socket_activate(port, *more):
     tool = shutil.which("systemd-socket-activate")
     assert tool, "systemd-socket-activate missing (Debian package systemd)"
-    return [tool, "-l", "127.0.0.1:{}".format(port), *more]
+    # It passes on none of its own environment unless told: the sanitizer runs' runtime
+    # and options (tools/run_tests.py --only asan / tsan) must reach the program.
+    passed = ["-E" + name for name in ("SANITIZER_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                                       "TSAN_OPTIONS") if name in os.environ]
+    return [tool, "-l", "127.0.0.1:{}".format(port), *passed, *more]
 
 
 def test_socket_activation_with_workers(fast_impl, tmp_path):

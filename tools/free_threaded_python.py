@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Provide a free-threaded CPython 3.13 (``--disable-gil``) built from Debian's source package.
 
-    python3 tools/free_threaded_python.py      # prints the interpreter's path
+    python3 tools/free_threaded_python.py          # prints the interpreter's path
+    python3 tools/free_threaded_python.py --tsan   # the same, built with ThreadSanitizer
 
 The interpreter is built once into a cache directory outside the repository
 (``$FASTSOCKSERVER_CACHE`` or ``~/.cache/fastsockserver``, then
@@ -14,6 +15,13 @@ modules the tests use with apt-get, fetches the source and builds it
 leaves no marker file, so the next run starts over rather than trusting it.
 Needs root on Debian; if the source cannot be had the script says why and
 exits non-zero.
+
+``--tsan`` builds the variant CPython's own CI runs ThreadSanitizer on
+(``--disable-gil --with-thread-sanitizer``, in ``cpython-<version>t-tsan``): a
+TSan-instrumented extension in an uninstrumented interpreter gives false
+reports, since TSan cannot see the interpreter's own locking (PyMutex,
+critical sections). CPython's suppressions files for its own known races
+(``Tools/tsan/``) are kept beside it, see ``tsan_suppressions()``.
 """
 import glob
 import os
@@ -40,9 +48,20 @@ class Unavailable(Exception):
     """The interpreter cannot be provided on this machine (the message says why)."""
 
 
-def cache_dir():
+# The ThreadSanitizer build: configured as CPython's CI configures its TSan job.
+TSAN_CONFIGURE = ["--with-thread-sanitizer"]
+# CPython's suppressions for races in CPython itself, copied from the source tree.
+TSAN_SUPPRESSIONS = os.path.join("share", "tsan", "suppressions_free_threading.txt")
+
+
+def cache_dir(tsan=False):
     root = os.environ.get("FASTSOCKSERVER_CACHE") or os.path.expanduser("~/.cache/fastsockserver")
-    return os.path.join(root, "cpython-{}t".format(VERSION))
+    return os.path.join(root, "cpython-{}t{}".format(VERSION, "-tsan" if tsan else ""))
+
+
+def tsan_suppressions(prefix=None):
+    """Path of CPython's suppressions file kept with the TSan build."""
+    return os.path.join(prefix or cache_dir(tsan=True), TSAN_SUPPRESSIONS)
 
 
 def installed_python(prefix=None):
@@ -99,7 +118,7 @@ def add_source_entry():
     _run(["apt-get", "update", "-q"])
 
 
-def build(prefix):
+def build(prefix, tsan=False):
     if not shutil.which("apt-get") or os.geteuid() != 0:
         raise Unavailable("building it needs apt-get as root (Debian)")
     add_source_entry()
@@ -114,27 +133,46 @@ def build(prefix):
         _run(["tar", "xf", tarball], cwd=work)
         source = os.path.join(work, "Python-" + VERSION)
         nice = ["nice", "-n", "19"]
+        env = None
+        if tsan:
+            # The build runs the new interpreter (ensurepip, compileall): CPython's
+            # own suppressions cover its known races there.
+            suppressions = os.path.join(source, "Tools", "tsan",
+                                        os.path.basename(TSAN_SUPPRESSIONS))
+            if not os.path.exists(suppressions):
+                raise Unavailable("the source has no {}".format(suppressions))
+            env = dict(os.environ, TSAN_OPTIONS="suppressions=" + suppressions)
         _run(nice + ["./configure", "--disable-gil", "--prefix=" + prefix,
-                     "--with-ensurepip=install"], cwd=source)
-        _run(nice + ["make", "-j2"], cwd=source)
-        _run(nice + ["make", "altinstall"], cwd=source)
+                     "--with-ensurepip=install"] + (TSAN_CONFIGURE if tsan else []),
+             cwd=source, env=env)
+        _run(nice + ["make", "-j2"], cwd=source, env=env)
+        _run(nice + ["make", "altinstall"], cwd=source, env=env)
+        if tsan:
+            os.makedirs(os.path.dirname(tsan_suppressions(prefix)), exist_ok=True)
+            shutil.copy(suppressions, tsan_suppressions(prefix))
+            env["TSAN_OPTIONS"] = "suppressions=" + tsan_suppressions(prefix)
     python = os.path.join(prefix, "bin", "python{}t".format(VERSION.rsplit(".", 1)[0]))
     check = "import sys, ssl, ctypes, zlib; assert not sys._is_gil_enabled(); print(sys.version)"
-    print(_run([python, "-c", check]).strip(), flush=True)
+    if tsan:
+        # An instrumented interpreter calls into the TSan runtime.
+        check += "; import ctypes; ctypes.CDLL(None).__tsan_init"
+    print(_run([python, "-c", check], env=env).strip(), flush=True)
     # Written last: its presence is what says the build is whole.
     with open(os.path.join(prefix, COMPLETE_MARKER), "w") as f:
         f.write(DEBIAN_VERSION + "\n")
     return python
 
 
-def free_threaded_python():
-    """Path of the free-threaded interpreter, built first when not cached; raises Unavailable."""
-    return installed_python() or build(cache_dir())
+def free_threaded_python(tsan=False):
+    """Path of the free-threaded interpreter (``tsan``: the ThreadSanitizer build),
+    built first when not cached; raises Unavailable."""
+    prefix = cache_dir(tsan)
+    return installed_python(prefix) or build(prefix, tsan)
 
 
 def main():
     try:
-        print(free_threaded_python())
+        print(free_threaded_python(tsan="--tsan" in sys.argv[1:]))
     except Unavailable as e:
         print("FREE-THREADED PYTHON UNAVAILABLE: {}".format(e), file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run the test suite on every Python 3.9-3.15 found on this machine.
 
-    python3 tools/run_tests.py [--pythons 3.11,3.13] [--only compiled|pure|portable-core]
-                               [pytest args ...]
+    python3 tools/run_tests.py [--pythons 3.11,3.13]
+                               [--only compiled|pure|portable-core|asan|tsan] [pytest args ...]
 
 For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
 with the compiled core required (a failed compile fails the run), then
@@ -22,6 +22,13 @@ on, and tests/test_free_threading.py checks that it stays off). Where none is
 found as above, tools/free_threaded_python.py builds one from Debian's source
 package (cached in ~/.cache/fastsockserver; the first time ~6 minutes); if that
 cannot be done here, the run fails.
+
+Sanitizer runs, one kind each, not part of the default run: ``--only asan``
+(the core built with AddressSanitizer and UBSan, on an interpreter run with
+their runtimes preloaded) and ``--only tsan`` (the core built with
+ThreadSanitizer, on FREE_THREADED's TSan build from
+``tools/free_threaded_python.py --tsan``). Every process of the run writes its
+sanitizer reports to files; any report fails the run, whatever pytest said.
 
 The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
 install where atheris (the ``fuzz`` extra) installs; the run fails when it
@@ -134,6 +141,16 @@ def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
         env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
     if mode == "asan":
         env["FASTSOCKSERVER_SANITIZE"] = SANITIZERS
+    reports = None
+    if mode == TSAN:
+        # The interpreter itself is instrumented (it links the TSan runtime): the
+        # options hold from the venv's creation on, and a report in the install
+        # steps (pip runs on it) counts as any other.
+        env["FASTSOCKSERVER_SANITIZE"] = "thread"
+        reports = os.path.join(ROOT, ".venvs", "py{}-{}-reports".format(version, mode))
+        shutil.rmtree(reports, ignore_errors=True)
+        os.makedirs(reports)
+        env.update(tsan_env(reports))
     if mode == PORTABLE_CORE:
         env.update(PORTABLE_CORE_ENV)
     vpython = os.path.join(venv, "bin", "python")
@@ -159,7 +176,7 @@ def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
             proc = run(step[:-1] + [".[test]"], env=env)  # without atheris
         if proc.returncode != 0:
             print(proc.stdout[-4000:])
-            return False, "install failed"
+            return False, "install failed" + _reports_found(reports)
     env[FUZZ_SECONDS_VAR] = "0"
     env.pop(SOAK_SECONDS_VAR, None)
     if soak:
@@ -172,7 +189,6 @@ def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
             fuzzing["failed"].append(version)
             print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
                   "on it\n".format(version) + "!" * 70, flush=True)
-    reports = None
     if mode == "asan":
         reports = os.path.join(venv, "sanitizer-reports")
         os.makedirs(reports)
@@ -187,15 +203,24 @@ def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
     lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else "(no output)"
     if reports is not None:
-        # Every process of the run (subprocesses too) writes its reports here.
-        found = sorted(os.listdir(reports))
-        for name in found:
-            with open(os.path.join(reports, name), errors="replace") as report:
-                print("=" * 30, name, "=" * 30, report.read(), sep="\n")
+        found = _reports_found(reports)
         if found:
-            return False, "{} sanitizer report(s); {}".format(len(found), summary)
+            return False, summary + found
         summary += "; 0 sanitizer reports"
     return proc.returncode == 0, summary
+
+
+def _reports_found(reports):
+    """Print the sanitizer reports in ``reports`` (every process of the run,
+    subprocesses too, writes its own file there); "" when there are none, else
+    "; N sanitizer report(s)" for the summary line."""
+    if reports is None or not os.path.isdir(reports):
+        return ""
+    found = sorted(os.listdir(reports))
+    for name in found:
+        with open(os.path.join(reports, name), errors="replace") as report:
+            print("=" * 30, name, "=" * 30, report.read(), sep="\n")
+    return "; {} sanitizer report(s)".format(len(found)) if found else ""
 
 
 # `--only asan`: the core built with these sanitizers (setup.py's
@@ -242,6 +267,34 @@ def sanitizer_env(reports):
     }
 
 
+# `--only tsan`: the core built with -fsanitize=thread, on the free-threaded
+# interpreter built with ThreadSanitizer too (an uninstrumented interpreter's
+# locking is invisible to TSan, which then reports races that are not).
+TSAN = "tsan"
+
+
+# Races in CPython 3.13 itself that its own suppressions file does not list yet.
+TSAN_SUPPRESSIONS = os.path.join(ROOT, "tools", "tsan_suppressions.txt")
+
+
+def tsan_env(reports):
+    """TSAN_OPTIONS for the run: the first report ends the process with its
+    report in a file under ``reports``. Suppressed: races in CPython itself only,
+    CPython's own list (Tools/tsan/ of its source) and TSAN_SUPPRESSIONS, joined
+    in one file beside ``reports``."""
+    cpython = free_threaded_python.tsan_suppressions()
+    if not os.path.exists(cpython):
+        raise SystemExit("CPython's TSan suppressions file is missing: " + cpython)
+    suppressions = reports.rstrip(os.sep) + "-suppressions.txt"
+    with open(suppressions, "w") as out:
+        for path in (cpython, TSAN_SUPPRESSIONS):
+            with open(path) as f:
+                out.write("# {}\n{}\n".format(path, f.read()))
+    return {"TSAN_OPTIONS": ":".join([
+        "halt_on_error=1", "log_path=" + os.path.join(reports, "report"),
+        "suppressions=" + suppressions, "second_deadlock_stack=1"])}
+
+
 def find_free_threaded():
     """FREE_THREADED's interpreter: one found as any other, else the one
     tools/free_threaded_python.py builds (raises its Unavailable, saying why)."""
@@ -255,15 +308,22 @@ def main():
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
     parser.add_argument("--no-portable-core", action="store_true",
                         help="skip the run on the core built as on macOS/BSD")
-    parser.add_argument("--only", choices=("compiled", "pure", PORTABLE_CORE, "asan"),
+    parser.add_argument("--only", choices=("compiled", "pure", PORTABLE_CORE, "asan", TSAN),
                         help="only this kind of install, on each Python given (CI's matrix; "
-                        "asan: the core built with AddressSanitizer and UBSan, `make asan`)")
+                        "asan: the core built with AddressSanitizer and UBSan, `make asan`; "
+                        "tsan: with ThreadSanitizer, on {} only, `make tsan`)".format(
+                            FREE_THREADED))
     options, pytest_args = parser.parse_known_args()
     if not ensure_tools():
         return 1
     results = []
     fuzzing = {"on": None, "failed": []}
     wanted = options.pythons.split(",")
+    if options.only == TSAN:
+        for version in wanted:
+            if version != FREE_THREADED:
+                print("Python {}: skipped (tsan runs on {} only)".format(version, FREE_THREADED))
+        wanted = [v for v in wanted if v == FREE_THREADED]
     found = [(v, find_python(v)) for v in wanted if v != FREE_THREADED]
     for version, python in found:
         if python is None:
@@ -272,7 +332,11 @@ def main():
     free_threaded = []
     if FREE_THREADED in wanted:
         try:
-            free_threaded.append((FREE_THREADED, find_free_threaded()))
+            if options.only == TSAN:
+                python = free_threaded_python.free_threaded_python(tsan=True)
+            else:
+                python = find_free_threaded()
+            free_threaded.append((FREE_THREADED, python))
         except free_threaded_python.Unavailable as exc:
             print("FREE-THREADED PYTHON UNAVAILABLE: {}".format(exc), flush=True)
             results.append((FREE_THREADED, options.only or "compiled", False,
