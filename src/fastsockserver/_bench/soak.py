@@ -357,6 +357,17 @@ class Tally:
         with self.lock:
             self.wrong.append((request_id, service, repr(got[:80])))
 
+    def outcome(self, request_id, service, got, expected):
+        """Count a reply as answered, closed (empty) or wrong; True when answered."""
+        if not got:
+            self.no_answer(request_id, service, "closed")
+        elif got != expected:
+            self.bad(request_id, service, got)
+        else:
+            self.answer(service)
+            return True
+        return False
+
     def fault(self, kind):
         with self.lock:
             self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -512,12 +523,7 @@ class Clients:
             return
         finally:
             sock.close()
-        if not got:
-            tally.no_answer(request_id, service, "closed")
-        elif got != line:
-            tally.bad(request_id, service, got)
-        else:
-            tally.answer(service)
+        tally.outcome(request_id, service, got, line)
 
     def tls(self, rng):
         """A TLS connection, a handshake, then a few lines echoed."""
@@ -541,13 +547,8 @@ class Clients:
                 except (OSError, ssl.SSLError) as exc:
                     tally.no_answer(request_id, "tls", _how(exc))
                     return
-                if not got:
-                    tally.no_answer(request_id, "tls", "closed")
+                if not tally.outcome(request_id, "tls", got, line):
                     return
-                if got != line:
-                    tally.bad(request_id, "tls", got)
-                    return
-                tally.answer("tls")
         finally:
             sock.close()
 
@@ -571,10 +572,8 @@ class Clients:
                 except OSError as exc:
                     tally.no_answer(request_id, "udp", _how(exc))
                     return
-                if got != message:
-                    tally.bad(request_id, "udp", got)
+                if not tally.outcome(request_id, "udp", got, message):
                     return
-                tally.answer("udp")
         finally:
             sock.close()
 
