@@ -3,7 +3,6 @@ and compiled), against real OpenSSL handshakes. The certificates are made by the
 command line tool for each run (a CA, a server and a client certificate). Every wait is
 bounded."""
 import http.client
-import shutil
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ from support import (
     WAIT,
     fd_count,
     needs_fork,
+    require_tool,
     reset_close,
     subprocess_env,
     wait_for,
@@ -31,8 +31,7 @@ from support import (
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """Paths of a CA, a server certificate (127.0.0.1) and a client certificate."""
-    openssl = shutil.which("openssl")
-    assert openssl, "the openssl command line tool is needed (Debian: apt-get install openssl)"
+    openssl = require_tool("openssl")
     d = tmp_path_factory.mktemp("pki")
 
     def run(*args):
