@@ -1,5 +1,5 @@
 """Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
-``src/fastsockserver._core.pxd``) and, on Linux only, of the benchmark's load generator
+``src/fastsockserver/_core.pxd``) and, on Linux only, of the benchmark's load generator
 ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
 
 Switches, all environment variables (one place for build settings):
@@ -163,6 +163,10 @@ def _extensions():
         compiler_directives=COMPILER_DIRECTIVES,
         annotate=ANNOTATE,
         build_dir="build/cython",
+        # Cython finds the declarations of the module fastsockserver._core as
+        # fastsockserver/_core.pxd on its include path (a package-shaped path; the
+        # dotted file name beside the .pyx is deprecated).
+        include_path=["src"],
     )
 
 
