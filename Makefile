@@ -10,7 +10,7 @@ TSAN_TESTS ?= tests/test_free_threading.py tests/test_loop_handoff.py \
 	tests/test_build.py::test_tsan_run_has_an_instrumented_core_and_interpreter \
 	tests/test_build.py::test_tsan_run_reports_a_race_in_instrumented_code
 
-.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info clean
+.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info docs clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -52,3 +52,6 @@ info:             ## version, Python, compiled or pure and why, the wait, the lo
 
 clean:
 	rm -rf build dist .venvs src/*.egg-info src/fastsockserver/*.so
+
+docs:             ## the documentation, strict (warnings are errors): pip install -e ".[docs]"
+	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html
