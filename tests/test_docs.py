@@ -236,8 +236,11 @@ def test_docs_build_strictly(tmp_path):
 
 # --- one version, written once -------------------------------------------------------
 
+# "fastsockserver 0.1.0", "fastsockserver-0.1.0", "__version__ == '0.1.0'" (the stdlib
+# module's own __version__, "0.4", is mentioned as the stdlib's and matches none of these).
 VERSION_MENTION = re.compile(
-    r"(?:fastsockserver[ -]v?|__version__\W{1,12})(\d+\.\d+(?:\.\d+)?)\b", re.IGNORECASE)
+    r"(?:fastsockserver[ -]v?|__version__\W{0,3}\s*(?:=|==|is)\s*\W{0,3})(\d+\.\d+(?:\.\d+)?)\b",
+    re.IGNORECASE)
 
 
 def _texts():
