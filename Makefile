@@ -3,7 +3,7 @@ PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
 FUZZ_SECONDS ?= 600
 SOAK_SECONDS ?= 600
-# `make tsan` runs the threaded paths, not the whole suite (see README, "Proving it holds").
+# `make tsan` runs the threaded paths, not the whole suite (see docs/contributing.rst, "Sanitizers").
 TSAN_TESTS ?= tests/test_free_threading.py tests/test_loop_handoff.py \
 	tests/test_handler_threads.py tests/test_core_contract.py tests/test_robustness.py \
 	tests/test_service.py tests/test_slow_clients.py \
@@ -32,7 +32,7 @@ portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MS
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest
 
-test-all:         ## the README's test command (.ci/run, the GitHub workflow): every Python
+test-all:         ## the full test command (.ci/run, the GitHub workflow): every Python
 	$(PYTHON) tools/run_tests.py
 
 lint:             ## the habits alone (they run with the tests too): ruff, cython-lint, stubtest
