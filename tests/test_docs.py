@@ -292,3 +292,29 @@ def test_internals_lists_the_loop_contract():
     table = text.split("The loop contract", 1)[1].split("Which overrides", 1)[0]
     listed = re.findall(r"^   \* - ``(\w+)``$", table, re.MULTILINE)
     assert sorted(listed) == sorted(_core_api.FUNCTIONS)
+
+
+def test_migration_reference_has_an_entry_for_every_new_or_changed_name():
+    """Each public name fastsockserver adds to the stdlib's API, and each class attribute whose
+    value it changes, has a heading of its own in docs/migration.rst."""
+    import socketserver as stdlib
+    text = open(os.path.join(DOCS, "migration.rst"), encoding="utf-8").read()
+    headings = "\n".join(line for line, under in zip(text.splitlines(), text.splitlines()[1:])
+                         if under and set(under) == {"~"})
+    wanted = {n for n in dir(fastsockserver) if not n.startswith("_") and n not in dir(stdlib)}
+    wanted.add("__version__")
+    for name in dir(stdlib):
+        ours, theirs = getattr(fastsockserver, name, None), getattr(stdlib, name)
+        if not isinstance(theirs, type) or ours is None:
+            continue
+        for attribute in dir(ours):
+            if attribute.startswith("_"):
+                continue
+            if not hasattr(theirs, attribute):
+                wanted.add(attribute)
+            elif not callable(getattr(theirs, attribute)) and \
+                    getattr(theirs, attribute) != getattr(ours, attribute):
+                wanted.add(attribute)
+    assert "max_threads" in wanted and "request_queue_size" in wanted
+    missing = sorted(name for name in wanted if name not in headings)
+    assert missing == []
