@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON_SOURCES = ["src", "tests", "bench", "tools", "setup.py"]
+PYTHON_SOURCES = ["src", "tests", "bench", "tools", "docs", "setup.py"]
 
 
 def _run(*args):
