@@ -205,3 +205,28 @@ def test_tsan_run_reports_a_race_in_instrumented_code(tmp_path):
     code, [report] = results["racy_bump"]
     assert code != 0
     assert "WARNING: ThreadSanitizer: data race" in report and "racy_bump" in report
+
+
+def test_build_failures_are_read_as_setup_py_writes_them(tmp_path, monkeypatch):
+    from fastsockserver import _core_select
+    note = tmp_path / "_build_failures.txt"
+    note.write_text("fastsockserver._core\tthe C compiler cc exited with status 1\n"
+                    "fastsockserver._loadgen\tCython is not installed\n", encoding="utf-8")
+    monkeypatch.setattr(_core_select, "BUILD_FAILURES", str(note))
+    assert _core_select.build_failures() == {
+        "fastsockserver._core": "the C compiler cc exited with status 1",
+        "fastsockserver._loadgen": "Cython is not installed"}
+    why = _core_select.why_not_compiled(ImportError("no"))
+    assert why.startswith("its compile failed when this package was installed (the C "
+                          "compiler cc exited with status 1); install a C compiler")
+    assert "--no-cache-dir --force-reinstall" in why
+
+
+def test_an_absent_core_is_called_absent_not_a_circular_import(tmp_path, monkeypatch):
+    from fastsockserver import _core_select
+    monkeypatch.setattr(_core_select, "BUILD_FAILURES", str(tmp_path / "none.txt"))
+    assert _core_select.build_failures() == {}
+    monkeypatch.setattr(_core_select, "CORE_NAME", "fastsockserver._no_such_core")
+    why = _core_select.why_not_compiled(ImportError("cannot import name (circular import)"))
+    assert why.startswith("fastsockserver._no_such_core is not in this installation")
+    assert "circular" not in why

@@ -23,10 +23,10 @@ REINSTALL = ("install a C compiler and Python's headers, then reinstall with "
              "fastsockserver` drops it)")
 
 
-def build_failures(path=BUILD_FAILURES):
+def build_failures(path=None):
     """{module name: why its build failed}, as setup.py recorded it at install time."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path or BUILD_FAILURES, encoding="utf-8") as f:
             rows = [line.rstrip("\n").split("\t", 1) for line in f]
     except OSError:
         return {}
