@@ -8,7 +8,7 @@ SOAK_SECONDS ?= 600
 # threads in a child fork()ed from a threaded process are skipped (TSan cannot follow).
 TSAN_TESTS ?= tests
 
-.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info clean
+.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info docs clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -30,7 +30,7 @@ portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MS
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest
 
-test-all:         ## the README's test command (.ci/run, the GitHub workflow): every Python
+test-all:         ## the full test command (.ci/run, the GitHub workflow): every Python
 	$(PYTHON) tools/run_tests.py
 
 lint:             ## the habits alone (they run with the tests too): ruff, cython-lint, stubtest
@@ -50,3 +50,6 @@ info:             ## version, Python, compiled or pure and why, the wait, the lo
 
 clean:
 	rm -rf build dist .venvs src/*.egg-info src/fastsockserver/*.so
+
+docs:             ## the documentation, strict (warnings are errors): pip install -e ".[docs]"
+	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html

@@ -456,7 +456,7 @@ def test_http_server_logs_the_original_client(harness, tmp_path):
         "    def do_GET(self):\n"
         "        self.send_response(200); self.send_header('Content-Length', '2')\n"
         "        self.end_headers(); self.wfile.write(b'ok')\n"
-        # set on the class: what an unmodified program can be given (see the README)
+        # set on the class: what an unmodified program can be given (see docs/workers.rst)
         "fastsockserver.TCPServer.proxy_protocol_from = '127.0.0.1'\n"
         "server = http.server.HTTPServer(('127.0.0.1', 0), Handler)\n"
         "print(server.server_address[1], flush=True)\n"

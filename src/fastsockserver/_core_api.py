@@ -2,7 +2,7 @@
 
 Two modules implement it with the same behaviour:
 
-- ``fastsockserver._core`` (``src/_core.pyx``, declared in ``src/_core.pxd``):
+- ``fastsockserver._core`` (``src/_core.pyx``, declared in ``src/fastsockserver/_core.pxd``):
   compiled; waits with the GIL released (epoll on Linux) and may take
   requests in itself;
 - ``fastsockserver._core_py``: its pure-Python twin, the stdlib's algorithm.
