@@ -78,7 +78,7 @@ class ServingState:
     - counters (int): ``accepted``, ``finished``, ``errors``,
       ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
       ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``,
-      ``proxy_header_failures``.
+      ``proxy_header_failures``, ``framing_rejections``.
 
     The loop and handler threads change these at once. Where there is no GIL
     (a free-threaded build) the functions below change them under the state's
@@ -90,7 +90,7 @@ class ServingState:
               "waker", "max_handlers", "active", "paused", "draining", "idle_cut_at", "readers",
               "accepted", "finished", "errors", "backpressure_pauses", "drained",
               "idle_timeouts", "waiting_room", "first_byte_timeouts", "headers_timeouts",
-              "tls_handshake_failures", "proxy_header_failures")
+              "tls_handshake_failures", "proxy_header_failures", "framing_rejections")
 
     def accept_failed(self, error_number):
         """An accept/recvfrom failed with ``error_number`` (OSError.errno, may be None):
@@ -159,6 +159,11 @@ def proxy_header_failed(state):
     ``proxy_header_failures += 1``."""
 
 
+def framing_rejected(state):
+    """A handler with strict_framing refused a request head (_framing):
+    ``framing_rejections += 1``."""
+
+
 def connections_drained(state, count):
     """drain() ended ``count`` connections (idle, or held silent): ``drained += count``.
     Handler threads count theirs at the same time."""
@@ -186,5 +191,5 @@ def close_socket(sock):
 
 FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "withdraw_handoff",
              "handler_started", "handler_finished", "request_failed", "handshake_failed",
-             "proxy_header_failed", "connections_drained", "begin_grace", "socketio_readinto",
+             "proxy_header_failed", "framing_rejected", "connections_drained", "begin_grace", "socketio_readinto",
              "socket_writer_write", "shutdown_write", "close_socket")

@@ -363,6 +363,7 @@ class BaseServer:
             "headers_timeouts": state.headers_timeouts,
             "tls_handshake_failures": state.tls_handshake_failures,
             "proxy_header_failures": state.proxy_header_failures,
+            "framing_rejections": state.framing_rejections,
         }
         return figures if self._workers is None else self._workers.roll_up(figures)
 
