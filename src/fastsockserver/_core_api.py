@@ -191,5 +191,5 @@ def close_socket(sock):
 
 FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "withdraw_handoff",
              "handler_started", "handler_finished", "request_failed", "handshake_failed",
-             "proxy_header_failed", "framing_rejected", "connections_drained", "begin_grace", "socketio_readinto",
-             "socket_writer_write", "shutdown_write", "close_socket")
+             "proxy_header_failed", "framing_rejected", "connections_drained", "begin_grace",
+             "socketio_readinto", "socket_writer_write", "shutdown_write", "close_socket")

@@ -4,7 +4,7 @@ under ``install()`` (default False: the stdlib's behaviour, unchanged).
 ``http.server`` serves whatever ``http.client.parse_headers`` and the email
 parser make of a head. Behind a proxy that reads the same bytes another way,
 the two disagree on where a request ends, and the rest of one request is
-taken here as the next (request smuggling: CPython gh-87979, gh-114782;
+taken here as the next (request smuggling: CPython gh-150499, gh-114782;
 RFC 9112 §6.3, §11.2). With ``strict_framing`` a head that allows two
 readings is refused instead: a 400 whose message names the rule, the
 connection closed, ``stats()["framing_rejections"]`` counted.

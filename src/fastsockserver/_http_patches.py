@@ -16,6 +16,10 @@ Each response also formats the current time twice: the Date header
 (``date_time_string``, ~3 us) and the log line (``log_date_time_string``,
 ~1.5 us). Both texts change once a second, so the handler's methods keep the
 last one (see _kept_for_the_second).
+
+``BaseHTTPRequestHandler.strict_framing`` (opt-in) is _framing's: its
+parse_request wrapper is put in place here, and parse_headers hands it the
+lines it read.
 """
 import functools
 import re
