@@ -201,13 +201,13 @@ def checking_framing(parse_request):
         try:
             parsed = parse_request(self)
         except FramingRejected as rejected:
-            return _refuse(self, rejected.reason)
+            return refuse(self, rejected.reason)
         finally:
             _current.checking = previous
         if parsed and not checking[1]:
             # The headers were read by a parse_headers that is not
             # install()'s (replaced by someone else): unchecked, so refused.
-            return _refuse(self, "head not read by install()'s parse_headers")
+            return refuse(self, "head not read by install()'s parse_headers")
         return parsed
 
     functools.update_wrapper(checked_parse_request, parse_request)  # __wrapped__: the stdlib's
@@ -215,13 +215,14 @@ def checking_framing(parse_request):
     return checked_parse_request
 
 
-def _refuse(handler, reason):
-    """The stdlib's shape of a 400 (send_error, its log_error line), the
-    connection closed after it, the refusal counted; parse_request's False."""
-    handler.close_connection = True
+def refuse(handler, reason):
+    """The refusal of a head framing_violation() gave ``reason`` for: counted,
+    a 400 in the stdlib's shape of one (send_error, so its log_error line),
+    the connection closed after it; returns parse_request's False. (Another
+    reader of the head, a faster request path, refuses with this too.)"""
     state = getattr(getattr(handler, "server", None), "_serving_state", None)
     if state is not None:
         core.framing_rejected(state)
     handler.send_error(400, "Bad request framing (%s)" % reason)
-    handler.close_connection = True
+    handler.close_connection = True  # whatever an override of send_error did
     return False
