@@ -229,7 +229,7 @@ cdef class ServingState:
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
-        self.proxy_header_failures = 0
+        self.proxy_header_failures = self.framing_rejections = 0
         self.waiting_room = None
 
     def __dealloc__(self):
@@ -730,6 +730,12 @@ def proxy_header_failed(ServingState state not None):
     """A PROXY protocol header of proxy_protocol_from was missing or refused."""
     with cython.critical_section(state):
         state.proxy_header_failures += 1
+
+
+def framing_rejected(ServingState state not None):
+    """A handler with strict_framing refused a request head."""
+    with cython.critical_section(state):
+        state.framing_rejections += 1
 
 
 def connections_drained(ServingState state not None, long long count):

@@ -41,7 +41,7 @@ def target_module(request, name):
 
 
 def test_targets_found():
-    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy"}, TARGETS
+    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy", "framing"}, TARGETS
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -66,6 +66,17 @@ def test_targets_report_a_difference(request, monkeypatch):
     monkeypatch.setattr(module, "PARSERS", [(name, implementation, wrong)])
     with pytest.raises(AssertionError, match="differs from the stdlib"):
         module.test_one_input(bytes([0, 0, 0, 0]) + b"Host: a\r\n\r\n")
+
+
+def test_framing_target_reports_a_difference(request, monkeypatch):
+    """fuzz_framing raises when strict framing and its rules disagree."""
+    module = target_module(request, "framing")
+    smuggling = (b"\x00POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 35\r\n\r\n"
+                 b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    module.test_one_input(smuggling)
+    monkeypatch.setattr(module, "framing_violation", lambda lines, decodes_chunked=False: None)
+    with pytest.raises(AssertionError, match="differs from the stdlib"):
+        module.test_one_input(smuggling)
 
 
 def _atheris_expected():

@@ -11,7 +11,8 @@ twice or lost, and no lock is shared across the fork.
 """
 import mmap
 
-COUNTS = ("finished", "errors", "tls_handshake_failures", "proxy_header_failures")
+COUNTS = ("finished", "errors", "tls_handshake_failures", "proxy_header_failures",
+          "framing_rejections")
 ROWS_PER_BLOCK = 64
 
 

@@ -35,7 +35,7 @@ cdef class ServingState:
     cdef public object readers            # WeakSet of live rfile raw streams (drain)
     cdef readonly long long accepted, finished, errors, backpressure_pauses
     cdef readonly long long drained, idle_timeouts, first_byte_timeouts, headers_timeouts
-    cdef readonly long long tls_handshake_failures, proxy_header_failures
+    cdef readonly long long tls_handshake_failures, proxy_header_failures, framing_rejections
     cdef readonly object waiting_room     # _waiting_room.WaitingRoom while serving with one
     cdef object __weakref__
 

@@ -105,7 +105,7 @@ class ServingState:
     - *core* counters (int): ``accepted``, ``finished``, ``errors``,
       ``backpressure_pauses``, ``drained``, ``idle_timeouts``,
       ``first_byte_timeouts``, ``headers_timeouts``, ``tls_handshake_failures``,
-      ``proxy_header_failures``.
+      ``proxy_header_failures``, ``framing_rejections``.
 
     Where there is no GIL (a free-threaded build) the section is the state's
     own lock (the compiled core: a critical section; the pure one:
@@ -118,12 +118,13 @@ class ServingState:
               "idle_cut_at", "grace_ends", "drain_fd", "readers", "accepted", "finished",
               "errors", "backpressure_pauses", "drained", "idle_timeouts", "waiting_room",
               "first_byte_timeouts", "headers_timeouts", "tls_handshake_failures",
-              "proxy_header_failures")
+              "proxy_header_failures", "framing_rejections")
     # Changed by the core's functions only (read-only from Python, compiled).
     CORE_OWNED = ("max_handlers", "active", "paused", "serving", "draining", "idle_cut_at",
                   "grace_ends", "drain_fd", "waiting_room", "accepted", "finished", "errors",
                   "backpressure_pauses", "drained", "idle_timeouts", "first_byte_timeouts",
-                  "headers_timeouts", "tls_handshake_failures", "proxy_header_failures")
+                  "headers_timeouts", "tls_handshake_failures", "proxy_header_failures",
+                  "framing_rejections")
 
     def accept_failed(self, error_number):
         """An accept/recvfrom failed with ``error_number`` (OSError.errno, may be None):
@@ -255,6 +256,11 @@ def proxy_header_failed(state):
     ``proxy_header_failures += 1``."""
 
 
+def framing_rejected(state):
+    """A handler with strict_framing refused a request head (_framing):
+    ``framing_rejections += 1``."""
+
+
 def connections_drained(state, count):
     """The loop closed ``count`` held connections still silent when a drain's
     grace ended: ``drained += count``. Handler threads count theirs (rfile)."""
@@ -283,6 +289,6 @@ def close_socket(sock):
 FUNCTIONS = ("serve", "wait_readable", "take_pending", "hand_to_taker", "withdraw_handoff",
              "begin_serving", "end_serving", "begin_drain", "drain_wait_fd", "close_drain_fd",
              "request_accepted", "first_byte_timed_out", "request_failed", "handshake_failed",
-             "proxy_header_failed", "connections_drained", "begin_grace", "socketio_readinto",
-             "socket_writer_write", "shutdown_write", "close_socket")
+             "proxy_header_failed", "framing_rejected", "connections_drained", "begin_grace",
+             "socketio_readinto", "socket_writer_write", "shutdown_write", "close_socket")
 CLASSES = ("ServingState", "Ticket")

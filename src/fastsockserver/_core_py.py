@@ -50,7 +50,7 @@ class ServingState:
                  "_drain_write_fd", "readers", "accepted", "finished", "errors",
                  "backpressure_pauses", "drained", "idle_timeouts", "first_byte_timeouts",
                  "headers_timeouts", "tls_handshake_failures", "proxy_header_failures",
-                 "waiting_room", "_lock", "__weakref__")
+                 "framing_rejections", "waiting_room", "_lock", "__weakref__")
 
     def __init__(self):
         self.accept_backoff = self.accept_resume_at = 0.0
@@ -66,7 +66,7 @@ class ServingState:
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
-        self.proxy_header_failures = 0
+        self.proxy_header_failures = self.framing_rejections = 0
         self.waiting_room = None
         # Fields handler threads change: `+=` in Python is not atomic, and
         # without the GIL nothing else makes takers/handoff change together
@@ -403,6 +403,11 @@ def handshake_failed(state):
 def proxy_header_failed(state):
     with state._lock:
         state.proxy_header_failures += 1
+
+
+def framing_rejected(state):
+    with state._lock:
+        state.framing_rejections += 1
 
 
 def connections_drained(state, count):

@@ -411,6 +411,8 @@ class BaseServer:
                                        + children_did["tls_handshake_failures"]),
             "proxy_header_failures": (state.proxy_header_failures
                                       + children_did["proxy_header_failures"]),
+            "framing_rejections": (state.framing_rejections
+                                   + children_did["framing_rejections"]),
         }
         return figures if self._workers is None else self._workers.roll_up(figures)
 
