@@ -1,5 +1,6 @@
 """``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
 import contextlib
+import importlib.util
 import itertools
 import json
 import os
@@ -361,14 +362,16 @@ def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
     assert results["pure"]["status"] == "ok" and results["pure"]["summary"]["rps"] > 0
 
 
-def test_missing_peer_is_skipped(monkeypatch, capsys):
+@pytest.mark.parametrize("peer", ("uvloop", "waitress", "gunicorn"))
+def test_missing_peer_is_skipped(monkeypatch, capsys, peer):
     from fastsockserver import _bench
-    monkeypatch.setattr(_bench, "_peer_missing", lambda impl: impl == "uvloop")
-    code = _bench.main(["--workloads", "shutdown", "--impls", "uvloop,stdlib", "--reps", "1",
+    monkeypatch.setattr(_bench, "_peer_missing", lambda impl: impl == peer)
+    code = _bench.main(["--workloads", "shutdown", "--impls", peer + ",stdlib", "--reps", "1",
                         "--shutdown-count", "1", "--no-pin", "-q"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "skipped: uvloop not installed" in captured.err.splitlines()
+    assert "skipped: {0} not installed (pip install {0})".format(peer) \
+        in captured.err.splitlines()
     assert "stdlib" in captured.out
 
 
@@ -767,3 +770,141 @@ def test_worker_impl_names():
     assert workloads.split_workers("stdlib-w2") == ("stdlib-w2", 1, False)
     assert workloads.with_workers("pure", 1) == "pure"
     assert workloads.with_workers("compiled", 2, reuse_port=True) == "compiled-w2-reuse_port"
+
+
+# ---------------------------------------------------------------- the http peers (WSGI)
+
+def _needs_peer(impl):
+    from fastsockserver._bench.servers import PEER_MODULES
+    module = PEER_MODULES.get(impl)
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip("{} is not installed (pip install '.[bench]')".format(module))
+
+
+def _http_response(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        response = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return response
+            response += chunk
+
+
+def _head_fields(response):
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = dict(line.split(b": ", 1) for line in lines)
+    return status.split(b" ", 2)[1], {k.lower(): v for k, v in fields.items()}, body
+
+
+def _alive(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+HTTP_PEERS = ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib", "wsgiref-compiled")
+
+
+@pytest.mark.parametrize("impl", HTTP_PEERS)
+def test_http_peer_answers_the_bench_request_like_http_server(impl):
+    """Each peer gives the http.server handler's status, Content-Type, Content-Length and
+    body, to the load generator in the cases it is in; quit ends it and its children."""
+    _needs_peer(impl)
+    from fastsockserver._bench import servers, workloads
+    if impl == "wsgiref-compiled" and not fastsockserver.COMPILED:
+        pytest.skip("compiled core not built")
+    case = workloads.CASES_BY_NAME["http-close"]
+    reference = workloads.ServerProcess(case, "pure", max_seconds=60)
+    peer = workloads.ServerProcess(case, impl, max_seconds=60)
+    try:
+        reference.wait_ready()
+        peer.wait_ready()
+        expected = _head_fields(_http_response(reference.port, workloads.HTTP_CLOSE))
+        status, fields, body = _head_fields(_http_response(peer.port, workloads.HTTP_CLOSE))
+        assert (status, body) == (expected[0], expected[2]) == (b"200", servers.HTTP_BODY)
+        for name in (b"content-type", b"content-length"):
+            assert fields[name] == expected[1][name], (name, fields)
+        children = servers._descendants(peer.info["pid"])
+        assert len(children) == (1 if impl == "gunicorn" else 0), children
+        for name in ("http", "http-close"):
+            this = workloads.CASES_BY_NAME[name]
+            if impl not in this.impls:
+                continue
+            with workloads.new_loadgen(this, peer, workloads.Settings(timeout=5.0)) as lg:
+                lg.warm_up(0.1, 5.0)
+                result = lg.run(0.3)
+                lg.drain(2.0)
+            # Every response parses; cheroot's defaults (request_queue_size 5, at most
+            # 10 keep-alive connections waiting) can refuse or close a connection.
+            assert result["requests"] > 0 and result["errors"]["bad_response"] == 0, \
+                (name, result)
+    finally:
+        reference.close()
+        peer.close()
+    assert peer.proc.returncode == 0, peer.stderr_text()[-2000:]
+    assert not [pid for pid in children if _alive(pid)]   # gunicorn's worker ended too
+
+
+def test_wsgiref_is_in_http_close_only_and_peers_in_both_http_cases():
+    from fastsockserver._bench import workloads
+    http, close = (workloads.CASES_BY_NAME[n].impls for n in ("http", "http-close"))
+    for impl in ("waitress", "cheroot", "gunicorn"):
+        assert impl in http and impl in close
+    for impl in ("wsgiref-stdlib", "wsgiref-compiled"):
+        assert impl not in http and impl in close   # HTTP/1.0: one request a connection
+
+
+@pytest.mark.parametrize("impl", ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib"))
+def test_http_peer_that_cannot_start_is_one_error_and_no_process_left(impl):
+    _needs_peer(impl)
+    from fastsockserver._bench import workloads
+    case = workloads.CASES_BY_NAME["http"]
+    with _busy_port_followed_by_a_free_one() as port:
+        server = workloads.ServerProcess(case, impl, port=port, max_seconds=60)
+        started = time.monotonic()
+        try:
+            with pytest.raises(workloads.ServerError) as failure:
+                server.wait_ready(timeout=30)
+        finally:
+            server.close()
+    assert time.monotonic() - started < 30   # (gunicorn tries to bind 5 times, 1 s apart)
+    message = str(failure.value)
+    assert "\n" not in message and "in use" in message.lower(), message
+    assert server.proc.returncode not in (None, 0)
+
+
+def test_http_probe_gives_up_in_time_on_a_server_that_never_answers():
+    from fastsockserver._bench import servers
+    with socket.socket() as silent:   # listens, never accepts
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(servers.StartError, match="no answer to GET / within 0.5 s"):
+            servers.probe_http("127.0.0.1", silent.getsockname()[1], 0.5)
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,
+                    reason="gunicorn is not installed (pip install '.[bench]')")
+def test_gunicorn_worker_dies_with_a_killed_server():
+    """The bench SIGKILLs a server that does not quit: gunicorn's worker must not
+    outlive its arbiter."""
+    from fastsockserver._bench import servers, workloads
+    server = workloads.ServerProcess(workloads.CASES_BY_NAME["http"], "gunicorn",
+                                     max_seconds=60)
+    try:
+        server.wait_ready()
+        [worker] = servers._descendants(server.info["pid"])
+        server.proc.kill()
+        server.proc.wait(5)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        server.close()

@@ -18,13 +18,12 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
-from .servers import FREE_THREADED, GIL_ON
+from .servers import FREE_THREADED, GIL_ON, PEER_MODULES
 from .slowclients import CONNECT_RATE, raise_open_files_limit
 from .tlsclients import make_certificates
 from .workloads import (
     ALL_IMPLS,
     HOST,
-    PEER_IMPLS,
     SLOWLORIS_IDLE,
     SLOWLORIS_TRICKLE,
     TLS_STALL,
@@ -184,8 +183,7 @@ class Run:
 
 
 def _peer_missing(impl):
-    module = {"asyncio": "asyncio", "uvloop": "uvloop", "gevent": "gevent"}[impl]
-    return importlib.util.find_spec(module) is None
+    return importlib.util.find_spec(PEER_MODULES[impl]) is None
 
 
 def _pin(args):
@@ -403,8 +401,9 @@ def main(argv=None):
             run.say("unknown implementation {!r} (known: {}); skipping it".format(
                 name, ", ".join(ALL_IMPLS)))
             bad_input = True
-        elif name in PEER_IMPLS and _peer_missing(name):
-            run.say("skipped: {} not installed".format(name))
+        elif name in PEER_MODULES and _peer_missing(name):
+            run.say("skipped: {} not installed (pip install {})".format(
+                name, PEER_MODULES[name]))
         elif name == GIL_ON and not FREE_THREADED:
             run.say("skipped: {} needs a free-threaded CPython".format(name))
         elif name not in impls:

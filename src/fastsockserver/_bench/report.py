@@ -461,7 +461,8 @@ def metadata():
         "somaxconn": _read("/proc/sys/net/core/somaxconn"),
         "fastsockserver_version": fastsockserver.__version__,
         "fastsockserver_compiled": fastsockserver.COMPILED,
-        "peers": {name: _version(name) for name in ("uvloop", "gevent")},
+        "peers": {name: _version(name)
+                  for name in ("uvloop", "gevent", "waitress", "cheroot", "gunicorn")},
         "matplotlib": _version("matplotlib"),
     }
 

@@ -19,11 +19,13 @@ from .._env import ENV_VAR
 from .servers import (
     DRAIN_TIMEOUT,
     GIL_ON,
+    HTTP_PEER_IMPLS,
     PEER_IMPLS,
     SLOWLORIS_MAX_THREADS,
     SOCKETSERVER_IMPLS,
     STDLIB_IMPLS,
     STDLIB_NODELAY,
+    WSGIREF_IMPLS,
 )
 
 HOST = "127.0.0.1"
@@ -50,7 +52,11 @@ def split_workers(impl):
         return base, int(count), name != impl
     return impl, 1, False
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
-ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + (GIL_ON,) + PEER_IMPLS
+ALL_IMPLS = (STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + (GIL_ON,) + PEER_IMPLS + HTTP_PEER_IMPLS
+             + WSGIREF_IMPLS)
+# The http cases: http.server on each socketserver, and the WSGI peers serving the
+# same response. wsgiref answers HTTP/1.0 and closes: http-close only.
+HTTP_IMPLS = SOCKETSERVER_IMPLS + (STDLIB_NODELAY,) + HTTP_PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
 SLOWLORIS_IDLE = 10000
@@ -120,10 +126,12 @@ CASES = (
          unit="dgram/s"),
     Case("http", "http", "http", "persistent", HTTP_KEEPALIVE,
          "http.server.ThreadingHTTPServer, HTTP/1.1 keep-alive, 13-byte body, "
-         "32 connections", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
+         "32 connections, no access log; waitress, cheroot, gunicorn: a WSGI app with the "
+         "same response", HTTP_IMPLS, http=True),
     Case("http-close", "http-close", "http", "connrate", HTTP_CLOSE,
          "http.server.ThreadingHTTPServer, a connection per request, 13-byte body, "
-         "32 clients", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
+         "32 clients, no access log; waitress, cheroot, gunicorn, wsgiref: a WSGI app "
+         "with the same response", HTTP_IMPLS + WSGIREF_IMPLS, http=True),
     Case("overload", "overload", "overload", "connrate", LINE64,
          "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
          "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
