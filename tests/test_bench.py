@@ -908,3 +908,120 @@ def test_gunicorn_worker_dies_with_a_killed_server():
         assert not _alive(worker)
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------- the open loop (--rate)
+
+def _slow_line_server(delay_for):
+    """A line echo on one thread, one connection at a time, that sleeps
+    ``delay_for(n)`` seconds before answering its n-th line; returns (port, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.05)
+    stopping = threading.Event()
+
+    def serve():
+        count = 0
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(0.05)
+                data = b""
+                while not stopping.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                    while b"\n" in data:
+                        line, _, data = data.partition(b"\n")
+                        time.sleep(delay_for(count))
+                        count += 1
+                        try:
+                            conn.sendall(line + b"\n")
+                        except OSError:
+                            break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(2)
+        srv.close()
+    return srv.getsockname()[1], stop
+
+
+def test_open_loop_counts_latency_from_the_due_time_behind_a_slow_server():
+    """One connection, a server that takes 20 ms a request, 100 requests a second due:
+    the closed loop sees 20 ms a request (it only sends when the last one is answered:
+    coordinated omission); the open loop sees the queue grow, ~10 ms more per request,
+    and counts the requests still waiting at the end."""
+    port, stop = _slow_line_server(lambda n: 0.02)
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"x\n", concurrency=1,
+                             timeout=5.0) as lg:
+            closed = lg.run(0.3)
+            lg.drain(1.0)
+            result = lg.run_open(100, 1.0, max_wait=0.3)
+    finally:
+        stop()
+    assert result["scheduled"] == 100 and result["offered_rate"] == 100
+    # every due request is answered, failed, or counted as unfinished: none is dropped
+    assert result["requests"] + result["errors_total"] + result["unfinished"] == 100, result
+    assert result["unfinished"] > 0   # the server can answer ~65 in 1.3 s, at best
+    assert result["samples"] == result["requests"] + result["unfinished"]
+    # at least half went out late: the one connection was busy at their due time
+    assert result["late_sends"] >= 50 and result["send_lag_max_ms"] >= 200
+    # the median request waited for ~25 others: 5x the service time is a low bound
+    assert result["lat_p50_ms"] >= 100, result
+    assert closed["lat_p50_ms"] < result["lat_p50_ms"]
+
+
+def test_open_loop_shows_a_stall_in_the_tail_that_the_closed_loop_hides():
+    """A server that stalls 300 ms once: every request due during the stall waits for
+    its end. At 200/s over 1 s, ~40 of 200 are due in the stall's first 200 ms and
+    wait >= 100 ms: p90 at least 100 ms."""
+    port, stop = _slow_line_server(lambda n: 0.3 if n == 20 else 0.0)
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"x\n", concurrency=1,
+                             timeout=5.0) as lg:
+            result = lg.run_open(200, 1.0, max_wait=2.0)
+    finally:
+        stop()
+    assert result["scheduled"] == 200
+    assert result["requests"] + result["errors_total"] + result["unfinished"] == 200
+    assert result["lat_p90_ms"] >= 100, result
+    assert result["lat_max_ms"] >= 250
+
+
+def test_open_loop_keeps_the_rate_on_a_fast_server_and_checks_its_arguments():
+    port, stop = _echo_server(http=True)
+    message = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, message, concurrency=4,
+                             timeout=2.0, http=True) as lg:
+            lg.run_open(200, 0.1, record=False)   # warm-up: connections open
+            result = lg.run_open(500, 0.4, max_wait=2.0)
+            for bad in ((0, 1.0), (-5, 1.0), (100, 0), (1, 0.5)):   # the last: no request
+                with pytest.raises(ValueError):
+                    lg.run_open(*bad)
+        with loadgen.LoadGen("udp", "127.0.0.1", port, b"y" * 64) as udp:
+            with pytest.raises(ValueError, match="TCP"):
+                udp.run_open(100, 0.1)
+    finally:
+        stop()
+    assert result["scheduled"] == 200
+    assert result["requests"] == 200 and result["errors_total"] == 0, result
+    assert result["unfinished"] == 0 and result["samples"] == 200
+    assert 0 < result["lat_p50_ms"] <= result["lat_p99_ms"] <= result["lat_max_ms"]
