@@ -1025,3 +1025,64 @@ def test_open_loop_keeps_the_rate_on_a_fast_server_and_checks_its_arguments():
     assert result["requests"] == 200 and result["errors_total"] == 0, result
     assert result["unfinished"] == 0 and result["samples"] == 200
     assert 0 < result["lat_p50_ms"] <= result["lat_p99_ms"] <= result["lat_max_ms"]
+
+
+def test_rate_runs_the_open_loop_at_fractions_of_each_servers_maximum(tmp_path):
+    path = tmp_path / "rate.json"
+    out = bench("--workloads", "echo/base,udp/sync", "--impls", "pure", "--reps", "1",
+                "--duration", "0.3", "--warmup", "0.1", "--rate", "0.25,0.5", "-q",
+                "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "--rate: no open loop for udp/sync" in out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["rate_fractions"] == [0.25, 0.5]
+    cases = {case["case"]: case for case in doc["cases"]}
+    assert "open_loop" not in cases["udp/sync"]["results"]["pure"]
+    entry = cases["echo/base"]["results"]["pure"]
+    open_loop = entry["open_loop"]
+    assert open_loop["max_rps"] == entry["summary"]["rps"] > 0
+    assert [part["fraction"] for part in open_loop["fractions"]] == [0.25, 0.5]
+    for part in open_loop["fractions"]:
+        assert part["rate"] == pytest.approx(part["fraction"] * open_loop["max_rps"])
+        [rep] = part["reps"]
+        assert rep["offered_rate"] == part["rate"]
+        assert rep["scheduled"] == int(part["rate"] * 0.3)
+        assert rep["requests"] + rep["errors_total"] + rep["unfinished"] == rep["scheduled"]
+        s = part["summary"]
+        assert s["lat_p50_ms"] <= s["lat_p99_ms"] <= s["lat_p999_ms"] <= s["lat_max_ms"]
+        assert s["server_us_per_req"] > 0
+    assert "open loop (--rate)" in out.stdout and "due req/s" in out.stdout
+    assert "25%" in out.stdout and "50%" in out.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "x", ","])
+def test_rate_fractions_are_checked(value):
+    out = bench("--rate", value, "--workloads", "echo/base")
+    assert out.returncode == 2 and "--rate takes fractions in (0, 2]" in out.stderr
+
+
+def test_bench_help_documents_every_option():
+    out = bench("--help")
+    assert out.returncode == 0, out.stderr
+    from fastsockserver import _bench
+    parser_help = out.stdout
+    for option in ("--workloads", "--impls", "--reps", "--duration", "--rate", "--plot",
+                   "--json", "--soak", "--workers", "--wrk"):
+        assert option in parser_help
+    # every option has a help text of its own
+    import argparse
+    captured = {}
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def keep(self, *args, **kwargs):
+        captured["parser"] = self
+        return real_parse(self, *args, **kwargs)
+    argparse.ArgumentParser.parse_args = keep
+    try:
+        _bench._parse(["--workloads", "echo"])
+    finally:
+        argparse.ArgumentParser.parse_args = real_parse
+    for action in captured["parser"]._actions:
+        assert action.help, action.option_strings
+    for impl in ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib", "wsgiref-compiled"):
+        assert impl in parser_help

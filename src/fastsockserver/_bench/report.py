@@ -14,9 +14,13 @@ SLOWLORIS_GOAL_EXTRA_THREADS = 4    # server threads <= max_threads + this
 SLOWLORIS_GOAL_RSS_MIB = 64.0
 
 
-def _median(values):
+def median(values):
+    """The median of the values that are not None (None if there are none)."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+_median = median
 
 
 def summarize_load(reps):
@@ -55,6 +59,36 @@ def summarize_load(reps):
         "oldest_inflight_ms": _median(r.get("oldest_inflight_ms") for r in reps),
         "server_tls_handshake_failures": _sum(r.get("server_tls_handshake_failures")
                                               for r in reps),
+        "reps": len(reps),
+    }
+
+
+def summarize_open(reps):
+    """One open-loop rate of one implementation: medians over the repetitions; the
+    worst latency, late sends, unfinished requests and errors over all of them."""
+    if not reps:
+        return None
+    errors = {}
+    for r in reps:
+        for kind, count in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    return {
+        "offered_rate": median(r["offered_rate"] for r in reps),
+        "rps": median(r["rps"] for r in reps),
+        "scheduled": sum(r["scheduled"] for r in reps),
+        "lat_p50_ms": median(r["lat_p50_ms"] for r in reps),
+        "lat_p99_ms": median(r["lat_p99_ms"] for r in reps),
+        "lat_p999_ms": median(r["lat_p999_ms"] for r in reps),
+        "lat_max_ms": max((r["lat_max_ms"] for r in reps if r["lat_max_ms"] is not None),
+                          default=None),
+        "server_us_per_req": median(r["server_us_per_req"] for r in reps),
+        "late_sends": sum(r["late_sends"] for r in reps),
+        "send_lag_max_ms": max(r["send_lag_max_ms"] for r in reps),
+        "unfinished": sum(r["unfinished"] for r in reps),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "client_cpu_pct": median(r["client_cpu_pct"] for r in reps),
+        "contended_reps": sum(1 for r in reps if r.get("contended")),
         "reps": len(reps),
     }
 
@@ -315,10 +349,51 @@ def format_report(document):
         out.extend(_table(header, rows, right=set(range(1, 11))))
         for note in notes:
             out.append("  note: " + note)
+        out.extend(_open_loop_table(results))
     if document["messages"]:
         out.append("")
         out.extend(document["messages"])
     return "\n".join(out)
+
+
+def _open_loop_table(results):
+    """--rate: one row per implementation and arrival rate."""
+    if not any(entry.get("open_loop") for entry in results.values()):
+        return []
+    header = ["impl", "load", "due req/s", "answered req/s", "p50 ms", "p99 ms",
+              "p99.9 ms", "max ms", "srv us/req", "late sends", "unfinished", "errors"]
+    rows, notes = [], []
+    for impl, entry in results.items():
+        open_loop = entry.get("open_loop")
+        if not open_loop:
+            continue
+        if open_loop.get("error"):
+            notes.append("{}: {}".format(impl, open_loop["error"]))
+        for part in open_loop["fractions"]:
+            s = part.get("summary")
+            load = "{:.0%}".format(part["fraction"])
+            if not s:
+                rows.append([impl, load, _num(part["rate"]),
+                             part.get("skipped") or "not run"] + [""] * 8)
+                continue
+            if s["contended_reps"]:
+                notes.append("{} at {}: in {} of {} repetitions another process used the "
+                             "pinned cores: latencies may be high".format(
+                                 impl, load, s["contended_reps"], s["reps"]))
+            rows.append([impl, load, _num(s["offered_rate"]), _num(s["rps"]),
+                         _ms(s["lat_p50_ms"]), _ms(s["lat_p99_ms"]), _ms(s["lat_p999_ms"]),
+                         _ms(s["lat_max_ms"]), _num(s["server_us_per_req"], 1),
+                         _num(s["late_sends"]), _num(s["unfinished"]),
+                         _errors_text(s["errors_total"], s["errors"])])
+    lines = ["  open loop (--rate): requests due at a fixed rate, a fraction ('load') of "
+             "each server's own maximum above; latency from each request's due time"]
+    lines.extend(_table(header, rows, right=set(range(1, 11))))
+    for note in notes:
+        lines.append("  note: " + note)
+    lines.append("  note: late sends: requests sent over 1 ms after their due time (every "
+                 "connection busy, or the load generator behind); unfinished: not answered "
+                 "by the end, counted in the percentiles with the time they had waited")
+    return lines
 
 
 def _drain_table(results):

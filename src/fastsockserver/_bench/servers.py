@@ -58,12 +58,10 @@ WSGIREF_IMPLS = ("wsgiref-stdlib", "wsgiref-compiled")
 # What each peer runs as: the settings of issue 28's table.
 HTTP_PEER_SETTINGS = {
     "waitress": "waitress.create_server(app, threads=4)",
-    "cheroot": "cheroot.wsgi.Server(addr, app), its defaults (numthreads=10, "
-               "request_queue_size=5)",
+    "cheroot": "cheroot.wsgi.Server(addr, app), defaults (10 threads, backlog 5)",
     "gunicorn": "gunicorn gthread: 1 worker, 4 threads, access log off",
-    "wsgiref-stdlib": "ThreadingMixIn + wsgiref.simple_server.WSGIServer, stdlib socketserver",
-    "wsgiref-compiled": "ThreadingMixIn + wsgiref.simple_server.WSGIServer after "
-                        "fastsockserver.install()",
+    "wsgiref-stdlib": "ThreadingMixIn + wsgiref's WSGIServer, stdlib socketserver",
+    "wsgiref-compiled": "ThreadingMixIn + wsgiref's WSGIServer after fastsockserver.install()",
 }
 # The module whose absence skips a peer.
 PEER_MODULES = {"asyncio": "asyncio", "uvloop": "uvloop", "gevent": "gevent",

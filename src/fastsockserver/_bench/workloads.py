@@ -374,7 +374,14 @@ class Settings:
     slowloris_trickle: int = SLOWLORIS_TRICKLE
     tls_stall: int = TLS_STALL
     tls_dir: str = None   # the certificates of the tls cases (tlsclients.make_certificates)
+    # --rate: the open loop's arrival rates, as fractions of each server's maximum
+    rate_fractions: tuple = ()
     extra: dict = field(default_factory=dict)
+
+
+def open_loop_applies(case):
+    """The open loop (--rate) runs where the compiled load generator drives TCP."""
+    return case.mode in ("persistent", "connrate") and not case.tls and not case.slow_clients
 
 
 def slow_client_counts(case, settings):
@@ -451,6 +458,35 @@ def measure(case, server, settings, lg=None):
     finally:
         if own:
             lg.close()
+    return _add_server_figures(result, stats, before, after, settings)
+
+
+def measure_open(case, server, settings, rate, lg=None):
+    """One open-loop repetition at ``rate`` requests/s (``LoadGen.run_open``): an
+    unmeasured --warmup at the same rate, then --duration of schedule and up to
+    --timeout more for the last requests. The figures of measure(), and the open
+    loop's (offered_rate, late_sends, unfinished, ...)."""
+    own = lg is None
+    if own:
+        lg = new_loadgen(case, server, settings)
+    try:
+        if rate * settings.warmup >= 1:
+            lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
+        server.request("mark")
+        before = core_times()
+        result = lg.run_open(rate, settings.duration, max_wait=settings.timeout)
+        after = core_times()
+        stats = server.request("stats")
+        lg.drain(min(settings.timeout, 2.0))
+    finally:
+        if own:
+            lg.close()
+    return _add_server_figures(result, stats, before, after, settings)
+
+
+def _add_server_figures(result, stats, before, after, settings):
+    """The load generator's ``result`` with the server's figures (``stats``) and the
+    cores' business (``before``, ``after``: core_times())."""
     cpu = (stats["cpu_user"] + stats["cpu_sys"]
            + stats["children_cpu_user"] + stats["children_cpu_sys"])
     requests = result["requests"]
