@@ -1086,3 +1086,82 @@ def test_bench_help_documents_every_option():
         assert action.help, action.option_strings
     for impl in ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib", "wsgiref-compiled"):
         assert impl in parser_help
+
+
+# ---------------------------------------------------------------- the chart
+
+def _chart_document(impls, contended=()):
+    """A bench document with an http case (and open loop) and a shutdown case."""
+    def load(i, impl):
+        return {"status": "ok", "summary": {
+            "rps": 1000.0 * (i + 1), "lat_p99_ms": 0.5 * (i + 1), "reps": 3,
+            "contended_reps": 1 if impl in contended else 0},
+            "open_loop": {"max_rps": 1000.0 * (i + 1), "fractions": [
+                {"fraction": 0.5, "rate": 500.0 * (i + 1),
+                 "summary": {"lat_p99_ms": 0.25 * (i + 1)}}]}}
+    return {
+        "meta": {"python_version": "3.x", "cpu_model": "test"},
+        "settings": {"reps": 3, "duration": 1.0, "server_cpu": 0, "client_cpu": 1},
+        "cases": [
+            {"case": "http", "mode": "persistent", "unit": "req/s",
+             "results": {impl: load(i, impl) for i, impl in enumerate(impls)}},
+            {"case": "shutdown", "mode": "shutdown", "unit": "ms",
+             "results": {impl: {"status": "ok", "summary": {"shutdown_ms": 400.0, "reps": 3}}
+                         for impl in impls}},
+        ],
+    }
+
+
+def _bar_colours(ax):
+    """{implementation: (face colour, hatch)} of a chart panel's bars."""
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    ys = list(ax.get_yticks())
+    found = {}
+    for patch in ax.patches:
+        y = patch.get_y() + patch.get_height() / 2
+        name = names[min(range(len(ys)), key=lambda k: abs(ys[k] - y))]
+        found.setdefault(name, (patch.get_facecolor(), patch.get_hatch()))
+    return found
+
+
+def test_chart_colours_are_fixed_values_labelled_contended_hatched_axes_linear():
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the [plot] extra)")
+    from matplotlib.colors import to_rgba
+
+    from fastsockserver._bench import report
+    impls = ["stdlib", "compiled", "waitress", "gunicorn", "wsgiref-compiled"]
+    charts = [report.make_chart(_chart_document(order, contended={"waitress"}))
+              for order in (impls, impls[::-1], impls[2:])]
+    try:
+        for fig in charts:
+            throughput, p99, open_p99 = fig.axes[:3]
+            for ax in (throughput, p99, open_p99):
+                assert ax.get_xscale() == "linear"
+                for impl, (colour, hatch) in _bar_colours(ax).items():
+                    assert colour == to_rgba(report.IMPL_COLOURS[impl]), impl
+                    if ax is not open_p99:
+                        assert bool(hatch) == (impl == "waitress"), (impl, hatch)
+            texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+            # values on the bars; the contended one marked
+            assert {"1,000", "3,000 *", "0.50", "50%: 0.25", "400"} & texts
+            assert "3,000 *" in texts or "1,000 *" in texts
+            legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+            assert any("another process used the pinned cores" in t for t in legend)
+        assert report.impl_colour("compiled-w2") == report.IMPL_COLOURS["compiled"]
+        assert len(set(report.IMPL_COLOURS.values())) == len(report.IMPL_COLOURS)
+        from fastsockserver._bench.workloads import ALL_IMPLS
+        assert set(ALL_IMPLS) <= set(report.IMPL_COLOURS)
+    finally:
+        import matplotlib.pyplot as plt
+        for fig in charts:
+            plt.close(fig)
+
+
+def test_plot_says_where_it_wrote(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the [plot] extra)")
+    plot = tmp_path / "chart.png"
+    out = bench("--workloads", "shutdown", "--impls", "stdlib,pure", "--reps", "1",
+                "--shutdown-count", "1", "-q", "--plot", str(plot))
+    assert out.returncode == 0, out.stderr
+    assert "chart written to {}".format(plot) in out.stderr.splitlines()
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

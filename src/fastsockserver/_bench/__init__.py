@@ -604,16 +604,21 @@ def main(argv=None):
     report.add_baseline_ratios(document)
     document["elapsed_s"] = time.monotonic() - run.started
     document["meta"]["loadavg_after"] = report._read("/proc/loadavg")
+    plotted = False
     if args.plot:
         problem = report.write_plot(document, args.plot)
         if problem:
             run.say(problem)
             run.failed = True
+        else:
+            plotted = True
     if args.json:
         report.write_json(document, args.json)
     print(report.format_report(document), flush=True)
     if args.json:
-        print("figures written to {}".format(args.json), file=sys.stderr)
+        print("figures written to {}".format(os.path.abspath(args.json)), file=sys.stderr)
+    if plotted:
+        print("chart written to {}".format(os.path.abspath(args.plot)), file=sys.stderr)
     if bad_input:
         return 2
     return 1 if run.failed else 0

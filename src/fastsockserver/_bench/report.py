@@ -548,43 +548,178 @@ def write_json(document, path):
         f.write("\n")
 
 
-def write_plot(document, path):
-    """A bar chart of each implementation's ratio to the stdlib; returns an error line or None."""
+# One colour per implementation, the same in every chart: fastsockserver in blues,
+# the stdlib in greys, the event loops in greens, the WSGI servers in warm colours.
+IMPL_COLOURS = {
+    "stdlib": "#7f7f7f",
+    "stdlib-nodelay": "#bdbdbd",
+    "compiled": "#1f5fbf",
+    "pure": "#8fb8e8",
+    "compiled-gil": "#0b2a5c",
+    "asyncio": "#2ca02c",
+    "uvloop": "#98df8a",
+    "gevent": "#bcbd22",
+    "waitress": "#ff7f0e",
+    "cheroot": "#8c564b",
+    "gunicorn": "#9467bd",
+    "wsgiref-stdlib": "#e377c2",
+    "wsgiref-compiled": "#17becf",
+}
+OTHER_COLOUR = "#444444"
+CONTENDED_HATCH = "///"
+
+
+def impl_colour(impl):
+    """The chart colour of ``impl``; worker variants (compiled-w2) take their base's."""
+    from .workloads import split_workers
+    return IMPL_COLOURS.get(impl) or IMPL_COLOURS.get(split_workers(impl)[0], OTHER_COLOUR)
+
+
+def _chart_rows(case):
+    """(impl, throughput, p99 ms, contended reps, reps, open-loop [(fraction, p99)])
+    of one load or shutdown case, for the implementations that have figures."""
+    rows = []
+    for impl, entry in case["results"].items():
+        s = entry.get("summary")
+        if not s:
+            continue
+        if case["mode"] == "shutdown":
+            rows.append((impl, s["shutdown_ms"], None, 0, s["reps"], []))
+            continue
+        if "lat_p99_ms" not in s:
+            continue   # drain: counts, not a throughput
+        open_loop = [(part["fraction"], part["summary"]["lat_p99_ms"])
+                     for part in (entry.get("open_loop") or {}).get("fractions", [])
+                     if part.get("summary")]
+        rows.append((impl, s["rps"], s["lat_p99_ms"], s.get("contended_reps", 0),
+                     s["reps"], open_loop))
+    return rows
+
+
+def _label(value, unit_ms=False):
+    if value is None:
+        return "-"
+    return _ms(value) if unit_ms else _num(value)
+
+
+def make_chart(document):
+    """The chart's matplotlib figure, or an error line (str). A row per case: its
+    throughput (or shutdown time) and its p99 per implementation, as labelled
+    horizontal bars on linear axes; with --rate, a third panel of the open loop's p99
+    at each load. Each implementation has its colour of IMPL_COLOURS; a bar whose
+    repetitions met another process on the pinned cores is hatched."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return "plot skipped: matplotlib not installed (pip install fastsockserver[plot])"
-    cases = [c for c in document["cases"]
-             if any((e.get("summary") or {}).get("ratio") for e in c["results"].values())]
+    cases = [(case, _chart_rows(case)) for case in document["cases"]]
+    cases = [(case, rows) for case, rows in cases if rows]
     if not cases:
         return "plot skipped: no figures to plot"
-    impls = []
-    for case in cases:
-        for impl in case["results"]:
-            if impl not in impls:
-                impls.append(impl)
-    width = 0.8 / max(1, len(impls))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cases)), 4.5))
-    for i, impl in enumerate(impls):
-        xs, ys = [], []
-        for x, case in enumerate(cases):
-            summary = (case["results"].get(impl) or {}).get("summary") or {}
-            if summary.get("ratio"):
-                xs.append(x + (i - (len(impls) - 1) / 2) * width)
-                ys.append(summary["ratio"])
-        ax.bar(xs, ys, width, label=impl)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")   # shutdown's ratios are in the thousands, the rest near 1
-    ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([c["case"] for c in cases], rotation=20)
-    ax.set_ylabel("x stdlib, log scale (higher is better)")
+    with_open = any(row[5] for _, rows in cases for row in rows)
+    columns = 3 if with_open else 2
+    heights = [1.0 + 0.32 * len(rows)
+               for _, rows in cases]
+    fig, axes = plt.subplots(len(cases), columns, squeeze=False,
+                             figsize=(5.2 * columns, sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights})
+    contended_any = False
+    for (case, rows), panel in zip(cases, axes):
+        names = [row[0] for row in rows]
+        ys = list(range(len(rows)))[::-1]   # the first implementation on top
+        colours = [impl_colour(name) for name in names]
+        hatches = [CONTENDED_HATCH if row[3] else None for row in rows]
+        contended_any = contended_any or any(hatches)
+        shutdown = case["mode"] == "shutdown"
+        first = "shutdown() ms (lower is better)" if shutdown else \
+            "{} (higher is better)".format(case["unit"])
+        _bars(panel[0], ys, [row[1] for row in rows], colours, hatches, names,
+              [_label(row[1], shutdown) + (" *" if row[3] else "") for row in rows])
+        panel[0].set_title("{}: {}".format(case["case"], first), fontsize=9, loc="left")
+        if shutdown:
+            panel[1].axis("off")
+        else:
+            _bars(panel[1], ys, [row[2] for row in rows], colours, hatches, names,
+                  [_label(row[2], True) + (" *" if row[3] else "") for row in rows])
+            panel[1].set_title("{}: p99 latency, ms (lower is better)".format(case["case"]),
+                               fontsize=9, loc="left")
+        if with_open:
+            _open_loop_bars(panel[2], rows, colours, case["case"])
     meta = document["meta"]
-    ax.set_title("fastsockserver bench, Python {}, {}".format(
-        meta["python_version"], meta.get("cpu_model") or ""), fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    settings = document["settings"]
+    title = ("fastsockserver bench: Python {}, {}; {} repetitions x {} s, medians; server "
+             "on core {}, load generator on core {}".format(
+                 meta["python_version"], meta.get("cpu_model") or "", settings["reps"],
+                 settings["duration"], _dash(settings["server_cpu"]),
+                 _dash(settings["client_cpu"])))
+    fig.suptitle(title, fontsize=9)
+    if contended_any:
+        fig.legend(handles=[Patch(facecolor="white", edgecolor="black",
+                                  hatch=CONTENDED_HATCH)],
+                   labels=["* another process used the pinned cores in some "
+                           "repetitions: figures may be off"],
+                   loc="lower center", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 if contended_any else 0, 1, 0.97))
+    return fig
+
+
+def _bars(ax, ys, values, colours, hatches, names, labels):
+    shown = [v if v is not None else 0 for v in values]
+    bars = ax.barh(ys, shown, color=colours, edgecolor="black", linewidth=0.4)
+    for bar, hatch in zip(bars, hatches):
+        if hatch:
+            bar.set_hatch(hatch)
+    ax.set_xscale("linear")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=8)
+    top = max(shown) if any(shown) else 1.0
+    ax.set_xlim(0, top * 1.3)   # room for the labels
+    for y, value, label in zip(ys, shown, labels):
+        ax.text(value + top * 0.01, y, label, va="center", fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+
+
+def _open_loop_bars(ax, rows, colours, name):
+    """The open loop's p99 per implementation, a thin bar per load, labelled with it."""
+    fractions = sorted({fraction for row in rows for fraction, _ in row[5]})
+    if not fractions:
+        ax.axis("off")
+        return
+    step = 0.8 / len(fractions)
+    top = max((p99 or 0 for row in rows for _, p99 in row[5]), default=0) or 1.0
+    for index, (row, colour) in enumerate(zip(rows, colours)):
+        y0 = len(rows) - 1 - index
+        figures = dict(row[5])
+        for k, fraction in enumerate(fractions):
+            p99 = figures.get(fraction)
+            y = y0 + 0.4 - step * (k + 0.5)
+            ax.barh(y, p99 or 0, height=step * 0.9, color=colour, edgecolor="black",
+                    linewidth=0.3, alpha=1.0 - 0.5 * k / max(1, len(fractions) - 1))
+            ax.text((p99 or 0) + top * 0.01, y, "{:.0%}: {}".format(fraction, _label(p99, True)),
+                    va="center", fontsize=6)
+    ax.set_xscale("linear")
+    ax.set_xlim(0, top * 1.35)
+    ax.set_yticks(range(len(rows))[::-1])
+    ax.set_yticklabels([row[0] for row in rows], fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("{}: open loop p99 ms at each load (--rate)".format(name), fontsize=9,
+                 loc="left")
+
+
+def write_plot(document, path):
+    """Write the chart (make_chart) to ``path``; returns an error line or None."""
+    fig = make_chart(document)
+    if isinstance(fig, str):
+        return fig
+    import matplotlib.pyplot as plt
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        return "plot not written: {}".format(exc)
+    finally:
+        plt.close(fig)
     return None
