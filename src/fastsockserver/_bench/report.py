@@ -339,6 +339,17 @@ def format_report(document):
                                  "p50 {} ms, p99 {} ms".format(
                                      impl, _num(wrk["rps"]), 100 * (wrk["agreement"] - 1),
                                      _ms(wrk.get("lat_p50_ms")), _ms(wrk.get("lat_p99_ms"))))
+        waitress = (results.get("waitress") or {}).get("summary")
+        if waitress and waitress["server_us_per_req"]:
+            # issue 28's measure: server CPU per request against waitress, same run
+            for impl in ("compiled", "pure", "wsgiref-compiled"):
+                s = (results.get(impl) or {}).get("summary")
+                if s and s["server_us_per_req"]:
+                    notes.append("{}: {} the server CPU per request of waitress "
+                                 "({} us)".format(
+                                     impl, _ratio(s["server_us_per_req"]
+                                                  / waitress["server_us_per_req"]),
+                                     _num(waitress["server_us_per_req"], 1)))
         nodelay = (results.get("stdlib-nodelay") or {}).get("summary")
         if nodelay and nodelay["rps"]:
             for impl in ("compiled", "pure"):
