@@ -84,6 +84,8 @@ def summarize_open(reps):
         "server_us_per_req": median(r["server_us_per_req"] for r in reps),
         "late_sends": sum(r["late_sends"] for r in reps),
         "send_lag_max_ms": max(r["send_lag_max_ms"] for r in reps),
+        "loadgen_late_sends": sum(r["loadgen_late_sends"] for r in reps),
+        "loadgen_lag_max_ms": max(r["loadgen_lag_max_ms"] for r in reps),
         "unfinished": sum(r["unfinished"] for r in reps),
         "errors": errors,
         "errors_total": sum(errors.values()),
@@ -276,6 +278,7 @@ def format_report(document):
                   "client cpu"]
         rows = []
         notes = []
+        contended = []
         for impl, entry in results.items():
             s = entry.get("summary")
             if not s:
@@ -296,9 +299,7 @@ def format_report(document):
                 errors += " (" + ", ".join("{} {}".format(k, v) for k, v in s["errors"].items()
                                            if v) + ")"
             if s.get("contended_reps"):
-                notes.append("{}: in {} of {} repetitions another process used the pinned "
-                             "cores: figures may be low".format(impl, s["contended_reps"],
-                                                                s["reps"]))
+                contended.append("{} {}/{}".format(impl, s["contended_reps"], s["reps"]))
             if entry.get("server_tracebacks"):
                 notes.append("{}: the server printed {} traceback(s)".format(
                     impl, entry["server_tracebacks"]))
@@ -339,6 +340,9 @@ def format_report(document):
                                  "p50 {} ms, p99 {} ms".format(
                                      impl, _num(wrk["rps"]), 100 * (wrk["agreement"] - 1),
                                      _ms(wrk.get("lat_p50_ms")), _ms(wrk.get("lat_p99_ms"))))
+        if contended:
+            notes.insert(0, "another process used the pinned cores (figures may be low) in "
+                         "repetitions of: " + ", ".join(contended))
         waitress = (results.get("waitress") or {}).get("summary")
         if waitress and waitress["server_us_per_req"]:
             # issue 28's measure: server CPU per request against waitress, same run
@@ -372,8 +376,9 @@ def _open_loop_table(results):
     if not any(entry.get("open_loop") for entry in results.values()):
         return []
     header = ["impl", "load", "due req/s", "answered req/s", "p50 ms", "p99 ms",
-              "p99.9 ms", "max ms", "srv us/req", "late sends", "unfinished", "errors"]
-    rows, notes = [], []
+              "p99.9 ms", "max ms", "srv us/req", "late sends (loadgen)", "unfinished",
+              "errors"]
+    rows, notes, contended = [], [], []
     for impl, entry in results.items():
         open_loop = entry.get("open_loop")
         if not open_loop:
@@ -388,22 +393,28 @@ def _open_loop_table(results):
                              part.get("skipped") or "not run"] + [""] * 8)
                 continue
             if s["contended_reps"]:
-                notes.append("{} at {}: in {} of {} repetitions another process used the "
-                             "pinned cores: latencies may be high".format(
-                                 impl, load, s["contended_reps"], s["reps"]))
+                contended.append("{} at {} {}/{}".format(impl, load, s["contended_reps"],
+                                                         s["reps"]))
             rows.append([impl, load, _num(s["offered_rate"]), _num(s["rps"]),
                          _ms(s["lat_p50_ms"]), _ms(s["lat_p99_ms"]), _ms(s["lat_p999_ms"]),
                          _ms(s["lat_max_ms"]), _num(s["server_us_per_req"], 1),
-                         _num(s["late_sends"]), _num(s["unfinished"]),
-                         _errors_text(s["errors_total"], s["errors"])])
+                         "{} ({})".format(_num(s["late_sends"]),
+                                          _num(s["loadgen_late_sends"])),
+                         _num(s["unfinished"]), _errors_text(s["errors_total"], s["errors"])])
+    if contended:
+        notes.append("another process used the pinned cores (latencies may be high) in "
+                     "repetitions of: " + ", ".join(contended))
     lines = ["  open loop (--rate): requests due at a fixed rate, a fraction ('load') of "
              "each server's own maximum above; latency from each request's due time"]
     lines.extend(_table(header, rows, right=set(range(1, 11))))
     for note in notes:
         lines.append("  note: " + note)
-    lines.append("  note: late sends: requests sent over 1 ms after their due time (every "
-                 "connection busy, or the load generator behind); unfinished: not answered "
-                 "by the end, counted in the percentiles with the time they had waited")
+    lines.append("  note: late sends: requests sent over 1 ms after their due time, because "
+                 "every connection was busy or the load generator was behind; (loadgen): "
+                 "over 1 ms late after a connection was free, the load generator's own "
+                 "lateness (its latency is in the figures: many mean a busy client core); "
+                 "unfinished: not answered by the end, counted in the percentiles with the "
+                 "time they had waited")
     return lines
 
 

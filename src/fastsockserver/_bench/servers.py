@@ -31,6 +31,13 @@ runs ``fastsockserver.serve(server, workers=N)`` (``--reuse-port``: with
 keeps only the forking one); ``stats`` adds the CPU of that process and its
 workers, read from /proc while they run.
 
+The http peers (``waitress``, ``cheroot``, ``gunicorn``, ``wsgiref-stdlib``,
+``wsgiref-compiled``) serve ``hello_app``, a WSGI app with the http.server
+handler's response; each says its port only once it has answered a GET /
+(``--start-timeout``). gunicorn runs as its arbiter in this process and one
+worker forked from it, on a socket bound here (``fd://``); ``stats`` adds the
+worker's CPU, and quit or the time bound kills and reaps it.
+
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
 The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``. ``stdlib-nodelay``
