@@ -598,7 +598,8 @@ def impl_colour(impl):
 
 
 def _chart_rows(case):
-    """(impl, throughput, p99 ms, contended reps, reps, open-loop [(fraction, p99)])
+    """(impl, throughput, p99 ms, contended reps, reps,
+    open loop [(fraction, p99 ms, contended reps)])
     of one load or shutdown case, for the implementations that have figures."""
     rows = []
     for impl, entry in case["results"].items():
@@ -610,7 +611,8 @@ def _chart_rows(case):
             continue
         if "lat_p99_ms" not in s:
             continue   # drain: counts, not a throughput
-        open_loop = [(part["fraction"], part["summary"]["lat_p99_ms"])
+        open_loop = [(part["fraction"], part["summary"]["lat_p99_ms"],
+                      part["summary"].get("contended_reps", 0))
                      for part in (entry.get("open_loop") or {}).get("fractions", [])
                      if part.get("summary")]
         rows.append((impl, s["rps"], s["lat_p99_ms"], s.get("contended_reps", 0),
@@ -648,7 +650,7 @@ def make_chart(document):
     fig, axes = plt.subplots(len(cases), columns, squeeze=False,
                              figsize=(5.2 * columns, sum(heights) + 1.2),
                              gridspec_kw={"height_ratios": heights})
-    contended_any = False
+    contended_any = any(part[2] for _, rows in cases for row in rows for part in row[5])
     for (case, rows), panel in zip(cases, axes):
         names = [row[0] for row in rows]
         ys = list(range(len(rows)))[::-1]   # the first implementation on top
@@ -707,22 +709,24 @@ def _bars(ax, ys, values, colours, hatches, names, labels):
 
 def _open_loop_bars(ax, rows, colours, name):
     """The open loop's p99 per implementation, a thin bar per load, labelled with it."""
-    fractions = sorted({fraction for row in rows for fraction, _ in row[5]})
+    fractions = sorted({part[0] for row in rows for part in row[5]})
     if not fractions:
         ax.axis("off")
         return
     step = 0.8 / len(fractions)
-    top = max((p99 or 0 for row in rows for _, p99 in row[5]), default=0) or 1.0
+    top = max((part[1] or 0 for row in rows for part in row[5]), default=0) or 1.0
     for index, (row, colour) in enumerate(zip(rows, colours)):
         y0 = len(rows) - 1 - index
-        figures = dict(row[5])
+        figures = {part[0]: part[1:] for part in row[5]}
         for k, fraction in enumerate(fractions):
-            p99 = figures.get(fraction)
+            p99, contended = figures.get(fraction, (None, 0))
             y = y0 + 0.4 - step * (k + 0.5)
             ax.barh(y, p99 or 0, height=step * 0.9, color=colour, edgecolor="black",
-                    linewidth=0.3, alpha=1.0 - 0.5 * k / max(1, len(fractions) - 1))
-            ax.text((p99 or 0) + top * 0.01, y, "{:.0%}: {}".format(fraction, _label(p99, True)),
-                    va="center", fontsize=6)
+                    linewidth=0.3, alpha=1.0 - 0.5 * k / max(1, len(fractions) - 1),
+                    hatch=CONTENDED_HATCH if contended else None)
+            ax.text((p99 or 0) + top * 0.01, y, "{:.0%}: {}{}".format(
+                fraction, _label(p99, True), " *" if contended else ""),
+                va="center", fontsize=6)
     ax.set_xscale("linear")
     ax.set_xlim(0, top * 1.35)
     ax.set_yticks(range(len(rows))[::-1])
