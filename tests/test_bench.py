@@ -831,6 +831,9 @@ def test_http_peer_answers_the_bench_request_like_http_server(impl):
             assert fields[name] == expected[1][name], (name, fields)
         children = servers._descendants(peer.info["pid"])
         assert len(children) == (1 if impl == "gunicorn" else 0), children
+        own = peer.request("stats")
+        # gunicorn's RSS counts its worker (where the app runs) with its arbiter
+        assert (own["descendants_maxrss_kib"] > 0) == (impl == "gunicorn"), own
         for name in ("http", "http-close"):
             this = workloads.CASES_BY_NAME[name]
             if impl not in this.impls:

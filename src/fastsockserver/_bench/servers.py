@@ -519,6 +519,21 @@ def _gunicorn_application(address, when_ready):
 
 # ---------------------------------------------------------------- control
 
+def _descendants_peak_rss_kib(pid):
+    """The sum of the peak RSS (VmHWM) of ``pid``'s running descendants, KiB."""
+    total = 0
+    for child in _descendants(pid):
+        try:
+            with open("/proc/{}/status".format(child)) as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue   # exited meanwhile
+    return total
+
+
 def _peak_rss_kib(usage):
     """This process's peak resident set size, KiB.
 
@@ -608,6 +623,9 @@ class Accounting:
             "wall": time.monotonic() - self.start_wall,
             "maxrss_kib": _peak_rss_kib(me),
             "children_maxrss_kib": kids.ru_maxrss,
+            # with tree (gunicorn's worker, --workers): the running processes' peaks
+            "descendants_maxrss_kib": _descendants_peak_rss_kib(os.getpid()) if self.tree
+            else 0,
             "threads": threading.active_count(),
             "peak_threads": self.peak_threads,
             "tls_handshake_failures": None if self.tls_failures is None

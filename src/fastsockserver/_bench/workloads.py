@@ -498,7 +498,10 @@ def _add_server_figures(result, stats, before, after, settings):
         "server_us_per_req": cpu / requests * 1e6 if requests else None,
         # what the client paid for each request: with TLS, mostly its handshakes
         "client_us_per_req": result["client_cpu"] / requests * 1e6 if requests else None,
-        "server_rss_mib": stats["maxrss_kib"] / 1024.0,
+        # the server's processes that run (gunicorn's arbiter and worker, a --workers
+        # supervisor and its workers); fork's reaped children apart
+        "server_rss_mib": (stats["maxrss_kib"] + stats.get("descendants_maxrss_kib", 0))
+        / 1024.0,
         "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
         "server_threads_at_end": stats["threads"],
         # tls cases, fastsockserver: handshakes the server counted as failed (None elsewhere)
