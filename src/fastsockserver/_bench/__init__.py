@@ -4,6 +4,13 @@ Each server runs in its own process (``servers.py``), pinned to one core; the
 compiled load generator (``fastsockserver._loadgen``) runs in this process,
 pinned to another. Implementations are alternated (A B C A B C ...) over the
 repetitions; the warm-up is not measured; every run stops by itself.
+
+The http cases also run the servers people pick instead (waitress, cheroot,
+gunicorn) and wsgiref on both socketservers, each serving the same response.
+With ``--rate``, a load case's closed-loop repetitions (each server's maximum:
+their median throughput) are followed by open-loop ones at fractions of that
+maximum (``LoadGen.run_open``): requests due at a fixed rate, latency counted
+from the due time (``run_open_loop``).
 """
 import argparse
 import importlib.util
