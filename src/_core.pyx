@@ -219,7 +219,8 @@ cdef class ServingState:
         self.accept_backoff = self.accept_resume_at = 0.0
         self.handoff = None
         self.takers = 0
-        self.take_pending_from = None
+        self._take_pending_from = None
+        self.take_pending_fd = -1
         self.waker = None
         self.max_handlers = self.active = 0
         self.paused = self.serving = self.draining = False
@@ -231,6 +232,24 @@ cdef class ServingState:
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
         self.proxy_header_failures = self.framing_rejections = 0
         self.waiting_room = None
+
+    @property
+    def take_pending_from(self):
+        """The listener handler threads may take from (serve() publishes it while
+        it keeps it non-blocking), or None."""
+        return self._take_pending_from
+
+    @take_pending_from.setter
+    def take_pending_from(self, listener):
+        cdef int fd = -1
+        cdef bint stream = False
+        if listener is not None:
+            fd = listener.fileno()
+            stream = _raw_type(listener) == SOCK_STREAM
+        with cython.critical_section(self):
+            self._take_pending_from = listener
+            self.take_pending_fd = fd
+            self.take_pending_stream = stream
 
     def __dealloc__(self):
         # server_close() closes the drain pipe (close_drain_fd); a state whose
@@ -599,7 +618,7 @@ cdef object _take_one(server, int fd, listener, bint stream, int *failure):
     """
     cdef sockaddr_storage addr
     cdef socklen_t length
-    cdef int client_fd, err
+    cdef int client_fd = -1, err
     cdef Py_ssize_t n, max_size = 0
     cdef int flags
     cdef bytes data
@@ -681,23 +700,31 @@ def take_pending(server, ServingState state not None):
     with cython.critical_section(state):
         state.takers += 1
     _share_gil(_now())
-    item = None
+    item = handoff = None
     with cython.critical_section(state):
         state.takers -= 1
-        handoff = state.handoff
-        if handoff:
+        if state.handoff:
+            handoff = state.handoff
+    if handoff is not None:
+        # Seen non-empty as this thread left the takers: it pops one (the
+        # deque's own operations are atomic). Every queued request had a taker
+        # counted when it was queued, so none is stranded; one popped by
+        # another taker meanwhile leaves this one with nothing.
+        try:
             item = handoff.popleft()  # its ticket reserved when it was queued
+        except IndexError:
+            pass
     if item is not None:
         if (<Ticket>item[2]).claim():
             return item
         return None  # (never: only takers claim queued tickets, and withdraw_handoff empties it)
     with cython.critical_section(state):
-        listener = state.take_pending_from
+        listener = state._take_pending_from
         # (never published under max_threads: see _plan); while backing off
         # after an out-of-resources error the loop retries, not takers.
         if listener is not None and not state.draining and not state.accept_resume_at:
-            item = _take_one(server, listener.fileno(), listener,
-                             _raw_type(listener) == SOCK_STREAM, &failure)
+            item = _take_one(server, state.take_pending_fd, listener,
+                             state.take_pending_stream, &failure)
             if item is not None:
                 ticket = _claimed_ticket(state)  # this thread's next request
     if item is not None or failure:
@@ -830,8 +857,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
         if handlers_take:
             # Published only now that the listener is non-blocking, withdrawn
             # before it blocks again: take_pending accepts holding the GIL.
-            with cython.critical_section(state):
-                state.take_pending_from = listener
+            state.take_pending_from = listener
         while not server._BaseServer__shutdown_request:
             # At max_handlers the loop pauses like the back-off; a handler
             # that ends (Ticket.release) wakes it.
@@ -921,8 +947,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                         item = None
             server.service_actions()
     finally:
-        with cython.critical_section(state):  # no taker is inside _take_one after this
-            state.take_pending_from = None
+        state.take_pending_from = None  # (under the section: no taker is in _take_one after)
         if epfd >= 0:
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
@@ -1223,6 +1248,7 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
         return False
     if timeout is not None:
         idle_deadline = _now() + max(<double>timeout, 0.0)
+    cdef bint after_response = raw._request_open is False  # (else new: nothing read yet)
     entries[0].fd = fd
     entries[0].events = POLLIN
     entries[1].fd = drain_fd
@@ -1232,7 +1258,7 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
         if own is not None:
             with cython.critical_section(own):
                 draining = own.draining
-                cut = own.idle_cut_at if raw._request_open is False else own.grace_ends
+                cut = own.idle_cut_at if after_response else own.grace_ends
         now = _now()
         if draining:
             nfds = 1  # the drain is known: only this connection and its cut

@@ -7,6 +7,7 @@ macOS) and the core required, then imports it: ~30-60 s, once per test run.
 import glob
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,11 @@ def test_core_builds_without_the_load_generator(tmp_path):
     # on setup.py's include path), not by the deprecated dotted file name.
     assert "Cythonizing" in built.stdout + built.stderr or "_core.pyx" in built.stdout
     assert "Dotted filenames" not in built.stdout + built.stderr
+    # No warning in a normal build, Cython's or the C compiler's, for the core.
+    warnings = [line for line in (built.stdout + built.stderr).splitlines()
+                if re.search(r"\bwarning\b", line, re.IGNORECASE)
+                and ("_core" in line or "critical_section" in line)]
+    assert not warnings, warnings
     [wheel] = glob.glob(str(tmp_path / "dist" / "*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

@@ -21,7 +21,9 @@ cdef class ServingState:
     cdef public double accept_resume_at   # monotonic time the listener is watched again
     cdef public object handoff            # deque of (request, client_address, ticket), or None
     cdef public int takers                # handler threads inside take_pending now
-    cdef public object take_pending_from  # the listener takers may accept on, or None
+    cdef object _take_pending_from        # take_pending_from: the listener takers accept on,
+    cdef int take_pending_fd              # its descriptor and whether it is a stream, set
+    cdef bint take_pending_stream         # together (no Python call inside the section)
     cdef public object waker              # the server's shutdown pipe: wake()
     cdef readonly int max_handlers        # no request is taken while active >= this; 0: no cap
     cdef readonly int active              # tickets reserved and not yet released
