@@ -57,9 +57,15 @@ def stdlib_take(server, listener):
 
 
 def core_take(server, listener):
+    """take_pending's (request, client_address), its claimed ticket released."""
     state = fastsockserver._core.ServingState()
     state.take_pending_from = listener
-    return fastsockserver._core.take_pending(server, state)
+    taken = fastsockserver._core.take_pending(server, state)
+    if taken is None:
+        return None
+    request, address, ticket = taken
+    ticket.release()
+    return request, address
 
 
 def exchange(take, family, kind, binding, name, packet_size, payload):
