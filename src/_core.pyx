@@ -1245,7 +1245,14 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
         # at its next read, at most that timeout later.
         drain_fd = -1
     if drain_fd < 0 and timeout is None and not through_object:
-        return False
+        # No descriptor to wait on (server_close() closed it, or none was made):
+        # a drain that began already still applies its cut.
+        if own is None:
+            return False
+        with cython.critical_section(own):
+            draining = own.draining
+        if not draining:
+            return False
     if timeout is not None:
         idle_deadline = _now() + max(<double>timeout, 0.0)
     cdef bint after_response = raw._request_open is False  # (else new: nothing read yet)

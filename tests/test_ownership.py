@@ -25,6 +25,7 @@ import pytest
 from support import (
     WAIT,
     bounded,
+    fd_count,
     fork_then_threads,
     needs_fork,
     run_code,
@@ -117,6 +118,54 @@ def test_drain_ends_an_idle_connection_after_the_last_call(fast_impl, harness):
     assert 0.2 <= time.monotonic() - start < WAIT
     assert client.recv(10) == b""
     assert server.stats()["drained"] == 1 and server.stats()["idle_timeouts"] == 0
+
+
+def test_a_drained_server_holds_no_descriptor_but_its_listener(fast_impl):
+    """drain() returns True: the drain descriptor is closed then, not only at
+    server_close(), which a server whose listener another adopts may never see."""
+    before = fd_count()
+    server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), _line_echo(fast_impl))
+    try:
+        serving = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        serving.start()
+        with socket.create_connection(server.server_address, timeout=WAIT) as client:
+            client.sendall(b"one\n")
+            assert client.recv(10) == b"one\n"
+            assert server.drain(WAIT) is True
+            serving.join(WAIT)
+        assert fd_count() == before + 1  # the listening socket
+    finally:
+        server.server_close()
+    assert fd_count() == before
+
+
+def test_a_handler_back_in_rfile_after_server_close_still_ends(fast_impl):
+    """`with server: server.serve_forever()` under `run --drain-timeout`: the drain
+    stops the loop, server_close() follows at once, and only then does the handler,
+    busy after its reply, come back to rfile. It reads end-of-file at its cut."""
+    ended = threading.Event()
+
+    class Busy(fast_impl.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line)
+                time.sleep(0.3)  # back in rfile after the drain and server_close()
+            ended.set()
+
+    server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), Busy)
+    server.daemon_threads = True
+    serving = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    serving.start()
+    with socket.create_connection(server.server_address, timeout=WAIT) as client:
+        client.sendall(b"one\n")
+        assert client.recv(10) == b"one\n"
+        drainer = threading.Thread(target=server.drain, args=(WAIT,), daemon=True)
+        drainer.start()
+        serving.join(WAIT)
+        server.server_close()
+        assert ended.wait(WAIT), "the handler waits for ever"
+        assert client.recv(10) == b""
+        drainer.join(WAIT)
 
 
 def _line_echo(mod):

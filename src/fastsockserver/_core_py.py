@@ -486,8 +486,9 @@ def _ends_between_requests(raw, b, through_object=False):
             state is not None and state.draining):
         # The socket's own timeout governs its wait (see the compiled core's).
         drain_fd = -1
-    if drain_fd < 0 and timeout is None and not through_object:
-        return False
+    if drain_fd < 0 and timeout is None and not through_object and not (
+            state is not None and state.draining):
+        return False  # (a drain that began already still applies its cut)
     if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
         return False  # the stdlib's readinto raises
     if not through_object and _empty_buffer(b):

@@ -293,6 +293,9 @@ class BaseServer:
         try:
             plan = plan_serving(self, core, _library)
             state = self._serving_state
+            # Made with the loop, not by the first connection: a server's
+            # descriptors are the same from its first request to its last.
+            core.drain_wait_fd(state)
             # One step with drain()'s begin_drain: a drain that began first
             # stops this loop before it starts; one after, the loop sees.
             if not core.begin_serving(state, plan.max_handlers,
@@ -364,6 +367,10 @@ class BaseServer:
                 if room:  # held by a loop that has returned: nobody hands them on
                     core.connections_drained(state, room.close_all())
             if not (loop_running or self.__handlers_running()):
+                # No handler waits on the drain descriptor any more: closed now, not
+                # at server_close(), which a server whose listener is handed on to
+                # another (adopt_socket) may never see.
+                core.close_drain_fd(state)
                 return True
             left = _remaining(deadline)
             if left is not None and left <= 0:
