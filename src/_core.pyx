@@ -1237,7 +1237,10 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
     if own is not None:
         drain_fd = own.drain_fd
     timeout = raw._idle_timeout
-    sock_timeout = raw._sock.gettimeout()
+    sock = raw._sock
+    if sock is None:
+        return False  # closed (by another thread, meanwhile): the stdlib's readinto raises
+    sock_timeout = sock.gettimeout()
     if sock_timeout is not None and not through_object and not (
             own is not None and own.draining):
         # The socket's own timeout governs its wait (the stdlib's recv raises

@@ -481,23 +481,23 @@ def _ends_between_requests(raw, b, through_object=False):
     state = raw._state
     drain_fd = state.drain_fd if state is not None else -1
     timeout = raw._idle_timeout
-    sock_timeout = raw._sock.gettimeout()
-    if sock_timeout is not None and not through_object and not (
+    sock = raw._sock
+    if raw.closed or sock is None or raw._timeout_occurred or sock.fileno() < 0:
+        return False  # the stdlib's readinto raises
+    if sock.gettimeout() is not None and not through_object and not (
             state is not None and state.draining):
         # The socket's own timeout governs its wait (see the compiled core's).
         drain_fd = -1
     if drain_fd < 0 and timeout is None and not through_object and not (
             state is not None and state.draining):
         return False  # (a drain that began already still applies its cut)
-    if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
-        return False  # the stdlib's readinto raises
     if not through_object and _empty_buffer(b):
         return False  # the stdlib's readinto returns 0 at once
     try:
         memoryview(b).release()
     except TypeError:
         return False  # not a buffer: the stdlib's readinto raises
-    fd = raw._sock.fileno()
+    fd = sock.fileno()
     idle_deadline = None if timeout is None else monotonic() + max(timeout, 0.0)
     while True:
         draining = False
