@@ -301,22 +301,47 @@ def pytest_command(run_, pytest_args):
     return [vpython, "-m", "pytest", "-p", "no:cacheprovider", *files, *pytest_args], env
 
 
-def test_installed(run_, pytest_args):
-    """pytest in ``run_``'s venv, its output printed as it comes; (ok, summary line)."""
-    sys.stdout.write("".join(run_.install_log))
+_print_lock = threading.Lock()
+
+
+def say(tag, text):
+    """Print ``text`` (one or more lines) at once, each line after ``tag``: two
+    lanes of runs print at the same time."""
+    lines = text.splitlines() or [""]
+    with _print_lock:
+        for line in lines:
+            sys.stdout.write(tag + line + "\n")
+        sys.stdout.flush()
+
+
+# The fuzz targets run on one run only: the first run of the whole suite to begin its
+# tests with atheris installed claims them.
+_fuzz_claim = {"version": None}
+_fuzz_lock = threading.Lock()
+
+
+def test_installed(run_, pytest_args, tag=""):
+    """pytest in ``run_``'s venv, its output printed as it comes (each line after
+    ``tag``); (ok, summary line)."""
+    say(tag, "".join(run_.install_log))
     if run_.install_error:
         return False, run_.install_error
-    if run_.fuzz and not run_.fuzzing:
-        print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
-              "on it\n".format(run_.version) + "!" * 70, flush=True)
+    if run_.fuzz:
+        with _fuzz_lock:
+            if run_.fuzzing and _fuzz_claim["version"] is None:
+                _fuzz_claim["version"] = run_.version
+            else:
+                if not run_.fuzzing:
+                    say(tag, "!" * 70 + "\natheris did not install for Python {}: no "
+                        "fuzzing on it\n".format(run_.version) + "!" * 70)
+                run_.fuzzing = False
     cmd, env = pytest_command(run_, pytest_args)
-    print("$ " + " ".join(cmd), flush=True)
+    say(tag, "$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     last = "(no output)"
     for line in proc.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        say(tag, line.rstrip("\n"))
         if line.strip():
             last = line.strip()
     proc.wait()
@@ -420,6 +445,11 @@ def find_free_threaded():
     return find_python(FREE_THREADED) or free_threaded_python.free_threaded_python()
 
 
+# Rough minutes of each kind of run on 2 quiet cores, to share the runs between the
+# two lanes (see run_all).
+MINUTES = {WHOLE_SUITE: 8, MIDDLE_SCOPE: 2.5, PURE_SCOPE: 2, PORTABLE_SCOPE: 3}
+
+
 def plan_runs(options, found, free_threaded):
     """The runs of this invocation, in order (see SCOPES)."""
     if options.only:
@@ -439,37 +469,58 @@ def plan_runs(options, found, free_threaded):
             runs.append(Run(version, python, "pure", PURE_SCOPE))
         if not options.no_portable_core:
             runs.append(Run(version, python, PORTABLE_CORE, PORTABLE_SCOPE))
-    # The fuzz targets on the first whole-suite run where atheris installs: tried
-    # on each whole-suite compiled run until one has it.
+    # The fuzz targets on one whole-suite run where atheris installs (see test_installed).
     for run_ in runs:
         run_.fuzz = run_.mode == "compiled" and run_.scope == WHOLE_SUITE
     return runs
 
 
-def run_all(runs, pytest_args):
-    """Each run in turn, the next one's install going on meanwhile; [(run, ok,
-    summary, seconds)]."""
-    results = []
-    fuzzed = []
+def lanes_of(runs, count):
+    """``runs`` shared between ``count`` lanes, longest first to the least loaded
+    (each lane keeps the runs' order among its own)."""
+    lanes = [[] for _ in range(count)]
+    load = [0.0] * count
+    for run_ in sorted(runs, key=lambda r: -MINUTES.get(r.scope, 8)):
+        lane = load.index(min(load))
+        lanes[lane].append(run_)
+        load[lane] += MINUTES.get(run_.scope, 8)
+    return [sorted(lane, key=runs.index) for lane in lanes if lane]
+
+
+def run_lane(lane, pytest_args, results):
+    """Each run of ``lane`` in turn, the next one's install going on meanwhile."""
     installing = None  # the next run's install, going on while this one's tests run
-    for i, run_ in enumerate(runs):
+    for i, run_ in enumerate(lane):
         start = time.monotonic()
         if installing is None:
             install(run_)
         else:
             installing.join()
-        if run_.fuzzing:  # the fuzz targets run here: later installs need no atheris
-            for later in runs[i + 1:]:
-                later.fuzz = False
         installing = None
-        if i + 1 < len(runs):
-            installing = threading.Thread(target=install, args=(runs[i + 1],), daemon=True)
+        if i + 1 < len(lane):
+            installing = threading.Thread(target=install, args=(lane[i + 1],), daemon=True)
             installing.start()
-        print("=" * 70, run_.name, "=" * 70, sep="\n", flush=True)
-        ok, summary = test_installed(run_, pytest_args)
-        if run_.fuzzing:
-            fuzzed.append(run_.version)
+        tag = "[{} {}] ".format(run_.version, run_.mode)
+        say(tag, "=" * 60 + "\n" + run_.name + "\n" + "=" * 60)
+        ok, summary = test_installed(run_, pytest_args, tag)
         results.append((run_, ok, summary, time.monotonic() - start))
+        say(tag, "{} in {:.0f} s: {}".format("ok" if ok else "FAILED",
+                                             time.monotonic() - start, summary))
+
+
+def run_all(runs, pytest_args, lanes=1):
+    """The runs in ``lanes`` lanes at once (the suite's waits are bounded and
+    measure what does not depend on load: two runs share 2 cores); [(run, ok,
+    summary, seconds)] in the runs' order."""
+    results = []
+    threads = [threading.Thread(target=run_lane, args=(lane, pytest_args, results))
+               for lane in lanes_of(runs, lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.sort(key=lambda result: runs.index(result[0]))
+    fuzzed = [_fuzz_claim["version"]] if _fuzz_claim["version"] else []
     return results, fuzzed
 
 
@@ -528,6 +579,9 @@ def main():
                         "system-wide; tests whose tool is absent are skipped")
     parser.add_argument("--pythons", default=",".join(VERSIONS + [FREE_THREADED]),
                         help="comma-separated versions to try (default: %(default)s)")
+    parser.add_argument("--lanes", type=int, default=2,
+                        help="runs going on at once (default %(default)s; each line of "
+                        "output begins with its run's [version mode])")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
     parser.add_argument("--no-portable-core", action="store_true",
                         help="skip the run on the core built as on macOS/BSD")
@@ -569,8 +623,10 @@ def main():
         print("no Python 3.9-3.15 found")
         return 1
     runs = plan_runs(options, found, free_threaded)
-    print("the runs:", *("  " + r.name for r in runs), sep="\n", flush=True)
-    results, fuzzed = run_all(runs, pytest_args)
+    lanes = 1 if options.only else options.lanes
+    print("the runs, in {} lane(s):".format(lanes),
+          *("  " + r.name for r in runs), sep="\n", flush=True)
+    results, fuzzed = run_all(runs, pytest_args, lanes)
     rc = report(results, fuzzed, runs, started)
     if failures:
         print("FAILED: free-threaded CPython unavailable (see above)")
