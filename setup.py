@@ -1,5 +1,7 @@
 """Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
-``src/fastsockserver._core.pxd``) and, on Linux only, of the benchmark's load generator
+``src/fastsockserver._core.pxd``), of http.server's request path ``fastsockserver._http``
+(``src/_http.py``, a link to the pure ``src/fastsockserver/_http_py.py``: one source, two
+builds) and, on Linux only, of the benchmark's load generator
 ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
 
 Switches, all environment variables (one place for build settings):
@@ -54,6 +56,7 @@ PORTABLE = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 LOADGEN = (sys.platform.startswith("linux")
            and not _env.is_set(os.environ.get("FASTSOCKSERVER_NO_LOADGEN")))
 CORE = "fastsockserver._core"
+HTTP_PATH = "fastsockserver._http"
 LOADGEN_NAME = "fastsockserver._loadgen"
 
 COMPILER_DIRECTIVES = {
@@ -137,7 +140,7 @@ def _extensions():
                     "-fno-omit-frame-pointer", "-g"]
         compile_args, link_args = ["-O1"] + sanitize, sanitize
     switches = _switches_file(macros, compile_args)
-    sources = [(CORE, "src/_core.pyx")]
+    sources = [(CORE, "src/_core.pyx"), (HTTP_PATH, "src/_http.py")]
     if LOADGEN:
         sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
     extensions = [

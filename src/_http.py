@@ -1,0 +1,1 @@
+fastsockserver/_http_py.py
