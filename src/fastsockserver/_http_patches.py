@@ -278,7 +278,44 @@ def patch_http_server(module, path=http_path):
             [(module_globals, "time"), (vars(time), "localtime")])
 
 
-_PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server}
+# ---------------------------------------------------------------- wsgiref
+
+# wsgiref.handlers' methods _http_py's wsgi_handler_methods stands in for, as
+# in 3.9-3.13: (class, name) -> (parameters, names used, a constant).
+_WSGI_FORMS = {
+    ("BaseHandler", "write"): (("self", "data"), (
+        ("type", "bytes", "status", "AssertionError", "headers_sent", "len", "bytes_sent",
+         "send_headers", "_write", "_flush"),), "write() before start_response()"),
+    ("BaseHandler", "send_headers"): (("self",), (
+        ("cleanup_headers", "headers_sent", "origin_server", "client_is_modern",
+         "send_preamble", "_write", "bytes", "headers"),), None),
+    ("BaseHandler", "send_preamble"): (("self",), (
+        ("origin_server", "client_is_modern", "_write", "http_version", "status", "encode",
+         "headers", "format_date_time", "time", "server_software"),), "iso-8859-1"),
+    ("SimpleHandler", "_write"): (("self", "data"), (
+        ("stdout", "write", "len", "warnings", "warn", "DeprecationWarning"),), None),
+}
+
+
+def patch_wsgiref_handlers(module, path=http_path):
+    """Give wsgiref.handlers ``module``'s BaseHandler a write and send_headers
+    that hand the response head and first chunk to _write at once, where
+    the methods involved are the stdlib's own (3.9-3.13 forms)."""
+    originals = {}
+    for (class_name, name), (parameters, names, constant) in _WSGI_FORMS.items():
+        function = vars(getattr(module, class_name, object)).get(name)
+        if not _own_function(function, module, parameters, names,
+                             () if constant is None else (constant,)):
+            return
+        originals[name] = function
+    base = module.BaseHandler
+    for name, function in path.wsgi_handler_methods(module, originals).items():
+        functools.update_wrapper(function, originals[name])  # __wrapped__: the stdlib's
+        setattr(base, name, function)
+
+
+_PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server,
+            "wsgiref.handlers": patch_wsgiref_handlers}
 
 
 class _PatchOnImport:

@@ -448,3 +448,85 @@ def handler_methods(module, originals, close_if_draining):
     # Each method stands where the stdlib's was: is_own compares with these.
     own.update(methods)
     return methods
+
+
+# ---------------------------------------------------------------- wsgiref
+
+def wsgi_handler_methods(module, originals):
+    """``write`` and ``send_headers`` for wsgiref.handlers ``module``'s
+    BaseHandler: the stdlib's, with the response head (status line, Date,
+    Server, the headers) and the first body chunk handed to ``_write`` once,
+    where the stdlib hands each piece to it (each a system call on a socket:
+    SimpleHandler's _write is stdout.write). Done so only where send_headers,
+    send_preamble and _write are the stdlib's own; otherwise each is called as
+    the stdlib calls it. ``originals``: name -> the stdlib's function, for
+    write, send_headers, send_preamble and _write (SimpleHandler's)."""
+    g = vars(module)
+    own = dict(originals)
+    stdlib_send_headers = originals["send_headers"]
+
+    def is_own(handler, name):
+        return (getattr(type(handler), name, None) is own[name]
+                and name not in handler.__dict__)
+
+    def head(self, data):
+        # send_headers' work with the pieces it would write joined, then
+        # ``data``; None where an overridden send_preamble or _write must be
+        # called as the stdlib calls them (then nothing is done here).
+        if not (is_own(self, "send_preamble") and is_own(self, "_write")):
+            return None
+        self.cleanup_headers()
+        self.headers_sent = True
+        parts = []
+        if not self.origin_server or self.client_is_modern():
+            try:
+                # send_preamble's pieces
+                if self.origin_server:
+                    if self.client_is_modern():
+                        parts.append(('HTTP/%s %s\r\n' % (self.http_version, self.status))
+                                     .encode('iso-8859-1'))
+                        if 'Date' not in self.headers:
+                            parts.append(('Date: %s\r\n' % g["format_date_time"](
+                                g["time"].time())).encode('iso-8859-1'))
+                        if self.server_software and 'Server' not in self.headers:
+                            parts.append(('Server: %s\r\n' % self.server_software)
+                                         .encode('iso-8859-1'))
+                else:
+                    parts.append(('Status: %s\r\n' % self.status).encode('iso-8859-1'))
+                parts.append(bytes(self.headers))
+            except BaseException:
+                if parts:  # what the stdlib had written before the error
+                    self._write(b"".join(parts))
+                raise
+        parts.append(data)
+        return b"".join(parts)
+
+    def send_headers(self):
+        whole = head(self, b"")
+        if whole is None:
+            return stdlib_send_headers(self)
+        self._write(whole)
+
+    def write(self, data):
+        assert type(data) is bytes, \
+            "write() argument must be a bytes instance"
+        if not self.status:
+            raise AssertionError("write() before start_response()")
+        elif not self.headers_sent:
+            # Before the first output, send the stored headers
+            self.bytes_sent = len(data)    # make sure we know content-length
+            if is_own(self, "send_headers"):
+                whole = head(self, data)
+                if whole is not None:
+                    self._write(whole)
+                    self._flush()
+                    return
+            self.send_headers()
+        else:
+            self.bytes_sent += len(data)
+        self._write(data)
+        self._flush()
+
+    methods = {"send_headers": send_headers, "write": write}
+    own.update(methods)
+    return methods
