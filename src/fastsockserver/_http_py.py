@@ -30,12 +30,12 @@ import time
 # knows, no leading space or tab, so no continuation line), each ended by
 # "\n" or "\r\n"; then the blank line, or the end of the input.
 _PLAIN_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[\t\x20-\x7e]*\r?\n)*(?:\r?\n)?")
-# The feed parser looks for parts in a multipart/* or message/* body and
-# reports defects when there are none: such blocks go to it.
-_PARTS_TYPE = re.compile(rb"^content-type:[^\n]*(?:multipart|message)",
-                         re.IGNORECASE | re.MULTILINE)
 _plain_block = _PLAIN_BLOCK.fullmatch
-_parts_type = _PARTS_TYPE.search
+# The (name, value) pairs of a plain block (decoded: it is ASCII) as
+# header_source_parse splits each line: the name as is, the value without
+# its leading blanks and line end. The blank line has no name: no pair.
+_HEADER_PAIRS = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([\t\x20-\x7e]*)\r?\n")
+_header_pairs = _HEADER_PAIRS.findall
 
 # id(http.client module) -> (its HTTPMessage, the vars() of a new one): what
 # the email parser's message holds before the headers go in.
@@ -64,26 +64,28 @@ def plain_message_and_values(module, lines):
     get("Expect", "") return (HTTPMessage.get of the compat32 policy gives
     the first value of that name as it is: plain values are ASCII), or None."""
     block = b"".join(lines)
-    if _plain_block(block) is None or _parts_type(block) is not None:
+    if _plain_block(block) is None:
         return None
     # What email.parser.Parser(_class=HTTPMessage) gives: the message made
-    # with the compat32 policy, each header as header_source_parse splits it
-    # (name as is; value without leading blanks and the line end), payload "".
-    # Made from a new message's attributes without its __init__ (a Python
-    # call); its lists are the only mutable ones, each made anew.
-    headers = []
+    # with the compat32 policy, each header as header_source_parse splits it,
+    # payload "". Made from a new message's attributes without its __init__
+    # (a Python call); its lists are the only mutable ones, each made anew.
+    headers = _header_pairs(block.decode("ascii"))
     connection = expect = None
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon:  # the blank line, or b"" at the end of the input
-            break
-        name = name.decode("ascii")
-        value = value.lstrip(b" \t").rstrip(b"\r\n").decode("ascii")
-        headers.append((name, value))
-        if len(name) == 10 and connection is None and name.lower() == "connection":
-            connection = value
-        elif len(name) == 6 and expect is None and name.lower() == "expect":
-            expect = value
+    for name, value in headers:
+        size = len(name)
+        if size == 10:
+            if connection is None and name.lower() == "connection":
+                connection = value
+        elif size == 6:
+            if expect is None and name.lower() == "expect":
+                expect = value
+        elif size == 12 and name.lower() == "content-type":
+            kind = value.lower()
+            if "multipart" in kind or "message" in kind:
+                # The feed parser looks for parts in a multipart/* or
+                # message/* body and reports defects when there are none.
+                return None
     state = dict(_message_template(module))
     state["_headers"] = headers
     state["_payload"] = ""
@@ -155,7 +157,10 @@ def kept_for_the_second(original, text_at, still_valid, reads):
     timestamp argument, the call is ``original``'s.
     """
     reads = tuple((namespace, name, namespace.get(name)) for namespace, name in reads)
-    kept = (None, None, None, None)  # (second, zone, text, detail), replaced as one object
+    check = None if still_valid is always_valid else still_valid
+    # (low, high, zone, text, detail): the text holds for low <= clock < high
+    # (its second, less _MARGIN at each end); replaced as one object.
+    kept = (1.0, 0.0, None, None, None)
 
     def method(self, *args, **kwargs):
         nonlocal kept
@@ -167,15 +172,15 @@ def kept_for_the_second(original, text_at, still_valid, reads):
         now = time.time()
         if type(now) is not float:  # time.time replaced (by a test double, say)
             return text_at(self, now)[0]
-        second, zone, text, detail = kept
-        if (second is not None and second + _MARGIN <= now < second + 1.0 - _MARGIN
-                and zone is time.tzname and still_valid(self, detail)):
+        low, high, zone, text, detail = kept
+        if (low <= now < high and zone is time.tzname
+                and (check is None or check(self, detail))):
             return text
         zone = time.tzname  # before the text: a tzset() meanwhile is seen next time
         text, detail = text_at(self, now)
         second = now - now % 1.0
         if second + _MARGIN <= now < second + 1.0 - _MARGIN:
-            kept = (second, zone, text, detail)
+            kept = (second + _MARGIN, second + 1.0 - _MARGIN, zone, text, detail)
         return text
 
     functools.update_wrapper(method, original)  # __wrapped__: the stdlib's
