@@ -376,26 +376,29 @@ def handler_methods(module, originals, close_if_draining):
                 buffer = self._headers_buffer = []
             protocol_version = self.protocol_version
             key = (protocol_version, code, message)
-            line = None
-            if (type(protocol_version) is str and type(message) is str
-                    and (type(code) is int or type(code) is g["HTTPStatus"])):
-                line = _STATUS_LINES.get(key)
+            # Kept only for the types whose text equal keys make the same.
+            keep = (type(protocol_version) is str and type(message) is str
+                    and (type(code) is int or type(code) is g["HTTPStatus"]))
+            line = _STATUS_LINES.get(key) if keep else None
             if line is None:
                 line = ("%s %d %s\r\n" % key).encode('latin-1', 'strict')
-                if (type(protocol_version) is str and type(message) is str
-                        and (type(code) is int or type(code) is g["HTTPStatus"])):
+                if keep:
                     if len(_STATUS_LINES) >= _STATUS_LINES_KEPT:
                         _STATUS_LINES.clear()
                     _STATUS_LINES[key] = line
             buffer.append(line)
 
-    def send_header(self, keyword, value):
+    def buffer_header(self, keyword, value):
+        # send_header's first part: the line into the head's buffer
         if self.request_version != 'HTTP/0.9':
             try:
                 buffer = self._headers_buffer
             except AttributeError:
                 buffer = self._headers_buffer = []
             buffer.append(("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
+
+    def send_header(self, keyword, value):
+        buffer_header(self, keyword, value)
         if keyword.lower() == 'connection':
             if value.lower() == 'close':
                 self.close_connection = True
@@ -405,12 +408,7 @@ def handler_methods(module, originals, close_if_draining):
     def _header(self, keyword, value):
         # send_header(keyword, value) for a keyword that is not Connection.
         if is_own(self, "send_header"):
-            if self.request_version != 'HTTP/0.9':
-                try:
-                    buffer = self._headers_buffer
-                except AttributeError:
-                    buffer = self._headers_buffer = []
-                buffer.append(("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
+            buffer_header(self, keyword, value)
         else:
             self.send_header(keyword, value)
 
