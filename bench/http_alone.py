@@ -2,7 +2,10 @@
 pipelined GETs from memory, its responses written to memory, its log lines to
 /dev/null. No sockets, no threads: what the handler's Python code costs.
 
-    python bench/http_alone.py [stdlib|install] [requests] [repeats]
+    python bench/http_alone.py [stdlib|install] [requests] [repeats] [log|quiet]
+
+"quiet": the handler overrides log_message with a no-op (access logging off,
+as in baseline.md's server comparison).
 
 Prints the median microseconds per request. Under callgrind, pass a small
 request count and compare instruction counts between runs.
@@ -15,6 +18,7 @@ import time
 which = sys.argv[1] if len(sys.argv) > 1 else "install"
 COUNT = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
 REPEATS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+QUIET = (sys.argv[4] if len(sys.argv) > 4 else "log") == "quiet"
 if which == "install":
     import fastsockserver
     fastsockserver.install()
@@ -34,6 +38,10 @@ class Hello(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
         self.wfile.write(BODY)
+
+    if QUIET:
+        def log_message(self, format, *args):
+            pass
 
 
 class Server:
