@@ -7,10 +7,8 @@ Server on CPU 0, client on CPU 1; runs alternate, medians printed.
     python bench/wsgiref_close.py [seconds] [repetitions]
 """
 import os
-import socket
 import subprocess
 import sys
-import time
 
 from fastsockserver._loadgen import LoadGen
 

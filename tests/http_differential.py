@@ -161,7 +161,8 @@ METHODS = ["GET", "GET", "POST", "HEAD", "OPTIONS", "PUT", "get", "G\xe9T", "", 
 PATHS = ["/", "/hello", "//x", "///a//b", "/p?q=1&r", "*", "http://h/x", "/\xe9", "/a\x00b",
          "/a\\b", "/\x1bx", "/%20", "/" + "p" * 200]
 VERSIONS = ["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.0", "HTTP/0.9", "HTTP/2.0", "HTTP/3",
-            "HTTP/1.10", "HTTP/01.1", "HTTP/1", "HTTP/1.1.1", "http/1.1", "HTTP/1.\xb2", "HTTP/\xb9.1",
+            "HTTP/1.10", "HTTP/01.1", "HTTP/1", "HTTP/1.1.1", "http/1.1",
+            "HTTP/1.\xb2", "HTTP/\xb9.1",
             "HTTP/1_0.1", "HTTP/ 1.1", "HTTP/+1.1", "HTTP/12345678901.1", "HTTP/1.-1",
             "HTTP/1.1\x85", "HTTP/1.1 extra", "", "HTTP/2", "HTTP/1.1\x0b"]
 SEPARATORS = [" ", " ", "  ", "\t", " \x0c", "\x1c", "\xa0"]

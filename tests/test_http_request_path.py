@@ -3,11 +3,15 @@ compiled build, fastsockserver._http) against the stdlib's, on a generated
 corpus of request streams: the same handler state after each request, the
 same calls of overridden methods, log lines, bytes written and bytes left.
 See tests/http_differential.py for how each side runs."""
+import os
 import random
-
-import pytest
+import subprocess
+import sys
 
 import http_differential as diff
+import pytest
+
+import fastsockserver
 from fastsockserver import _http_select
 
 MODULES = diff.implementations()
@@ -69,3 +73,27 @@ def test_a_difference_is_seen(monkeypatch):
         return result
     monkeypatch.setattr(fast, "parse_request", wrong)
     assert diff.differences(wire, modules=MODULES)
+
+
+@pytest.mark.parametrize("no_extensions", ["", "1"])
+def test_compiled_path_is_the_default_where_built(no_extensions):
+    """As the core: the compiled build where it is built, the pure one with
+    FASTSOCKSERVER_NO_EXTENSIONS; and install() puts that one's methods on
+    BaseHTTPRequestHandler."""
+    code = ("import fastsockserver; fastsockserver.install(); import http.server; "
+            "from fastsockserver import _http_select as s; "
+            "m = http.server.BaseHTTPRequestHandler.parse_request; "
+            "print(s.http_path.__name__, s.COMPILED, m.__wrapped__.__module__, "
+            "type(m).__name__)")
+    env = dict(os.environ, FASTSOCKSERVER_NO_EXTENSIONS=no_extensions)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    name, compiled, wrapped, kind = out.stdout.split()
+    assert wrapped == "http.server"
+    built = fastsockserver.COMPILED  # the core is built: so is the request path
+    if built and not no_extensions:
+        assert (name, compiled) == ("fastsockserver._http", "True")
+        assert kind == "cython_function_or_method"
+    else:
+        assert (name, compiled, kind) == ("fastsockserver._http_py", "False", "function")

@@ -155,6 +155,20 @@ def _closing_while_draining(original):
     return end_headers
 
 
+def _say_close(handler):
+    lines = getattr(handler, "_headers_buffer", None)
+    if not lines or getattr(handler, "request_version", None) == "HTTP/0.9":
+        return
+    status = lines[0].split(b" ", 2)
+    if len(status) < 2 or status[1][:1] == b"1":
+        return  # an interim response (100 Continue): the final one will say it
+    for line in lines[1:]:
+        if line[:11].lower() == b"connection:":
+            return  # the handler's own choice stands
+    lines.append(b"Connection: close\r\n")
+    handler.close_connection = True
+
+
 # BaseHTTPRequestHandler's methods that _http_py replaces or does in place,
 # as they are in 3.9-3.13: name -> (parameters, the names each form uses, a
 # constant it has). A class whose methods are not all these keeps its own.

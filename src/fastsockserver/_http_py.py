@@ -3,8 +3,8 @@ read and parsed, the response head built, with the stdlib's results.
 
 One source, two builds (as aiohttp's reader_py/reader_c): this file is the
 pure-Python module and is also compiled by Cython, unchanged, as
-``fastsockserver._http`` (``src/_http.py`` links here); ``_http_select``
-picks one. ``_http_patches`` puts the methods made here on
+``fastsockserver._http`` (setup.py copies it to build/http/_http.py for
+that); ``_http_select`` picks one. ``_http_patches`` puts the methods made here on
 ``BaseHTTPRequestHandler`` where that class's own are the stdlib forms this
 module knows (those of 3.9-3.13).
 
@@ -236,7 +236,6 @@ def handler_methods(module, originals, close_if_draining):
                 and name not in handler.__dict__)
 
     stdlib_parse_request = originals["parse_request"]
-    stdlib_log_message = originals["log_message"]
 
     def parse_request(self):
         raw = self.raw_requestline

@@ -1,1 +1,0 @@
-fastsockserver/_http_py.py
