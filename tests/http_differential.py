@@ -100,6 +100,20 @@ class _Server:
     pass
 
 
+def _described(headers):
+    """test_http_headers.described, or where the message cannot be written
+    (3.13's generator refuses a value with a line break str.splitlines
+    knows, such as \x0b), its state and the error."""
+    try:
+        return described(headers)
+    except Exception as exc:
+        state = dict(vars(headers))
+        state["defects"] = [(type(d), str(d)) for d in state["defects"]]
+        if isinstance(state["_payload"], list):  # parts (message/*, multipart/*)
+            state["_payload"] = [_described(part) for part in state["_payload"]]
+        return "not writable", type(exc).__name__, str(exc), state
+
+
 _STATE = ("command", "path", "request_version", "requestline", "close_connection",
           "raw_requestline")
 
@@ -130,7 +144,7 @@ def outcome(module, wire, protocol_version="HTTP/1.1", overrides=(), reader="buf
                     break
                 state = {name: getattr(handler, name, "<unset>") for name in _STATE}
                 headers = getattr(handler, "headers", None)
-                state["headers"] = None if headers is None else described(headers)
+                state["headers"] = None if headers is None else _described(headers)
                 state["_headers_buffer"] = getattr(handler, "_headers_buffer", "<unset>")
                 requests.append(state)
                 if handler.close_connection:

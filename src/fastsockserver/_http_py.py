@@ -343,16 +343,18 @@ def handler_methods(module, originals, close_if_draining):
     def log_message(self, format, *args):
         # Where address_string is the stdlib's, its text in place; the
         # translation of control characters only where there is one to make.
+        # The same steps in the same order as the stdlib's.
         message = format % args
-        table = self._control_char_table
-        if table is not control_char_table or not message.isprintable() or "\\" in message:
-            message = message.translate(table)
+        stderr = g["sys"].stderr
         if is_own(self, "address_string"):
             address = self.client_address[0]
         else:
             address = self.address_string()
-        g["sys"].stderr.write("%s - - [%s] %s\n" % (
-            address, self.log_date_time_string(), message))
+        when = self.log_date_time_string()
+        table = self._control_char_table
+        if table is not control_char_table or not message.isprintable() or "\\" in message:
+            message = message.translate(table)
+        stderr.write("%s - - [%s] %s\n" % (address, when, message))
 
     def log_request(self, code='-', size='-'):
         if isinstance(code, g["HTTPStatus"]):
