@@ -3,14 +3,12 @@ PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
 FUZZ_SECONDS ?= 600
 SOAK_SECONDS ?= 600
-# `make tsan` runs the threaded paths, not the whole suite (see README, "Proving it holds").
-TSAN_TESTS ?= tests/test_free_threading.py tests/test_loop_handoff.py \
-	tests/test_handler_threads.py tests/test_core_contract.py tests/test_robustness.py \
-	tests/test_service.py tests/test_slow_clients.py \
-	tests/test_build.py::test_tsan_run_has_an_instrumented_core_and_interpreter \
-	tests/test_build.py::test_tsan_run_reports_a_race_in_instrumented_code
+# `make tsan` runs the whole suite: every test that starts a thread is a threaded
+# test here (the loop, handler threads, drain, the service layer); only the tests of
+# threads in a child fork()ed from a threaded process are skipped (TSan cannot follow).
+TSAN_TESTS ?= tests
 
-.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info clean
+.PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info docs clean
 
 build:            ## editable install with the compiled core required
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 $(PYTHON) -m pip install -e ".[test]"
@@ -24,7 +22,7 @@ debug:            ## line-traced, unoptimised core (coverage, profilers)
 
 asan:             ## the whole suite on a core built with AddressSanitizer + UBSan; any report fails
 	$(PYTHON) tools/run_tests.py --pythons $(ASAN_PYTHON) --only asan
-tsan:             ## TSAN_TESTS on a TSan-built core and free-threaded CPython 3.13 (TSan too); any report fails
+tsan:             ## the suite on a TSan-built core and free-threaded CPython 3.13 (TSan too); any report fails
 	$(PYTHON) tools/run_tests.py --pythons 3.13t --only tsan $(TSAN_TESTS)
 portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MSG_NOSIGNAL), on Linux
 	FASTSOCKSERVER_REQUIRE_EXTENSIONS=1 FASTSOCKSERVER_PORTABLE_CORE=1 $(PYTHON) -m pip install -e ".[test]"
@@ -32,7 +30,7 @@ portable:         ## the core as macOS/BSD build it (poll, accept + fcntl, no MS
 test:             ## this interpreter, as installed by `make build`: stdlib, pure and compiled
 	$(PYTHON) -m pytest
 
-test-all:         ## the README's test command (.ci/run, the GitHub workflow): every Python
+test-all:         ## the full test command (.ci/run, the GitHub workflow): every Python
 	$(PYTHON) tools/run_tests.py
 
 lint:             ## the habits alone (they run with the tests too): ruff, cython-lint, stubtest
@@ -52,3 +50,6 @@ info:             ## version, Python, compiled or pure and why, the wait, the lo
 
 clean:
 	rm -rf build dist .venvs src/*.egg-info src/fastsockserver/*.so
+
+docs:             ## the documentation, strict (warnings are errors): pip install -e ".[docs]"
+	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html

@@ -1,5 +1,5 @@
 """Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
-``src/fastsockserver._core.pxd``), of http.server's request path ``fastsockserver._http``
+``src/fastsockserver/_core.pxd``), of http.server's request path ``fastsockserver._http``
 (the pure ``src/fastsockserver/_http_py.py`` compiled unchanged: one source, two builds;
 see _http_source) and, on Linux only, of the benchmark's load generator
 ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
@@ -26,6 +26,7 @@ to the pure-Python package, which behaves the same.
 """
 import importlib.util
 import os
+import re
 import sys
 
 from setuptools import Extension, setup
@@ -57,6 +58,7 @@ LOADGEN = (sys.platform.startswith("linux")
            and not _env.is_set(os.environ.get("FASTSOCKSERVER_NO_LOADGEN")))
 CORE = "fastsockserver._core"
 HTTP_PATH = "fastsockserver._http"
+CYTHON = importlib.util.find_spec("Cython") is not None
 LOADGEN_NAME = "fastsockserver._loadgen"
 
 COMPILER_DIRECTIVES = {
@@ -73,6 +75,22 @@ if TRACE:
     COMPILER_DIRECTIVES.update(linetrace=True, profile=True)
 
 
+# Why an extension is absent, written into the built package (one line each:
+# module, a tab, the reason) and read by fastsockserver._core_select and _info:
+# pip shows a successful build's output only with -v, so the package itself
+# must say that its compile failed (a warning on import, `info`, `bench`).
+BUILD_FAILURES = "_build_failures.txt"
+
+
+def _reason(exc):
+    """One line for a failed build: the compiler's command shortened to its program."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    command = re.match(r"Command '\['([^']*)'.*' returned non-zero exit status (-?\d+)", text)
+    if command:
+        return "the C compiler {} exited with status {}".format(*command.groups())
+    return text
+
+
 class OptionalBuildExt(build_ext):
     """Falls back to pure Python when the compiler fails, unless the core is required.
 
@@ -80,13 +98,19 @@ class OptionalBuildExt(build_ext):
     """
 
     def run(self):
+        self._failures = {}
         try:
             super().run()
         except Exception as exc:  # the compiler is missing or failed
             self._fallback(CORE, exc)
+        self._record_failures()
 
     def build_extension(self, ext):
         try:
+            if not CYTHON:
+                raise RuntimeError("Cython is not installed (pip installs it from "
+                                   "pyproject.toml's build requirements unless run with "
+                                   "--no-build-isolation)")
             super().build_extension(ext)
         except Exception as exc:
             self._fallback(ext.name, exc)
@@ -100,9 +124,23 @@ class OptionalBuildExt(build_ext):
         else:
             message = ("building the compiled core failed ({}); installing the "
                        "pure-Python package, which behaves the same but is slower.")
+        self._failures.setdefault(name, _reason(exc))
         print("*" * 70, file=sys.stderr)
         print("fastsockserver: " + message.format(exc), file=sys.stderr)
         print("*" * 70, file=sys.stderr)
+
+    def _record_failures(self):
+        # The package's folder in the build (or the source tree, for an editable
+        # install): where the core's module would have been written.
+        path = os.path.join(os.path.dirname(self.get_ext_fullpath(CORE)), BUILD_FAILURES)
+        if not self._failures:
+            if os.path.exists(path):  # a failure of an earlier build, fixed since
+                os.remove(path)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for name, reason in sorted(self._failures.items()):
+                f.write("{}\t{}\n".format(name, reason))
 
 
 def _switches_file(macros, compile_args):
@@ -173,18 +211,22 @@ def _extensions():
         )
         for name, source in sources
     ]
-    try:
-        from Cython.Build import cythonize
-    except ImportError:
+    if not CYTHON:
         if REQUIRE:
-            raise
-        print("fastsockserver: Cython is not available; installing pure Python.", file=sys.stderr)
-        return []
+            raise ImportError("FASTSOCKSERVER_REQUIRE_EXTENSIONS is set and Cython is not "
+                              "installed")
+        # Passed on all the same: OptionalBuildExt records why each is absent.
+        return extensions
+    from Cython.Build import cythonize
     return cythonize(
         extensions,
         compiler_directives=COMPILER_DIRECTIVES,
         annotate=ANNOTATE,
         build_dir="build/cython",
+        # Cython finds the declarations of the module fastsockserver._core as
+        # fastsockserver/_core.pxd on its include path (a package-shaped path; the
+        # dotted file name beside the .pyx is deprecated).
+        include_path=["src"],
     )
 
 

@@ -30,6 +30,8 @@ from socket import socket as _socket_class
 from socket import timeout as _socket_timeout
 from weakref import WeakSet as _WeakSet
 
+from os import pipe as _os_pipe
+
 from fastsockserver._core_api import (
     BACKOFF_FIRST, BACKOFF_MAX, EPOLL, HANDLERS_TAKE, HEAD_TIMEOUT_MESSAGE, RECEIVES,
     RESOURCE_ERRNOS,
@@ -217,17 +219,44 @@ cdef class ServingState:
         self.accept_backoff = self.accept_resume_at = 0.0
         self.handoff = None
         self.takers = 0
-        self.take_pending_from = None
+        self._take_pending_from = None
+        self.take_pending_fd = -1
         self.waker = None
         self.max_handlers = self.active = 0
-        self.paused = self.draining = False
-        self.idle_cut_at = 0.0
+        self.paused = self.serving = self.draining = False
+        self.idle_cut_at = self.grace_ends = 0.0
+        self.drain_fd = self.drain_write_fd = -1
         self.readers = _WeakSet()  # a handler may drop its rfile unclosed
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
-        self.proxy_header_failures = 0
+        self.proxy_header_failures = self.framing_rejections = 0
         self.waiting_room = None
+
+    @property
+    def take_pending_from(self):
+        """The listener handler threads may take from (serve() publishes it while
+        it keeps it non-blocking), or None."""
+        return self._take_pending_from
+
+    @take_pending_from.setter
+    def take_pending_from(self, listener):
+        cdef int fd = -1
+        cdef bint stream = False
+        if listener is not None:
+            fd = listener.fileno()
+            stream = _raw_type(listener) == SOCK_STREAM
+        with cython.critical_section(self):
+            self._take_pending_from = listener
+            self.take_pending_fd = fd
+            self.take_pending_stream = stream
+
+    def __dealloc__(self):
+        # server_close() closes the drain pipe (close_drain_fd); a state whose
+        # server was never closed closes it here.
+        if self.drain_fd >= 0:
+            close(self.drain_fd)
+            close(self.drain_write_fd)
 
     cpdef accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
@@ -239,6 +268,163 @@ cdef class ServingState:
     cpdef accept_recovered(self):
         with cython.critical_section(self):
             self.accept_backoff = self.accept_resume_at = 0.0
+
+
+cdef extern from *:
+    """
+    #include <unistd.h>
+    """
+    ssize_t c_write "write"(int fd, const void *buf, size_t n) nogil
+
+
+def drain_wait_fd(ServingState state not None):
+    """The descriptor readable once the server drains (made on first use; -2
+    once closed_drain_fd was called)."""
+    if state.drain_fd == -1:
+        read_fd, write_fd = _os_pipe()  # close-on-exec
+        with cython.critical_section(state):
+            if state.drain_fd == -1:
+                state.drain_fd, state.drain_write_fd = read_fd, write_fd
+                read_fd = write_fd = -1
+                if state.draining:
+                    c_write(state.drain_write_fd, b"d", 1)
+        if read_fd >= 0:  # another thread made it meanwhile
+            close(read_fd)
+            close(write_fd)
+    return state.drain_fd
+
+
+def close_drain_fd(ServingState state not None):
+    """server_close(): the drain descriptor is closed, and none is made again.
+    A handler still waiting on the old number is not misled if the OS reuses
+    it: a drain descriptor readable while the server is not draining is
+    dropped from its wait (see _ends_between_requests)."""
+    cdef int read_fd, write_fd
+    with cython.critical_section(state):
+        read_fd, write_fd = state.drain_fd, state.drain_write_fd
+        state.drain_fd = -2
+        state.drain_write_fd = -1
+    if read_fd >= 0:
+        close(read_fd)
+        close(write_fd)
+
+
+def begin_serving(ServingState state not None, int max_handlers, waiting_room):
+    """serve_forever() starts its loop; False (nothing changed) once drain() began."""
+    with cython.critical_section(state):
+        if state.draining:
+            return False
+        state.serving = True
+        state.max_handlers = max_handlers
+        state.waiting_room = waiting_room
+        state.paused = False
+    return True
+
+
+def end_serving(ServingState state not None):
+    """serve_forever()'s loop has returned."""
+    with cython.critical_section(state):
+        state.serving = False
+        state.paused = False
+        state.waiting_room = None
+
+
+def begin_drain(ServingState state not None, double last_call, double grace):
+    """drain() begins (once; a second call changes nothing): True when a loop
+    was serving then, which now stops taking requests in and returns."""
+    drain_wait_fd(state)
+    cdef double now = _now()
+    with cython.critical_section(state):
+        if not state.draining:
+            state.draining = True
+            state.idle_cut_at = now + last_call
+            state.grace_ends = now + grace
+            if state.drain_write_fd >= 0:
+                c_write(state.drain_write_fd, b"d", 1)  # level: stays readable
+        serving = state.serving
+    return serving
+
+
+def request_accepted(ServingState state not None):
+    """get_request() returned a request: ``accepted += 1``, the back-off ends."""
+    cdef bint backing_off
+    with cython.critical_section(state):
+        state.accepted += 1
+        backing_off = state.accept_backoff != 0
+    if backing_off:
+        state.accept_recovered()
+
+
+def first_byte_timed_out(ServingState state not None):
+    """The waiting room closed a connection silent for first_byte_timeout."""
+    with cython.critical_section(state):
+        state.first_byte_timeouts += 1
+
+
+cdef class Ticket:
+    """One request's slot among ``active`` (see _core_api.Ticket)."""
+
+    def __cinit__(self, ServingState state not None):
+        self.state = state
+        self.status = TICKET_NEW
+
+    def reserve(self):
+        """The dispatcher takes a slot: ``active += 1``."""
+        with cython.critical_section(self.state):
+            if self.status == TICKET_NEW:
+                self.state.active += 1
+                self.status = TICKET_RESERVED
+
+    def claim(self):
+        """The thread (or child) that runs the request takes it over; False when
+        the dispatcher gave it up first (abandon)."""
+        with cython.critical_section(self.state):
+            if self.status != TICKET_RESERVED:
+                return False
+            self.status = TICKET_CLAIMED
+        return True
+
+    def abandon(self):
+        """The dispatcher gives the slot back before any thread claimed it; True
+        when it did (the request is then the dispatcher's to close)."""
+        with cython.critical_section(self.state):
+            if self.status != TICKET_RESERVED:
+                return self.status == TICKET_NEW
+            self.status = TICKET_RELEASED
+            self.state.active -= 1
+        _wake_if_resumed(self.state)
+        return True
+
+    def release(self):
+        """The request ended: the slot goes back, once (``finished += 1``)."""
+        with cython.critical_section(self.state):
+            if self.status != TICKET_RESERVED and self.status != TICKET_CLAIMED:
+                return
+            self.status = TICKET_RELEASED
+            self.state.active -= 1
+            self.state.finished += 1
+        _wake_if_resumed(self.state)
+
+
+cdef Ticket _claimed_ticket(ServingState state):
+    """A ticket reserved and claimed in one step, by a thread that takes a
+    request itself (take_pending). Called inside the state's section."""
+    cdef Ticket ticket = Ticket.__new__(Ticket, state)
+    state.active += 1
+    ticket.status = TICKET_CLAIMED
+    return ticket
+
+
+cdef int _wake_if_resumed(ServingState state) except -1:
+    """A slot came back: wake a loop paused at max_handlers."""
+    cdef bint wake
+    with cython.critical_section(state):
+        wake = state.paused and state.active < state.max_handlers
+        if wake:
+            state.paused = False
+    if wake:
+        state.waker.wake()
+    return 0
 
 
 # The fast paths below keep the GIL across system calls that cannot block.
@@ -432,7 +618,7 @@ cdef object _take_one(server, int fd, listener, bint stream, int *failure):
     """
     cdef sockaddr_storage addr
     cdef socklen_t length
-    cdef int client_fd, err
+    cdef int client_fd = -1, err
     cdef Py_ssize_t n, max_size = 0
     cdef int flags
     cdef bytes data
@@ -488,17 +674,13 @@ cdef int _count_take(ServingState state, item, int failure) except -1:
         if failure:
             state.accept_failed(failure)
         return 0
-    cdef bint backing_off
-    with cython.critical_section(state):
-        state.accepted += 1
-        backing_off = state.accept_backoff != 0
-    if backing_off:
-        state.accept_recovered()
+    request_accepted(state)
     return 0
 
 
 def take_pending(server, ServingState state not None):
-    """The next request for a handler thread whose request is done, or None.
+    """The next request for a handler thread whose request is done, as
+    (request, client_address, ticket) with the ticket claimed, or None.
 
     Taking the next waiting request itself saves two context switches per
     request (the loop's wake-up and the hand-over). First a request the
@@ -509,6 +691,7 @@ def take_pending(server, ServingState state not None):
     between).
     """
     cdef int failure = 0
+    cdef Ticket ticket = None
     # While this thread lets others run it counts as a taker: the loop may
     # then queue a request for it instead of starting a thread. Leaving the
     # takers and looking at the queue are one step (hand_to_taker's check
@@ -517,26 +700,38 @@ def take_pending(server, ServingState state not None):
     with cython.critical_section(state):
         state.takers += 1
     _share_gil(_now())
-    item = None
+    item = handoff = None
     with cython.critical_section(state):
         state.takers -= 1
-        handoff = state.handoff
-        if handoff:
-            item = handoff.popleft()  # counted by handler_started when it was queued
+        if state.handoff:
+            handoff = state.handoff
+    if handoff is not None:
+        # Seen non-empty as this thread left the takers: it pops one (the
+        # deque's own operations are atomic). Every queued request had a taker
+        # counted when it was queued, so none is stranded; one popped by
+        # another taker meanwhile leaves this one with nothing.
+        try:
+            item = handoff.popleft()  # its ticket reserved when it was queued
+        except IndexError:
+            pass
     if item is not None:
-        return item
+        if (<Ticket>item[2]).claim():
+            return item
+        return None  # (never: only takers claim queued tickets, and withdraw_handoff empties it)
     with cython.critical_section(state):
-        listener = state.take_pending_from
+        listener = state._take_pending_from
         # (never published under max_threads: see _plan); while backing off
         # after an out-of-resources error the loop retries, not takers.
         if listener is not None and not state.draining and not state.accept_resume_at:
-            item = _take_one(server, listener.fileno(), listener,
-                             _raw_type(listener) == SOCK_STREAM, &failure)
+            item = _take_one(server, state.take_pending_fd, listener,
+                             state.take_pending_stream, &failure)
             if item is not None:
-                state.active += 1  # this thread's next request: as handler_started
+                ticket = _claimed_ticket(state)  # this thread's next request
     if item is not None or failure:
         _count_take(state, item, failure)
-    return item
+    if item is None:
+        return None
+    return (item[0], item[1], ticket)
 
 
 cdef bint _at_capacity(ServingState state) noexcept:
@@ -544,12 +739,6 @@ cdef bint _at_capacity(ServingState state) noexcept:
     wait in the listen backlog) until a handler ends (handler_finished).
     Called inside the state's section (handler threads change ``active``)."""
     return state.max_handlers > 0 and state.active >= state.max_handlers
-
-
-def handler_started(ServingState state not None):
-    """A request was given to the library's process_request."""
-    with cython.critical_section(state):
-        state.active += 1
 
 
 def request_failed(ServingState state not None):
@@ -570,27 +759,21 @@ def proxy_header_failed(ServingState state not None):
         state.proxy_header_failures += 1
 
 
+def framing_rejected(ServingState state not None):
+    """A handler with strict_framing refused a request head."""
+    with cython.critical_section(state):
+        state.framing_rejections += 1
+
+
 def connections_drained(ServingState state not None, long long count):
     """drain() ended ``count`` connections."""
     with cython.critical_section(state):
         state.drained += count
 
 
-def handler_finished(ServingState state not None):
-    """That request ended; wakes a loop paused at ``max_handlers``."""
-    cdef bint wake
-    with cython.critical_section(state):
-        state.active -= 1
-        state.finished += 1
-        wake = state.paused and state.active < state.max_handlers
-        if wake:
-            state.paused = False
-    if wake:
-        state.waker.wake()
-
-
-def hand_to_taker(ServingState state not None, request, client_address):
-    """Queue a request for a thread inside take_pending; False when none would take it.
+def hand_to_taker(ServingState state not None, request, client_address, Ticket ticket not None):
+    """Queue a request, its ticket reserved, for a thread inside take_pending;
+    False when none would take it.
 
     Each queued request has its own taker still to look at the queue, so it
     never waits for a handler to finish. Without this, under sustained load
@@ -599,7 +782,7 @@ def hand_to_taker(ServingState state not None, request, client_address):
     """
     # The tuple first: on Python <= 3.11 allocating may run the garbage
     # collector, whose finalizers may let the GIL go between check and append.
-    item = (request, client_address)
+    item = (request, client_address, ticket)
     with cython.critical_section(state):
         handoff = state.handoff
         queued = handoff is not None and state.takers > len(handoff)
@@ -637,7 +820,8 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
     cdef double pause
     cdef pollfd fds[3]
     cdef bint stream = False, listener_watched = False, room_watched = False, at_capacity
-    cdef bint want_listener, want_room
+    cdef bint want_listener, want_room, draining
+    cdef double grace_left
     room = state.waiting_room
     # The wait's entries, in this order so that each wait is a prefix:
     # the wake-up pipe, the waiting room (if any), the listener.
@@ -673,13 +857,12 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
         if handlers_take:
             # Published only now that the listener is non-blocking, withdrawn
             # before it blocks again: take_pending accepts holding the GIL.
-            with cython.critical_section(state):
-                state.take_pending_from = listener
+            state.take_pending_from = listener
         while not server._BaseServer__shutdown_request:
             # At max_handlers the loop pauses like the back-off; a handler
-            # that ends (handler_finished) wakes it.
-            # (One step with handler_finished's: a handler ending meanwhile
-            # finds ``paused`` set, and wakes the loop.)
+            # that ends (Ticket.release) wakes it.
+            # (One step with release's: a handler ending meanwhile finds
+            # ``paused`` set, and wakes the loop.)
             with cython.critical_section(state):
                 pause = state.accept_resume_at  # a taker's accept error sets it too
                 at_capacity = _at_capacity(state)
@@ -687,10 +870,20 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                     state.paused = at_capacity
                     if at_capacity:
                         state.backpressure_pauses += 1
+                draining = state.draining
+                grace_left = state.grace_ends - _now()
+            if draining:
+                # drain() began: nothing more from the listener; held connections
+                # that speak within the grace are served, the silent rest closed.
+                if room is None:
+                    break
+                if grace_left <= 0:
+                    connections_drained(state, room.close_all())
+                    break
             if pause:
                 pause -= _now()
             want_room = room is not None and not at_capacity
-            want_listener = not at_capacity and pause <= 0
+            want_listener = not at_capacity and pause <= 0 and not draining
             if epfd >= 0 and want_room != room_watched:
                 if _epoll_watch(epfd, room_fd, want_room) == 0:
                     room_watched = want_room
@@ -710,7 +903,11 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                 if 0 <= interval_ms < wait_ms:
                     wait_ms = interval_ms
             if room is not None:
+                if want_room and room.has_ready():
+                    wait_ms = 0  # spoke while the server was at capacity: a slot is free
                 wait_ms = _sooner_ms(wait_ms, room.next_timeout())
+                if draining:
+                    wait_ms = _sooner_ms(wait_ms, grace_left)
             _poll(fds, nfds, wait_ms, epfd)
             # bpo-35017: shutdown() called during the wait, exit immediately.
             if server._BaseServer__shutdown_request:
@@ -719,7 +916,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                 fds[0].revents = 0
                 _drain(wake_fd)
             if room is not None:
-                if fds[1].revents:
+                if fds[1].revents or (want_room and room.has_ready()):
                     fds[1].revents = 0
                     with cython.critical_section(state):
                         room_left = _room_for(state, batch)
@@ -736,7 +933,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                         if taken and server._BaseServer__shutdown_request:
                             break  # shutdown() waits for the request in progress only
                         with cython.critical_section(state):
-                            at_capacity = _at_capacity(state)
+                            at_capacity = _at_capacity(state) or state.draining
                         if at_capacity:
                             break
                         item = _take_one(server, fd, listener, stream, &failure)
@@ -750,8 +947,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                         item = None
             server.service_actions()
     finally:
-        with cython.critical_section(state):  # no taker is inside _take_one after this
-            state.take_pending_from = None
+        state.take_pending_from = None  # (under the section: no taker is in _take_one after)
         if epfd >= 0:
             close(epfd)
         if flags >= 0 and listener.fileno() == fd:  # not closed (and reused) meanwhile
@@ -1019,45 +1215,79 @@ cdef int _wait_for_head(raw, int fd) except -1:
 
 cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except -1:
     """A read between requests would wait: True when it should read end-of-file
-    instead (the server drains and its last call is over, or ``_idle_timeout``
-    passed with nothing to read).
+    instead: the server drains and this connection's cut passed with nothing
+    to read (idle after a response: the last call's end; new, nothing read
+    yet: the grace's end), or ``_idle_timeout`` passed with nothing to read.
+
+    The handler decides for its own connection: it waits on the connection
+    and on the server's drain descriptor together, and no other thread
+    touches the connection. A request that arrives, in part or whole,
+    before the handler is back here is read, whatever the time.
 
     ``through_object``: the connection is read through its socket object (an
-    ssl.SSLSocket), and its handler waits here, in poll(), not inside the
-    object's read. drain() wakes a waiting handler by shutting the
-    connection's reading side (end_idle_readers); inside an SSLSocket's read,
-    OpenSSL would take that bare end-of-file for a broken stream and answer
-    the client with an alert. Here the handler just ends."""
-    cdef pollfd entry
-    cdef int timeout_ms = -1
-    cdef char byte
+    ssl.SSLSocket): its handler waits here, in poll(), not inside the
+    object's read, whose wait would not see the drain descriptor."""
+    cdef pollfd entries[2]
+    cdef int timeout_ms, nfds
+    cdef double now, idle_deadline = 0, cut
+    cdef bint draining
+    cdef int drain_fd = -1
     state = raw._state
-    cdef bint draining = (state is not None and state.draining
-                          and raw._request_open is False)
+    cdef ServingState own = state if isinstance(state, ServingState) else None
+    if own is not None:
+        drain_fd = own.drain_fd
     timeout = raw._idle_timeout
-    if not draining and timeout is None and not through_object:
+    sock_timeout = raw._sock.gettimeout()
+    if sock_timeout is not None and not through_object and not (
+            own is not None and own.draining):
+        # The socket's own timeout governs its wait (the stdlib's recv raises
+        # when it passes; a non-blocking one never waits): a drain is seen
+        # at its next read, at most that timeout later.
+        drain_fd = -1
+    if drain_fd < 0 and timeout is None and not through_object:
         return False
-    entry.fd = fd
-    entry.events = POLLIN
-    if draining:  # a request may still begin until the last call ends
-        timeout_ms = <int>ceil((<double>state.idle_cut_at - _now()) * 1e3)
-        if timeout_ms < 0:
-            timeout_ms = 0
-    elif timeout is not None:
-        timeout_ms = _timeout_ms(timeout)
-    if _poll(&entry, 1, timeout_ms) > 0:
-        if (through_object and raw._drained
-                and recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) <= 0):
-            return True  # drain() shut its reading side and nothing came before
-        return False  # data (or an end) is there: read it
-    if isinstance(state, ServingState):  # (not the pure twin's, loaded beside it in tests)
-        counted = not draining or not raw._drained
-        if counted:
-            with cython.critical_section(state):
-                if draining:
-                    (<ServingState>state).drained += 1
-                else:
-                    (<ServingState>state).idle_timeouts += 1
+    if timeout is not None:
+        idle_deadline = _now() + max(<double>timeout, 0.0)
+    cdef bint after_response = raw._request_open is False  # (else new: nothing read yet)
+    entries[0].fd = fd
+    entries[0].events = POLLIN
+    entries[1].fd = drain_fd
+    entries[1].events = POLLIN
+    while True:
+        draining = False
+        if own is not None:
+            with cython.critical_section(own):
+                draining = own.draining
+                cut = own.idle_cut_at if after_response else own.grace_ends
+        now = _now()
+        if draining:
+            nfds = 1  # the drain is known: only this connection and its cut
+            if timeout is not None and idle_deadline < cut:
+                cut = idle_deadline
+            timeout_ms = <int>ceil((cut - now) * 1e3) if cut > now else 0
+        else:
+            nfds = 2 if drain_fd >= 0 else 1
+            timeout_ms = -1
+            if timeout is not None:
+                timeout_ms = <int>ceil((idle_deadline - now) * 1e3) if idle_deadline > now else 0
+        if _poll(entries, nfds, timeout_ms) == 0:
+            break  # nothing came in time
+        if entries[0].revents:
+            return False  # data (or an end) is there: read it
+        if not draining and own is not None:
+            with cython.critical_section(own):
+                draining = own.draining
+            if not draining:
+                # The descriptor is readable but this server is not draining:
+                # a fork()ed child sees its parent's drain (or server_close()
+                # closed it and the OS gave the number to another file). Not ours.
+                drain_fd = -1
+    if own is not None:
+        with cython.critical_section(own):
+            if draining and (timeout is None or _now() < idle_deadline):
+                own.drained += 1
+            else:
+                own.idle_timeouts += 1
     return True
 
 

@@ -1,7 +1,8 @@
 """fastsockserver._loadgen: the compiled load generator of ``python -m fastsockserver bench``.
 
 One thread, one epoll set, nonblocking sockets, a timeout on every request,
-the GIL released for the whole run. Three modes:
+the GIL released for the whole run. Three modes (``run()``, closed loop: each
+slot sends its next request when the last one is answered):
 
 ``connrate``
     each slot connects, sends the message, reads the response, closes, again.
@@ -19,6 +20,12 @@ after an HTTP response with ``Connection: close`` the slot closes its socket
 and opens a new one (not an error).
 Per-request latencies (ns) go to a preallocated array; errors are counted by
 kind. Loopback addresses only. Compiler directives live in setup.py.
+
+``run_open(rate, seconds)`` is the open loop of the TCP modes: request k is due
+at ``start + k / rate``, whatever happened to the others; it goes out on the
+first free slot (a timerfd wakes the loop at the next due time) and its latency
+is counted from its due time, so the time a request waited for a free slot,
+behind a stalled server, is in its latency (no coordinated omission).
 """
 import ipaddress
 
@@ -77,6 +84,7 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+    ssize_t read(int fd, void *buf, size_t n)
 
 cdef extern from "<sys/epoll.h>" nogil:
     union epoll_data_t "epoll_data":
@@ -102,6 +110,16 @@ cdef extern from "<sys/epoll.h>" nogil:
 cdef extern from "<time.h>":  # clock_gettime's own header (posix.time includes <sys/time.h>)
     pass
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+cdef extern from "<sys/timerfd.h>" nogil:
+    struct itimerspec:
+        timespec it_interval
+        timespec it_value
+    int timerfd_create(int clockid, int flags)
+    int timerfd_settime(int fd, int flags, const itimerspec *new_value, itimerspec *old_value)
+    const int TFD_NONBLOCK
+    const int TFD_CLOEXEC
+    const int TFD_TIMER_ABSTIME
 
 cdef extern from "<sys/time.h>" nogil:
     struct timeval:
@@ -148,6 +166,8 @@ cdef enum:
     MAX_EVENTS = 256
 
 cdef long long BACKOFF_NS = 10000000  # 10 ms after an error before the slot tries again
+# open loop: a request sent this long after its due time counts as a late send
+cdef long long LATE_SEND_NS = 1000000
 
 
 cdef struct Slot:
@@ -162,6 +182,7 @@ cdef struct Slot:
     unsigned long long seq  # UDP: sequence number of the outstanding datagram
     long long served      # requests completed on the current socket
     int close_after       # HTTP: the response in progress says "Connection: close"
+    long long idle_since_ns  # when the slot last became free (the open loop's lag split)
     char *buf
 
 
@@ -302,6 +323,17 @@ cdef class LoadGen:
     cdef long long connects
     cdef unsigned long long seq
     cdef int closed
+    # open loop (run_open): the schedule, and how far behind it requests went out
+    cdef long long sched_start_ns
+    cdef double sched_interval_ns
+    cdef long long sched_total
+    cdef long long sched_issued
+    cdef long long late_sends
+    cdef long long lag_max_ns
+    # the part of the lag after a slot was free: this process's own lateness
+    cdef long long loadgen_late_sends
+    cdef long long loadgen_lag_max_ns
+    cdef long long unfinished
 
     def __cinit__(self):
         self.slots = NULL
@@ -601,6 +633,7 @@ cdef class LoadGen:
 
     cdef void _complete(self, Slot *s, int idx, long long now, bint record) noexcept nogil:
         s.served += 1
+        s.idle_since_ns = now
         if record:
             self.completed += 1
             if self.lat_n < self.lat_cap:
@@ -760,18 +793,195 @@ cdef class LoadGen:
                 elif ev & EPOLLOUT:
                     self._on_writable(s, idx, now)
 
-    def run(self, double seconds, bint record=True):
-        """Drive the load for ``seconds``; return the figures of this run (a dict).
+    cdef long long _due_ns(self, long long k) noexcept nogil:
+        return self.sched_start_ns + <long long>(k * self.sched_interval_ns)
 
-        With ``record=False`` (warm-up) nothing is counted.
-        """
+    cdef void _loop_open(self, int timer_fd, long long end_ns, bint record) noexcept nogil:
+        """The open loop of run_open(): requests at their due times until sched_total have
+        gone out, then until none is in flight, or end_ns."""
+        cdef epoll_event events[MAX_EVENTS]
+        cdef itimerspec when
+        cdef int i, n, idx, busy, idle
+        cdef long long now, wait_ns, due, lag, next_due
+        cdef unsigned long long expirations
+        cdef Slot *s
+        cdef unsigned int ev
+        cdef epoll_event tev
+        tev.events = EPOLLIN
+        tev.data.u64 = <unsigned long long>self.nslots   # not a slot: the timer
+        epoll_ctl(self.epfd, EPOLL_CTL_ADD, timer_fd, &tev)
+        memset(&when, 0, sizeof(when))
+        while True:
+            now = _now_ns()
+            if now >= end_ns:
+                break
+            if now < self.sched_start_ns:
+                due = 0
+            else:
+                due = <long long>((now - self.sched_start_ns) / self.sched_interval_ns) + 1
+                if due > self.sched_total:
+                    due = self.sched_total
+            busy = 0
+            idle = 0
+            for i in range(self.nslots):
+                s = &self.slots[i]
+                if s.state == S_BACKOFF:
+                    if now >= s.deadline_ns:
+                        s.state = S_IDLE
+                        s.idle_since_ns = s.deadline_ns
+                    else:
+                        continue
+                if s.state == S_IDLE:
+                    if self.sched_issued >= due:
+                        idle += 1
+                        continue
+                    # the next due request goes out on this slot; its clock started
+                    # at its due time, not now
+                    next_due = self._due_ns(self.sched_issued)
+                    self.sched_issued += 1
+                    lag = now - next_due
+                    if record:
+                        if lag > self.lag_max_ns:
+                            self.lag_max_ns = lag
+                        if lag > LATE_SEND_NS:
+                            self.late_sends += 1
+                        # lag from the moment both the request and this slot were ready:
+                        # not the server's doing
+                        if s.idle_since_ns > next_due:
+                            lag = now - s.idle_since_ns
+                        if lag > self.loadgen_lag_max_ns:
+                            self.loadgen_lag_max_ns = lag
+                        if lag > LATE_SEND_NS:
+                            self.loadgen_late_sends += 1
+                    if s.fd < 0:
+                        self._open(s, i, now)
+                        if s.fd < 0:
+                            continue   # failed (counted): that request is an error
+                        s.start_ns = next_due
+                        if s.state != S_IDLE:
+                            busy += 1   # connecting: the request goes when connected
+                            continue
+                    self._start(s, i, now)
+                    s.start_ns = next_due
+                elif now >= s.deadline_ns:
+                    self._fail(s, E_TIMEOUT, now)
+                if s.state == S_CONNECTING or s.state == S_SENDING or s.state == S_RECEIVING:
+                    busy += 1
+            if self.sched_issued >= self.sched_total and busy == 0:
+                break
+            wait_ns = end_ns - now
+            if wait_ns > 10000000:
+                wait_ns = 10000000
+            if self.sched_issued < self.sched_total and idle > 0:
+                # a free slot waits for the next due time: the timer, to the nanosecond
+                next_due = self._due_ns(self.sched_issued)
+                when.it_value.tv_sec = next_due // 1000000000
+                when.it_value.tv_nsec = next_due % 1000000000
+                timerfd_settime(timer_fd, TFD_TIMER_ABSTIME, &when, NULL)
+            n = epoll_wait(self.epfd, events, MAX_EVENTS,
+                           <int>((wait_ns + 999999) // 1000000))
+            if n <= 0:
+                continue
+            now = _now_ns()
+            for i in range(n):
+                idx = <int>events[i].data.u64
+                if idx == self.nslots:
+                    read(timer_fd, &expirations, sizeof(expirations))
+                    continue
+                s = &self.slots[idx]
+                if s.fd < 0:
+                    continue
+                ev = events[i].events
+                if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                    if s.state == S_CONNECTING or (s.state == S_SENDING and not (ev & EPOLLIN)):
+                        self._on_writable(s, idx, now)
+                    else:
+                        self._on_readable(s, idx, now, record)
+                elif ev & EPOLLOUT:
+                    self._on_writable(s, idx, now)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, timer_fd, NULL)
+        if not record:
+            return
+        # What is still waiting at the end counts with the time it has waited so far
+        # (a lower bound of its latency), so a server that stopped answering shows.
+        now = _now_ns()
+        for i in range(self.nslots):
+            s = &self.slots[i]
+            if s.state == S_CONNECTING or s.state == S_SENDING or s.state == S_RECEIVING:
+                self.unfinished += 1
+                if self.lat_n < self.lat_cap:
+                    self.lat[self.lat_n] = now - s.start_ns
+                    self.lat_n += 1
+        while self.sched_issued < self.sched_total:
+            self.unfinished += 1
+            if self.lat_n < self.lat_cap:
+                self.lat[self.lat_n] = now - self._due_ns(self.sched_issued)
+                self.lat_n += 1
+            self.sched_issued += 1
+
+    def run_open(self, double rate, double seconds, double max_wait=5.0, bint record=True):
+        """Open loop: ``rate * seconds`` requests, request k due ``k / rate`` s after the
+        start, each sent on the first free slot at or after its due time; then up to
+        ``max_wait`` s for the last ones. Latency counts from the due time. Returns the
+        figures of ``run()`` (``rps``: answered per second of the schedule) and
+        ``offered_rate``, ``scheduled``, ``late_sends`` (sent more than 1 ms after their
+        due time: every slot was busy, or this process was late), ``send_lag_max_ms``,
+        ``loadgen_late_sends`` and ``loadgen_lag_max_ms`` (the same, counted from when
+        both the request was due and a slot was free: this process's own lateness, as
+        on a busy client core), ``unfinished`` (not answered by the end: in the
+        percentiles with the time they had waited, a lower bound)."""
         cdef long long start, end_ns
         cdef double cpu0, cpu1
-        cdef int k
+        cdef int timer_fd
         if self.closed:
-            raise ValueError("run() on a closed LoadGen")
-        if not seconds > 0 or seconds > 3600:
-            raise ValueError("seconds must be in (0, 3600]")
+            raise ValueError("run_open() on a closed LoadGen")
+        if self.mode == M_UDP:
+            raise ValueError("the open loop is for the TCP modes")
+        if not seconds > 0 or seconds > 3600 or not 0 <= max_wait <= 600:
+            raise ValueError("seconds must be in (0, 3600], max_wait in [0, 600]")
+        if not 0 < rate <= 10000000 or rate * seconds < 1:
+            raise ValueError("rate must be in (0, 1e7] and give at least one request")
+        timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+        if timer_fd < 0:
+            raise OSError(errno, "timerfd_create")
+        self._reset_counts()
+        self.sched_interval_ns = 1e9 / rate
+        self.sched_total = <long long>(rate * seconds)
+        self.sched_issued = 0
+        self.late_sends = 0
+        self.lag_max_ns = 0
+        self.loadgen_late_sends = 0
+        self.loadgen_lag_max_ns = 0
+        self.unfinished = 0
+        try:
+            with nogil:
+                cpu0 = _thread_cpu()
+                start = _now_ns()
+                self.sched_start_ns = start
+                self._loop_open(timer_fd, start + <long long>((seconds + max_wait) * 1e9),
+                                record)
+                end_ns = _now_ns()
+                cpu1 = _thread_cpu()
+        finally:
+            close(timer_fd)
+        if not record:
+            return {"elapsed": (end_ns - start) * 1e-9}
+        result = self._figures(start, end_ns, cpu0, cpu1)
+        result.update({
+            "rps": self.completed / seconds,
+            "offered_rate": rate,
+            "schedule_s": seconds,
+            "scheduled": self.sched_total,
+            "late_sends": self.late_sends,
+            "send_lag_max_ms": self.lag_max_ns * 1e-6,
+            "loadgen_late_sends": self.loadgen_late_sends,
+            "loadgen_lag_max_ms": self.loadgen_lag_max_ns * 1e-6,
+            "unfinished": self.unfinished,
+        })
+        return result
+
+    cdef void _reset_counts(self):
+        cdef int k
         self.lat_n = 0
         self.completed = 0
         self.port_retries = 0
@@ -781,6 +991,19 @@ cdef class LoadGen:
         for k in range(N_ERRORS):
             self.errors[k] = 0
             self.errors_served[k] = 0
+
+    def run(self, double seconds, bint record=True):
+        """Drive the load for ``seconds``; return the figures of this run (a dict).
+
+        With ``record=False`` (warm-up) nothing is counted.
+        """
+        cdef long long start, end_ns
+        cdef double cpu0, cpu1
+        if self.closed:
+            raise ValueError("run() on a closed LoadGen")
+        if not seconds > 0 or seconds > 3600:
+            raise ValueError("seconds must be in (0, 3600]")
+        self._reset_counts()
         with nogil:
             cpu0 = _thread_cpu()
             start = _now_ns()
@@ -788,9 +1011,14 @@ cdef class LoadGen:
             self._loop(end_ns, record, True)
             end_ns = _now_ns()
             cpu1 = _thread_cpu()
-        elapsed = (end_ns - start) * 1e-9
         if not record:
-            return {"elapsed": elapsed}
+            return {"elapsed": (end_ns - start) * 1e-9}
+        return self._figures(start, end_ns, cpu0, cpu1)
+
+    cdef dict _figures(self, long long start, long long end_ns, double cpu0, double cpu1):
+        """The figures of the run that went from ``start`` to ``end_ns``."""
+        cdef int k
+        elapsed = (end_ns - start) * 1e-9
         inflight = 0
         oldest = 0
         for k in range(self.nslots):

@@ -44,6 +44,26 @@ CERTFILE = next((path for path in (
     if os.path.exists(path)), "keycert.pem (not found)")
 
 needs_fork = pytest.mark.skipif(not HAS_FORK, reason="no os.fork")
+
+# The real components some tests drive: the command, and the Debian package that has it.
+# tools/run_tests.py installs them (the full run) and sets REQUIRE_TOOLS_VAR there, so
+# a missing one fails that run; anywhere else (plain pytest, the quick run) the tests
+# that need it are skipped, with the reason, and listed in pytest's summary.
+TOOLS = {"openssl": "openssl", "haproxy": "haproxy",
+         "systemd-socket-activate": "systemd"}
+REQUIRE_TOOLS_VAR = "FASTSOCKSERVER_REQUIRE_TOOLS"
+
+
+def require_tool(name):
+    """The path of command ``name`` (one of TOOLS); skips the test where it is
+    missing, or fails it where REQUIRE_TOOLS_VAR is set."""
+    path = shutil.which(name)
+    if path:
+        return path
+    why = "the {} command is needed (Debian package {})".format(name, TOOLS[name])
+    if _env.is_set(os.environ.get(REQUIRE_TOOLS_VAR)):
+        pytest.fail(why + "; {} is set".format(REQUIRE_TOOLS_VAR), pytrace=False)
+    pytest.skip(why)
 # The ThreadSanitizer run (tools/run_tests.py --only tsan): the core and the
 # free-threaded interpreter are both built with -fsanitize=thread.
 TSAN_RUN = os.environ.get("FASTSOCKSERVER_SANITIZE") == "thread"

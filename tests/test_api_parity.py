@@ -29,7 +29,7 @@ DELIBERATE = {
     # stall on responses written in two parts. Documented in _server.py.
     "disable_nagle_algorithm": lambda v: v in (True, False),
 }
-# Public names fastsockserver adds on purpose (opt-in, README's migration table),
+# Public names fastsockserver adds on purpose (opt-in, docs/migration.rst),
 # by the class that defines them.
 ADDED_PUBLIC = {
     "BaseServer": {"drain", "stats", "ssl_context", "ssl_handshake_timeout"},

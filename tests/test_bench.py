@@ -1,5 +1,6 @@
 """``python -m fastsockserver bench`` and its compiled load generator, kept fast (seconds each)."""
 import contextlib
+import importlib.util
 import itertools
 import json
 import os
@@ -361,14 +362,16 @@ def test_port_in_use_and_missing_peer_one_line_each(tmp_path):
     assert results["pure"]["status"] == "ok" and results["pure"]["summary"]["rps"] > 0
 
 
-def test_missing_peer_is_skipped(monkeypatch, capsys):
+@pytest.mark.parametrize("peer", ("uvloop", "waitress", "gunicorn"))
+def test_missing_peer_is_skipped(monkeypatch, capsys, peer):
     from fastsockserver import _bench
-    monkeypatch.setattr(_bench, "_peer_missing", lambda impl: impl == "uvloop")
-    code = _bench.main(["--workloads", "shutdown", "--impls", "uvloop,stdlib", "--reps", "1",
+    monkeypatch.setattr(_bench, "_peer_missing", lambda impl: impl == peer)
+    code = _bench.main(["--workloads", "shutdown", "--impls", peer + ",stdlib", "--reps", "1",
                         "--shutdown-count", "1", "--no-pin", "-q"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "skipped: uvloop not installed" in captured.err.splitlines()
+    assert "skipped: {0} not installed (pip install {0})".format(peer) \
+        in captured.err.splitlines()
     assert "stdlib" in captured.out
 
 
@@ -767,3 +770,404 @@ def test_worker_impl_names():
     assert workloads.split_workers("stdlib-w2") == ("stdlib-w2", 1, False)
     assert workloads.with_workers("pure", 1) == "pure"
     assert workloads.with_workers("compiled", 2, reuse_port=True) == "compiled-w2-reuse_port"
+
+
+# ---------------------------------------------------------------- the http peers (WSGI)
+
+def _needs_peer(impl):
+    from fastsockserver._bench.servers import PEER_MODULES
+    module = PEER_MODULES.get(impl)
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip("{} is not installed (pip install '.[bench]')".format(module))
+
+
+def _http_response(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        response = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return response
+            response += chunk
+
+
+def _head_fields(response):
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = dict(line.split(b": ", 1) for line in lines)
+    return status.split(b" ", 2)[1], {k.lower(): v for k, v in fields.items()}, body
+
+
+def _alive(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+HTTP_PEERS = ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib", "wsgiref-compiled")
+
+
+@pytest.mark.parametrize("impl", HTTP_PEERS)
+def test_http_peer_answers_the_bench_request_like_http_server(impl):
+    """Each peer gives the http.server handler's status, Content-Type, Content-Length and
+    body, to the load generator in the cases it is in; quit ends it and its children."""
+    _needs_peer(impl)
+    from fastsockserver._bench import servers, workloads
+    if impl == "wsgiref-compiled" and not fastsockserver.COMPILED:
+        pytest.skip("compiled core not built")
+    case = workloads.CASES_BY_NAME["http-close"]
+    reference = workloads.ServerProcess(case, "pure", max_seconds=60)
+    peer = workloads.ServerProcess(case, impl, max_seconds=60)
+    try:
+        reference.wait_ready()
+        peer.wait_ready()
+        expected = _head_fields(_http_response(reference.port, workloads.HTTP_CLOSE))
+        status, fields, body = _head_fields(_http_response(peer.port, workloads.HTTP_CLOSE))
+        assert (status, body) == (expected[0], expected[2]) == (b"200", servers.HTTP_BODY)
+        for name in (b"content-type", b"content-length"):
+            assert fields[name] == expected[1][name], (name, fields)
+        children = servers._descendants(peer.info["pid"])
+        assert len(children) == (1 if impl == "gunicorn" else 0), children
+        own = peer.request("stats")
+        # gunicorn's RSS counts its worker (where the app runs) with its arbiter
+        assert (own["descendants_maxrss_kib"] > 0) == (impl == "gunicorn"), own
+        for name in ("http", "http-close"):
+            this = workloads.CASES_BY_NAME[name]
+            if impl not in this.impls:
+                continue
+            with workloads.new_loadgen(this, peer, workloads.Settings(timeout=5.0)) as lg:
+                lg.warm_up(0.1, 5.0)
+                result = lg.run(0.3)
+                lg.drain(2.0)
+            # Every response parses; cheroot's defaults (request_queue_size 5, at most
+            # 10 keep-alive connections waiting) can refuse or close a connection.
+            assert result["requests"] > 0 and result["errors"]["bad_response"] == 0, \
+                (name, result)
+    finally:
+        reference.close()
+        peer.close()
+    assert peer.proc.returncode == 0, peer.stderr_text()[-2000:]
+    assert not [pid for pid in children if _alive(pid)]   # gunicorn's worker ended too
+
+
+def test_wsgiref_is_in_http_close_only_and_peers_in_both_http_cases():
+    from fastsockserver._bench import workloads
+    http, close = (workloads.CASES_BY_NAME[n].impls for n in ("http", "http-close"))
+    for impl in ("waitress", "cheroot", "gunicorn"):
+        assert impl in http and impl in close
+    for impl in ("wsgiref-stdlib", "wsgiref-compiled"):
+        assert impl not in http and impl in close   # HTTP/1.0: one request a connection
+
+
+@pytest.mark.parametrize("impl", ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib"))
+def test_http_peer_that_cannot_start_is_one_error_and_no_process_left(impl):
+    _needs_peer(impl)
+    from fastsockserver._bench import workloads
+    case = workloads.CASES_BY_NAME["http"]
+    with _busy_port_followed_by_a_free_one() as port:
+        server = workloads.ServerProcess(case, impl, port=port, max_seconds=60)
+        started = time.monotonic()
+        try:
+            with pytest.raises(workloads.ServerError) as failure:
+                server.wait_ready(timeout=30)
+        finally:
+            server.close()
+    assert time.monotonic() - started < 30   # (gunicorn tries to bind 5 times, 1 s apart)
+    message = str(failure.value)
+    assert "\n" not in message and "in use" in message.lower(), message
+    assert server.proc.returncode not in (None, 0)
+
+
+def test_http_probe_gives_up_in_time_on_a_server_that_never_answers():
+    from fastsockserver._bench import servers
+    with socket.socket() as silent:   # listens, never accepts
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(servers.StartError, match="no answer to GET / within 0.5 s"):
+            servers.probe_http("127.0.0.1", silent.getsockname()[1], 0.5)
+        assert time.monotonic() - started < 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,
+                    reason="gunicorn is not installed (pip install '.[bench]')")
+def test_gunicorn_worker_dies_with_a_killed_server():
+    """The bench SIGKILLs a server that does not quit: gunicorn's worker must not
+    outlive its arbiter."""
+    from fastsockserver._bench import servers, workloads
+    server = workloads.ServerProcess(workloads.CASES_BY_NAME["http"], "gunicorn",
+                                     max_seconds=60)
+    try:
+        server.wait_ready()
+        [worker] = servers._descendants(server.info["pid"])
+        server.proc.kill()
+        server.proc.wait(5)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
+    finally:
+        server.close()
+
+
+# ---------------------------------------------------------------- the open loop (--rate)
+
+def _slow_line_server(delay_for):
+    """A line echo on one thread, one connection at a time, that sleeps
+    ``delay_for(n)`` seconds before answering its n-th line; returns (port, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.05)
+    stopping = threading.Event()
+
+    def serve():
+        count = 0
+        while not stopping.is_set():
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(0.05)
+                data = b""
+                while not stopping.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                    while b"\n" in data:
+                        line, _, data = data.partition(b"\n")
+                        time.sleep(delay_for(count))
+                        count += 1
+                        try:
+                            conn.sendall(line + b"\n")
+                        except OSError:
+                            break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(2)
+        srv.close()
+    return srv.getsockname()[1], stop
+
+
+def test_open_loop_counts_latency_from_the_due_time_behind_a_slow_server():
+    """One connection, a server that takes 20 ms a request, 100 requests a second due:
+    the closed loop sees 20 ms a request (it only sends when the last one is answered:
+    coordinated omission); the open loop sees the queue grow, ~10 ms more per request,
+    and counts the requests still waiting at the end."""
+    port, stop = _slow_line_server(lambda n: 0.02)
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"x\n", concurrency=1,
+                             timeout=5.0) as lg:
+            closed = lg.run(0.3)
+            lg.drain(1.0)
+            result = lg.run_open(100, 1.0, max_wait=0.3)
+    finally:
+        stop()
+    assert result["scheduled"] == 100 and result["offered_rate"] == 100
+    # every due request is answered, failed, or counted as unfinished: none is dropped
+    assert result["requests"] + result["errors_total"] + result["unfinished"] == 100, result
+    assert result["unfinished"] > 0   # the server can answer ~65 in 1.3 s, at best
+    assert result["samples"] == result["requests"] + result["unfinished"]
+    # at least half went out late: the one connection was busy at their due time
+    assert result["late_sends"] >= 50 and result["send_lag_max_ms"] >= 200
+    # ... the server's doing, not the load generator's: it sends as soon as a slot is free
+    assert result["loadgen_late_sends"] * 2 < result["late_sends"], result
+    assert result["loadgen_lag_max_ms"] < result["send_lag_max_ms"]
+    # the median request waited for ~25 others: 5x the service time is a low bound
+    assert result["lat_p50_ms"] >= 100, result
+    assert closed["lat_p50_ms"] < result["lat_p50_ms"]
+
+
+def test_open_loop_shows_a_stall_in_the_tail_that_the_closed_loop_hides():
+    """A server that stalls 300 ms once: every request due during the stall waits for
+    its end. At 200/s over 1 s, ~40 of 200 are due in the stall's first 200 ms and
+    wait >= 100 ms: p90 at least 100 ms."""
+    port, stop = _slow_line_server(lambda n: 0.3 if n == 20 else 0.0)
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, b"x\n", concurrency=1,
+                             timeout=5.0) as lg:
+            result = lg.run_open(200, 1.0, max_wait=2.0)
+    finally:
+        stop()
+    assert result["scheduled"] == 200
+    assert result["requests"] + result["errors_total"] + result["unfinished"] == 200
+    assert result["lat_p90_ms"] >= 100, result
+    assert result["lat_max_ms"] >= 250
+
+
+def test_open_loop_keeps_the_rate_on_a_fast_server_and_checks_its_arguments():
+    port, stop = _echo_server(http=True)
+    message = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with loadgen.LoadGen("persistent", "127.0.0.1", port, message, concurrency=4,
+                             timeout=2.0, http=True) as lg:
+            lg.run_open(200, 0.1, record=False)   # warm-up: connections open
+            result = lg.run_open(500, 0.4, max_wait=2.0)
+            for bad in ((0, 1.0), (-5, 1.0), (100, 0), (1, 0.5)):   # the last: no request
+                with pytest.raises(ValueError):
+                    lg.run_open(*bad)
+        with loadgen.LoadGen("udp", "127.0.0.1", port, b"y" * 64) as udp:
+            with pytest.raises(ValueError, match="TCP"):
+                udp.run_open(100, 0.1)
+    finally:
+        stop()
+    assert result["scheduled"] == 200
+    assert result["requests"] == 200 and result["errors_total"] == 0, result
+    assert result["unfinished"] == 0 and result["samples"] == 200
+    assert 0 < result["lat_p50_ms"] <= result["lat_p99_ms"] <= result["lat_max_ms"]
+
+
+def test_rate_runs_the_open_loop_at_fractions_of_each_servers_maximum(tmp_path):
+    path = tmp_path / "rate.json"
+    out = bench("--workloads", "echo/base,udp/sync", "--impls", "pure", "--reps", "1",
+                "--duration", "0.3", "--warmup", "0.1", "--rate", "0.25,0.5", "-q",
+                "--json", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "--rate: no open loop for udp/sync" in out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["rate_fractions"] == [0.25, 0.5]
+    cases = {case["case"]: case for case in doc["cases"]}
+    assert "open_loop" not in cases["udp/sync"]["results"]["pure"]
+    entry = cases["echo/base"]["results"]["pure"]
+    open_loop = entry["open_loop"]
+    assert open_loop["max_rps"] == entry["summary"]["rps"] > 0
+    assert [part["fraction"] for part in open_loop["fractions"]] == [0.25, 0.5]
+    for part in open_loop["fractions"]:
+        assert part["rate"] == pytest.approx(part["fraction"] * open_loop["max_rps"])
+        [rep] = part["reps"]
+        assert rep["offered_rate"] == part["rate"]
+        assert rep["scheduled"] == int(part["rate"] * 0.3)
+        assert rep["requests"] + rep["errors_total"] + rep["unfinished"] == rep["scheduled"]
+        s = part["summary"]
+        assert s["lat_p50_ms"] <= s["lat_p99_ms"] <= s["lat_p999_ms"] <= s["lat_max_ms"]
+        assert s["server_us_per_req"] > 0
+    assert "open loop (--rate)" in out.stdout and "due req/s" in out.stdout
+    assert "25%" in out.stdout and "50%" in out.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "x", ","])
+def test_rate_fractions_are_checked(value):
+    out = bench("--rate", value, "--workloads", "echo/base")
+    assert out.returncode == 2 and "--rate takes fractions in (0, 2]" in out.stderr
+
+
+def test_bench_help_documents_every_option():
+    out = bench("--help")
+    assert out.returncode == 0, out.stderr
+    from fastsockserver import _bench
+    parser_help = out.stdout
+    for option in ("--workloads", "--impls", "--reps", "--duration", "--rate", "--plot",
+                   "--json", "--soak", "--workers", "--wrk"):
+        assert option in parser_help
+    # every option has a help text of its own
+    import argparse
+    captured = {}
+    real_parse = argparse.ArgumentParser.parse_args
+
+    def keep(self, *args, **kwargs):
+        captured["parser"] = self
+        return real_parse(self, *args, **kwargs)
+    argparse.ArgumentParser.parse_args = keep
+    try:
+        _bench._parse(["--workloads", "echo"])
+    finally:
+        argparse.ArgumentParser.parse_args = real_parse
+    for action in captured["parser"]._actions:
+        assert action.help, action.option_strings
+    for impl in ("waitress", "cheroot", "gunicorn", "wsgiref-stdlib", "wsgiref-compiled"):
+        assert impl in parser_help
+
+
+# ---------------------------------------------------------------- the chart
+
+def _chart_document(impls, contended=()):
+    """A bench document with an http case (and open loop) and a shutdown case."""
+    def load(i, impl):
+        return {"status": "ok", "summary": {
+            "rps": 1000.0 * (i + 1), "lat_p99_ms": 0.5 * (i + 1), "reps": 3,
+            "contended_reps": 1 if impl in contended else 0},
+            "open_loop": {"max_rps": 1000.0 * (i + 1), "fractions": [
+                {"fraction": 0.5, "rate": 500.0 * (i + 1),
+                 "summary": {"lat_p99_ms": 0.25 * (i + 1),
+                             "contended_reps": 1 if impl in contended else 0}}]}}
+    return {
+        "meta": {"python_version": "3.x", "cpu_model": "test"},
+        "settings": {"reps": 3, "duration": 1.0, "server_cpu": 0, "client_cpu": 1},
+        "cases": [
+            {"case": "http", "mode": "persistent", "unit": "req/s",
+             "results": {impl: load(i, impl) for i, impl in enumerate(impls)}},
+            {"case": "shutdown", "mode": "shutdown", "unit": "ms",
+             "results": {impl: {"status": "ok", "summary": {"shutdown_ms": 400.0, "reps": 3}}
+                         for impl in impls}},
+        ],
+    }
+
+
+def _bar_colours(ax):
+    """{implementation: (face colour, hatch)} of a chart panel's bars."""
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    ys = list(ax.get_yticks())
+    found = {}
+    for patch in ax.patches:
+        y = patch.get_y() + patch.get_height() / 2
+        name = names[min(range(len(ys)), key=lambda k: abs(ys[k] - y))]
+        found.setdefault(name, (patch.get_facecolor(), patch.get_hatch()))
+    return found
+
+
+def test_chart_colours_are_fixed_values_labelled_contended_hatched_axes_linear():
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the [plot] extra)")
+    from matplotlib.colors import to_rgba
+
+    from fastsockserver._bench import report
+    impls = ["stdlib", "compiled", "waitress", "gunicorn", "wsgiref-compiled"]
+    charts = [report.make_chart(_chart_document(order, contended={"waitress"}))
+              for order in (impls, impls[::-1], impls[2:])]
+    try:
+        for fig in charts:
+            throughput, p99, open_p99 = fig.axes[:3]
+            for ax in (throughput, p99, open_p99):
+                assert ax.get_xscale() == "linear"
+                for impl, (colour, hatch) in _bar_colours(ax).items():
+                    assert colour == to_rgba(report.IMPL_COLOURS[impl]), impl
+                    assert bool(hatch) == (impl == "waitress"), (impl, hatch)
+            texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+            # values on the bars; the contended one marked
+            assert {"1,000", "3,000 *", "0.50", "50%: 0.25", "400"} & texts
+            assert "3,000 *" in texts or "1,000 *" in texts
+            legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+            assert any("another process used the pinned cores" in t for t in legend)
+        assert report.impl_colour("compiled-w2") == report.IMPL_COLOURS["compiled"]
+        assert len(set(report.IMPL_COLOURS.values())) == len(report.IMPL_COLOURS)
+        from fastsockserver._bench.workloads import ALL_IMPLS
+        assert set(ALL_IMPLS) <= set(report.IMPL_COLOURS)
+    finally:
+        import matplotlib.pyplot as plt
+        for fig in charts:
+            plt.close(fig)
+
+
+def test_plot_says_where_it_wrote(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the [plot] extra)")
+    plot = tmp_path / "chart.png"
+    out = bench("--workloads", "shutdown", "--impls", "stdlib,pure", "--reps", "1",
+                "--shutdown-count", "1", "-q", "--plot", str(plot))
+    assert out.returncode == 0, out.stderr
+    assert "chart written to {}".format(plot) in out.stderr.splitlines()
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ macOS) and the core required, then imports it: ~30-60 s, once per test run.
 import glob
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -94,9 +95,18 @@ def test_core_builds_without_the_load_generator(tmp_path):
         else:
             shutil.copy(path, source / name)
     env = _clean_env(FASTSOCKSERVER_NO_LOADGEN="1", FASTSOCKSERVER_REQUIRE_EXTENSIONS="1")
-    built = _python("-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+    built = _python("-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp_path / "dist"),
                     str(source), env=env, timeout=600)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    # Cython finds the core's declarations where it expects them (src/fastsockserver/_core.pxd
+    # on setup.py's include path), not by the deprecated dotted file name.
+    assert "Cythonizing" in built.stdout + built.stderr or "_core.pyx" in built.stdout
+    assert "Dotted filenames" not in built.stdout + built.stderr
+    # No warning in a normal build, Cython's or the C compiler's, for the core.
+    warnings = [line for line in (built.stdout + built.stderr).splitlines()
+                if re.search(r"\bwarning\b", line, re.IGNORECASE)
+                and ("_core" in line or "critical_section" in line)]
+    assert not warnings, warnings
     [wheel] = glob.glob(str(tmp_path / "dist" / "*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -201,3 +211,28 @@ def test_tsan_run_reports_a_race_in_instrumented_code(tmp_path):
     code, [report] = results["racy_bump"]
     assert code != 0
     assert "WARNING: ThreadSanitizer: data race" in report and "racy_bump" in report
+
+
+def test_build_failures_are_read_as_setup_py_writes_them(tmp_path, monkeypatch):
+    from fastsockserver import _core_select
+    note = tmp_path / "_build_failures.txt"
+    note.write_text("fastsockserver._core\tthe C compiler cc exited with status 1\n"
+                    "fastsockserver._loadgen\tCython is not installed\n", encoding="utf-8")
+    monkeypatch.setattr(_core_select, "BUILD_FAILURES", str(note))
+    assert _core_select.build_failures() == {
+        "fastsockserver._core": "the C compiler cc exited with status 1",
+        "fastsockserver._loadgen": "Cython is not installed"}
+    why = _core_select.why_not_compiled(ImportError("no"))
+    assert why.startswith("its compile failed when this package was installed (the C "
+                          "compiler cc exited with status 1); install a C compiler")
+    assert "--no-cache-dir --force-reinstall" in why
+
+
+def test_an_absent_core_is_called_absent_not_a_circular_import(tmp_path, monkeypatch):
+    from fastsockserver import _core_select
+    monkeypatch.setattr(_core_select, "BUILD_FAILURES", str(tmp_path / "none.txt"))
+    assert _core_select.build_failures() == {}
+    monkeypatch.setattr(_core_select, "CORE_NAME", "fastsockserver._no_such_core")
+    why = _core_select.why_not_compiled(ImportError("cannot import name (circular import)"))
+    assert why.startswith("fastsockserver._no_such_core is not in this installation")
+    assert "circular" not in why

@@ -60,6 +60,68 @@ def test_the_serving_state(core):
             getattr(_core_api.ServingState, method))
 
 
+def test_core_owned_fields_are_read_only_from_python():
+    """The compiled state refuses a write from Python to a field only the core
+    changes (under its section); the pure twin cannot refuse, and its users are
+    held to the same rule by test_no_module_writes_a_core_owned_field."""
+    _core = pytest.importorskip("fastsockserver._core")
+    state = _core.ServingState()
+    for field in _core_api.ServingState.CORE_OWNED:
+        with pytest.raises(AttributeError):
+            setattr(state, field, getattr(state, field))
+
+
+def test_no_module_writes_a_core_owned_field():
+    """No Python source of the package assigns to a CORE_OWNED field of a state
+    (``state.active = ...``, ``+=``): only the cores' own functions do."""
+    package = os.path.dirname(_core_select.__file__)
+    owned = set(_core_api.ServingState.CORE_OWNED)
+    writes = []
+    for filename in sorted(os.listdir(package)):
+        if not filename.endswith(".py") or filename in ("_core_py.py", "_core_api.py"):
+            continue
+        with open(os.path.join(package, filename), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign))
+                       else [])
+            for target in targets:
+                for part in ast.walk(target):
+                    if isinstance(part, ast.Attribute) and part.attr in owned:
+                        writes.append("{}:{} .{}".format(filename, node.lineno, part.attr))
+    assert not writes, writes
+
+
+@pytest.mark.parametrize("method", ["reserve", "claim", "abandon", "release"])
+def test_ticket_methods_as_declared(core, method):
+    assert _parameters(getattr(core.Ticket, method)) == _parameters(
+        getattr(_core_api.Ticket, method))
+
+
+def test_a_ticket_goes_back_exactly_once(core):
+    """Whatever is called in whatever order, ``active`` goes up once and down once."""
+    state = core.ServingState()
+    ticket = core.Ticket(state)
+    assert ticket.abandon() is True and state.active == 0  # nothing reserved yet
+    ticket = core.Ticket(state)
+    ticket.reserve()
+    ticket.reserve()
+    assert state.active == 1 and ticket.status == _core_api.TICKET_RESERVED
+    assert ticket.claim() is True and ticket.claim() is False
+    assert ticket.abandon() is False and state.active == 1  # a thread runs it
+    ticket.release()
+    ticket.release()
+    assert (state.active, state.finished) == (0, 1)
+    assert ticket.status == _core_api.TICKET_RELEASED
+    given_up = core.Ticket(state)
+    given_up.reserve()
+    assert given_up.abandon() is True and state.active == 0
+    assert given_up.claim() is False  # the thread it was meant for does nothing
+    given_up.release()
+    assert (state.active, state.finished) == (0, 1)
+
+
 def test_the_back_off_is_the_same_in_both(core):
     import errno
     state = core.ServingState()
@@ -98,8 +160,8 @@ def test_the_pure_twin_lists_no_features():
 def test_the_server_classes_call_only_declared_core_names():
     """Every ``core.<name>`` in the package's Python sources is declared."""
     package = os.path.dirname(_core_select.__file__)
-    declared = set(_core_api.FUNCTIONS) | {"ServingState", "FEATURES", "__file__",
-                                            "SYSTEM_CALLS", "PORTABLE_CORE"}
+    declared = set(_core_api.FUNCTIONS) | set(_core_api.CLASSES) | {
+        "FEATURES", "__file__", "SYSTEM_CALLS", "PORTABLE_CORE"}
     used = set()
     for filename in os.listdir(package):
         if not filename.endswith(".py") or filename in ("_core_py.py", "_core_api.py"):

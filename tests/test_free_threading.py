@@ -225,10 +225,15 @@ def test_takers_and_loop_share_the_handoff_without_losing_a_request(fast_impl):
 
     def loop():
         n = 0
+        ticket = core.Ticket(state)
+        ticket.reserve()
         while not stop.is_set():
-            if core.hand_to_taker(state, n, None):
+            if core.hand_to_taker(state, n, None, ticket):
                 queued.append(n)
                 n += 1
+                ticket = core.Ticket(state)
+                ticket.reserve()
+        ticket.abandon()
 
     threads = [threading.Thread(target=taker, daemon=True) for _ in range(4)]
     threads.append(threading.Thread(target=loop, daemon=True))
@@ -246,6 +251,7 @@ def test_takers_and_loop_share_the_handoff_without_losing_a_request(fast_impl):
     assert left == []
     assert sorted(taken) == queued
     assert state.takers == 0
+    assert state.active == len(taken)  # each taker claimed its ticket (released elsewhere)
 
 
 def _tool():

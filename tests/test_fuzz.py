@@ -41,7 +41,8 @@ def target_module(request, name):
 
 
 def test_targets_found():
-    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy", "http_request"}, TARGETS
+    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy", "framing",
+                            "http_request"}, TARGETS
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -80,6 +81,17 @@ def test_http_request_target_reports_a_difference(request, monkeypatch):
     monkeypatch.setattr(fast, "send_header", wrong)
     with pytest.raises(AssertionError, match="differs from the stdlib"):
         module.test_one_input(bytes(5) + b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_framing_target_reports_a_difference(request, monkeypatch):
+    """fuzz_framing raises when strict framing and its rules disagree."""
+    module = target_module(request, "framing")
+    smuggling = (b"\x00POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 35\r\n\r\n"
+                 b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+    module.test_one_input(smuggling)
+    monkeypatch.setattr(module, "framing_violation", lambda lines, decodes_chunked=False: None)
+    with pytest.raises(AssertionError, match="differs from the stdlib"):
+        module.test_one_input(smuggling)
 
 
 def _atheris_expected():

@@ -12,7 +12,15 @@ import textwrap
 import pytest
 
 from fastsockserver import _proxy
-from support import WAIT, fd_count, free_port, needs_fork, subprocess_env, wait_for
+from support import (
+    WAIT,
+    fd_count,
+    free_port,
+    needs_fork,
+    require_tool,
+    subprocess_env,
+    wait_for,
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tools"))
@@ -23,6 +31,12 @@ from test_proxy_protocol import address_echo, recording_echo  # noqa: E402
 # Clients connect from this loopback address, HAProxy to the backends from
 # 127.0.0.1: the handler can tell the original client from the proxy.
 CLIENT_HOST = "127.0.0.2"
+
+
+@pytest.fixture(autouse=True)
+def haproxy_command():
+    """Every test here drives a real haproxy."""
+    return require_tool("haproxy")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from fastsockserver import _core_api
 from support import HAS_UNIX, WAIT, bounded, needs_fork, wait_for
 
 
@@ -62,20 +63,34 @@ def test_hand_to_taker_queues_one_request_per_taker(fast_impl, harness):
                             fast_impl.BaseRequestHandler)
     state = server._serving_state
     item = ((b"x", server.socket), ("127.0.0.1", 9))
-    assert _core.hand_to_taker(state, *item) is False  # not serving: no queue
+
+    def reserved():
+        ticket = _core.Ticket(state)
+        ticket.reserve()
+        return ticket
+
+    first, second, third = reserved(), reserved(), reserved()
+    assert _core.hand_to_taker(state, *item, first) is False  # not serving: no queue
     state.handoff = collections.deque()
-    assert _core.hand_to_taker(state, *item) is False  # no taker
+    assert _core.hand_to_taker(state, *item, first) is False  # no taker
     state.takers = 2
-    assert _core.hand_to_taker(state, *item) is True
-    assert _core.hand_to_taker(state, *item) is True
-    assert _core.hand_to_taker(state, *item) is False  # both takers have one
-    assert list(state.handoff) == [item, item]
-    # take_pending serves the queue first, even once serving has ended
-    assert _core.take_pending(server, state) == item
+    assert _core.hand_to_taker(state, *item, first) is True
+    assert _core.hand_to_taker(state, *item, second) is True
+    assert _core.hand_to_taker(state, *item, third) is False  # both takers have one
+    assert list(state.handoff) == [item + (first,), item + (second,)]
+    # take_pending serves the queue first, even once serving has ended; the
+    # ticket comes claimed: the taker owns the request from then on
+    assert _core.take_pending(server, state) == item + (first,)
+    assert first.status == _core_api.TICKET_CLAIMED
     assert state.takers == 2  # its own count came and went
     state.takers = 0
+    for ticket in (first, second, third):
+        ticket.release()
+    assert state.active == 0
     with pytest.raises(TypeError):
-        _core.hand_to_taker(None, *item)  # a state is required, never read through None
+        _core.hand_to_taker(None, *item, first)  # a state is required, never read through None
+    with pytest.raises(TypeError):
+        _core.hand_to_taker(state, *item, None)  # and a ticket
 
 
 def test_requests_queued_for_takers_are_handled_when_serving_ends(fast_impl, harness):
@@ -89,12 +104,19 @@ def test_requests_queued_for_takers_are_handled_when_serving_ends(fast_impl, har
 
     server = harness.server(fast_impl.ThreadingUDPServer, ("127.0.0.1", 0), Handler)
     state = server._serving_state
+    core = sys.modules[fast_impl.__name__ + "._core_select"].core
+    tickets = [core.Ticket(state), core.Ticket(state)]
+    for ticket in tickets:
+        ticket.reserve()
     state.handoff = collections.deque(
-        [((b"one", server.socket), ("127.0.0.1", 1)), ((b"two", server.socket), ("127.0.0.1", 2))])
+        [((b"one", server.socket), ("127.0.0.1", 1), tickets[0]),
+         ((b"two", server.socket), ("127.0.0.1", 2), tickets[1])])
     handler_threads.serving_ends(server, state, server._BaseServer__process)
     bounded(server.server_close)
     assert sorted(handled) == [(b"one", ("127.0.0.1", 1)), (b"two", ("127.0.0.1", 2))]
     assert state.handoff is None
+    # the queued tickets were given back, process_request took new ones: all back
+    assert state.active == 0 and state.finished == 2
 
 
 def test_take_pending_only_while_the_listener_is_non_blocking(fast_impl, harness):
@@ -158,8 +180,10 @@ def test_take_pending_leaves_the_listener_alone_while_accepts_back_off(fast_impl
             state.accept_resume_at = time.monotonic() + 60
             assert _core.take_pending(server, state) is None
             state.accept_resume_at = 0.0
-            (data, sock), address = _core.take_pending(server, state)
+            (data, sock), address, ticket = _core.take_pending(server, state)
             assert (data, sock, address) == (b"ping", listener, client.getsockname())
+            assert state.active == 1 and ticket.status == _core_api.TICKET_CLAIMED
+            ticket.release()
             assert _core.take_pending(server, state) is None  # nothing else waits
     finally:
         state.take_pending_from = None
@@ -176,7 +200,12 @@ def test_queued_requests_are_closed_when_an_exception_ends_serving(fast_impl, ha
     address = harness.unix_address() if HAS_UNIX else ("127.0.0.1", 0)
     server = harness.server(Server, address, fast_impl.BaseRequestHandler)
     state = server._serving_state
-    state.handoff = collections.deque((ours, "peer") for ours, _ in pairs)
+    core = sys.modules[fast_impl.__name__ + "._core_select"].core
+    tickets = [core.Ticket(state) for _ in pairs]
+    for ticket in tickets:
+        ticket.reserve()
+    state.handoff = collections.deque(
+        (ours, "peer", ticket) for (ours, _), ticket in zip(pairs, tickets))
     with pytest.raises(KeyboardInterrupt):
         handler_threads.serving_ends(server, state, server._BaseServer__process)
     for ours, theirs in pairs:

@@ -3,8 +3,8 @@
 Where the change is a decision taken per version, the decision is a function of the
 version, tested here for every version; where it is the stdlib's own code running on
 top of fastsockserver (http.server's classes under install()), the test compares it
-with the stdlib on the running Python, and the 3.14+ ones run in CI (the README's
-compatibility table: "in CI, not run here")."""
+with the stdlib on the running Python, and the 3.14+ ones run in CI (docs/compatibility.rst:
+"in CI and the wheel matrix; not run here")."""
 import http.client
 import http.server
 import json
@@ -138,7 +138,7 @@ import http.server
 server = http.server.ThreadingHTTPSServer(("127.0.0.1", 0), Hello, certfile=sys.argv[1],
                                           keyfile=sys.argv[2])
 if sys.argv[3] == "ssl_context":
-    server.ssl_context = server.socket.context  # the README's one line
+    server.ssl_context = server.socket.context  # docs/tls.rst's one line
     server.ssl_handshake_timeout = 1.0
 threading.Thread(target=server.serve_forever, daemon=True).start()
 print(server.server_address[1], flush=True)

@@ -431,7 +431,8 @@ def test_stats_counts(fast_impl, harness):
         "waiting": 0 if sys.platform.startswith("linux") else None,
         "backpressured": False, "backpressure_pauses": 0, "draining": False, "drained": 0,
         "idle_timeouts": 0, "awaiting_first_byte": 0, "first_byte_timeouts": 0,
-        "headers_timeouts": 0, "tls_handshake_failures": 0, "proxy_header_failures": 0}
+        "headers_timeouts": 0, "tls_handshake_failures": 0, "proxy_header_failures": 0,
+        "framing_rejections": 0}
     harness.serve(server)
     for _ in range(5):
         with harness.connect(server) as client:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON_SOURCES = ["src", "tests", "bench", "tools", "setup.py"]
+PYTHON_SOURCES = ["src", "tests", "bench", "tools", "docs", "setup.py"]
 
 
 def _run(*args):
@@ -30,9 +30,10 @@ def test_ruff_lint_and_import_order():
     "cython-lint for Python 3.9 (0.18) fails on Cython 3.3's parse tree; the sources "
     "are linted by the runs on 3.10+"))
 def test_cython_lint():
-    sources = sorted(os.path.join("src", name) for name in os.listdir(os.path.join(ROOT, "src"))
+    sources = sorted(os.path.join(folder, name) for folder in ("src", "src/fastsockserver")
+                     for name in os.listdir(os.path.join(ROOT, folder))
                      if name.endswith((".pyx", ".pxd")))
-    assert "src/_core.pyx" in sources and "src/fastsockserver._core.pxd" in sources
+    assert "src/_core.pyx" in sources and "src/fastsockserver/_core.pxd" in sources
     result = _run("-c", "import sys; from cython_lint.cython_lint import main; sys.exit(main())",
                   *sources)
     assert result.returncode == 0, result.stdout + result.stderr

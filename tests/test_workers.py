@@ -6,7 +6,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from support import (
     SUBPROCESS_TIMEOUT,
     WAIT,
     free_port,
+    require_tool,
     subprocess_env,
     wait_for,
 )
@@ -392,8 +392,7 @@ def test_sighup_replaces_workers_with_no_failed_request(fast_impl, tmp_path, reu
 # --------------------------------------------------------------- inherited listeners
 
 def socket_activate(port, *more):
-    tool = shutil.which("systemd-socket-activate")
-    assert tool, "systemd-socket-activate missing (Debian package systemd)"
+    tool = require_tool("systemd-socket-activate")
     # It passes on none of its own environment unless told: the sanitizer runs' runtime
     # and options (tools/run_tests.py --only asan / tsan) must reach the program.
     passed = ["-E" + name for name in ("SANITIZER_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS",

@@ -16,7 +16,7 @@ With ``--reload`` each backend runs ``--workers 2`` and is reloaded instead:
 SIGHUP, after which its supervisor replaces its workers one by one; the next
 backend's turn comes once both new workers have answered requests.
 tests/test_haproxy.py runs the same scenario, shorter. The HAProxy settings
-are the README's recipe (ROLLING below).
+are docs/workers.rst's recipe (ROLLING below).
 """
 import argparse
 import http.client
@@ -45,7 +45,7 @@ defaults
     timeout check 1s
 """
 
-# The settings that make a restart lossless (the README's recipe): health
+# The settings that make a restart lossless (docs/workers.rst's recipe): health
 # checks every 200 ms taking a server out after one failure; a request that
 # meets a refused or reset connection, or a keep-alive connection the
 # draining backend closed (empty response), is sent again, to the other

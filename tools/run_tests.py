@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
-"""Run the test suite on every Python 3.9-3.15 found on this machine.
+"""Run the tests: the full matrix (what CI runs), or a quick run for contributors.
 
+    python3 tools/run_tests.py --quick     # this interpreter, as any user, <= 10 minutes
+    python3 tools/run_tests.py             # every Python 3.9-3.15 found, 3.13t; CI
     python3 tools/run_tests.py [--pythons 3.11,3.13]
                                [--only compiled|pure|portable-core|asan|tsan] [pytest args ...]
 
-For each interpreter: a fresh venv under .venvs/, ``pip install .[test]``
-with the compiled core required (a failed compile fails the run), then
-pytest. Behaviour tests run on stdlib, pure and compiled in that one run;
-on the first interpreter the package is also installed pure
-(FASTSOCKSERVER_NO_EXTENSIONS=1) and tested again, as a user without a
-compiler would have it; and on the last one the core is built with the
-system calls of macOS and the BSDs (see PORTABLE_CORE below) and tested
-again. Interpreters are looked up as pythonX.Y (X.Yt: free-threaded) on PATH
-and under ~/.pyenv/versions (or $PYENV_ROOT/versions). Command line tools the
-tests drive (TOOLS: openssl, haproxy,
-systemd-socket-activate) are installed with apt-get when missing.
+``--quick``: this interpreter, a fresh venv under .venvs/ with the compiled core
+required, the whole suite once (every behaviour test runs on stdlib, pure and
+compiled in that one process: the ``impl`` fixture). Nothing is installed
+system-wide and root is not needed: a test whose real component (haproxy,
+systemd-socket-activate, openssl, a free-threaded CPython) is absent is skipped
+with its reason, and pytest lists the skips at the end.
+
+The full run: for each interpreter a fresh venv, ``pip install .[test]`` with the
+compiled core required (a failed compile fails the run), then pytest on that
+run's SCOPE (see PLAN below: the whole suite on the oldest and newest Python and
+the free-threaded one; the drop-in contract on the others; the install without
+a compiler; the core's own tests on the portable build). Interpreters are
+looked up as pythonX.Y (X.Yt: free-threaded) on PATH and under ~/.pyenv/versions
+(or $PYENV_ROOT/versions). Command line tools the tests drive (TOOLS: openssl,
+haproxy, systemd-socket-activate) are installed with apt-get when missing, and
+the run requires them (FASTSOCKSERVER_REQUIRE_TOOLS=1: a missing one fails its
+tests instead of skipping them). The next run's venv is installed while the
+current one's tests run; pytest's output is printed as it comes.
 
 FREE_THREADED ("3.13t") is a free-threaded CPython 3.13 run with the GIL off
 (PYTHON_GIL unset: a module that did not declare itself safe would switch it
@@ -30,10 +39,11 @@ ThreadSanitizer, on FREE_THREADED's TSan build from
 ``tools/free_threaded_python.py --tsan``). Every process of the run writes its
 sanitizer reports to files; any report fails the run, whatever pytest said.
 
-The fuzz targets (tests/test_fuzz.py) run on one Python: the first compiled
-install where atheris (the ``fuzz`` extra) installs; the run fails when it
-installs on none. The 60 s soak (``bench --soak``, tests/test_soak.py) runs on
-the newest Python's compiled run; every run soaks 10 s.
+The fuzz targets (tests/test_fuzz.py) run on one Python: the first run of the
+whole suite where atheris (the ``fuzz`` extra) installs; the full run fails
+when it installs on none. The 60 s soak (``bench --soak``, tests/test_soak.py)
+runs on the newest Python's compiled run; every run of the whole suite soaks
+10 s. The docs are built (strict) on the newest Python's compiled run.
 """
 import argparse
 import glob
@@ -42,6 +52,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import free_threaded_python
@@ -114,96 +125,204 @@ PORTABLE_CORE = "portable-core"
 PORTABLE_CORE_ENV = {"FASTSOCKSERVER_PORTABLE_CORE": "1"}
 
 
+# ---------------------------------------------------------------- what each run tests
+# The whole suite runs on the oldest and the newest Python found and on the
+# free-threaded one. The Pythons between run what differs from one Python to the
+# next: the stdlib API fastsockserver mirrors (socketserver, http.server, the
+# handlers' rfile/wfile), held to the stdlib of that Python by the parity tests
+# and CPython's own suites, and the rules tests/test_python_versions.py checks
+# version by version. The core is one C source whatever the Python; its
+# behaviour (drain, limits, TLS, workers, robustness) is version-independent
+# and the oldest and newest bracket the C-API it compiles against, so those
+# tests running there lose nothing that a middle version alone could catch.
+# The install without a compiler runs what depends on how the package was
+# installed; the pure core itself runs in every run (the ``py`` parameter).
+# The portable build's own code is the core's system calls: its tests.
+WHOLE_SUITE = "whole suite"
+SCOPES = {
+    WHOLE_SUITE: [],
+    "the drop-in contract": [
+        "tests/test_api_parity.py", "tests/test_parity_construction.py",
+        "tests/test_parity_handlers.py", "tests/test_parity_hooks.py",
+        "tests/test_parity_mixins.py", "tests/test_parity_serving.py",
+        "tests/test_cpython_suites.py", "tests/test_python_versions.py",
+        "tests/test_install.py", "tests/test_http_headers.py", "tests/test_http_dates.py",
+        "tests/test_stream_io.py", "tests/test_implementation.py",
+        "tests/test_sourcecode.py",
+    ],
+    "the install without a compiler": [
+        "tests/test_implementation.py", "tests/test_build.py", "tests/test_api_parity.py",
+        "tests/test_parity_serving.py", "tests/test_install.py", "tests/test_cpython_suites.py",
+        "tests/test_bench.py",
+    ],
+    "the core's own paths": [
+        "tests/test_portable_core.py", "tests/test_loop_end_of_request.py",
+        "tests/test_loop_handoff.py", "tests/test_loop_receive_path.py",
+        "tests/test_core_contract.py", "tests/test_handler_threads.py",
+        "tests/test_stream_io.py", "tests/test_robustness.py", "tests/test_slow_clients.py",
+        "tests/test_parity_serving.py", "tests/test_service.py", "tests/test_fuzz.py",
+    ],
+}
+PURE_SCOPE = "the install without a compiler"
+PORTABLE_SCOPE = "the core's own paths"
+MIDDLE_SCOPE = "the drop-in contract"
+# The docs (docs/, tests/test_docs.py) are built strictly on one run: there the
+# `docs` extra is installed and a missing Sphinx fails instead of skipping.
+REQUIRE_DOCS_VAR = "FASTSOCKSERVER_REQUIRE_DOCS"
+REQUIRE_TOOLS_VAR = "FASTSOCKSERVER_REQUIRE_TOOLS"  # tests/support.py require_tool()
+
+
+class Run:
+    """One interpreter and kind of install, what it tests, and its venv once made."""
+
+    def __init__(self, version, python, mode, scope=WHOLE_SUITE, soak=False, docs=False,
+                 fuzz=False):
+        self.version, self.python, self.mode, self.scope = version, python, mode, scope
+        self.soak, self.docs, self.fuzz = soak, docs, fuzz
+        self.venv = os.path.join(ROOT, ".venvs", "py{}-{}".format(version, mode))
+        self.vpython = os.path.join(self.venv, "bin", "python")
+        self.env = None
+        self.reports = None     # a sanitizer run's reports directory
+        self.fuzzing = False    # atheris installed: test_fuzz fuzzes here
+        self.install_log = []
+        self.install_error = None
+        self.install_seconds = 0.0
+
+    @property
+    def name(self):
+        return "Python {} ({}), {} install: {}".format(self.version, self.python, self.mode,
+                                                        self.scope)
+
+
 def run(cmd, env=None, log=None):
-    print("$ " + " ".join(cmd), flush=True)
+    """``cmd`` with its output captured; printed at once, or kept in ``log``."""
+    line = "$ " + " ".join(cmd)
+    if log is None:
+        print(line, flush=True)
+    else:
+        log.append(line + "\n")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    if log is not None:
-        log.append(proc.stdout)
+    if log is not None and proc.returncode != 0:
+        log.append(proc.stdout[-4000:])
     return proc
 
 
-def test_one(python, version, mode, pytest_args, fuzzing, soak=False):
-    """Install into a new venv and run pytest; returns (ok, summary line).
-    ``fuzzing``: {"on": the version that fuzzes, or None; "failed": versions
-    where atheris did not install}."""
-    venv = os.path.join(ROOT, ".venvs", "py{}-{}".format(version, mode))
-    shutil.rmtree(venv, ignore_errors=True)
+def _install_env(run_):
     env = dict(os.environ)
     env.pop("FASTSOCKSERVER_NO_EXTENSIONS", None)
     env.pop("PYTHONPATH", None)
     for name in PORTABLE_CORE_ENV:
         env.pop(name, None)
     env.pop("PYTHON_GIL", None)  # free-threaded: the GIL stays off unless a module asks for it
-    if mode == "pure":
+    if run_.mode == "pure":
         env["FASTSOCKSERVER_NO_EXTENSIONS"] = "1"
     else:
         env["FASTSOCKSERVER_REQUIRE_EXTENSIONS"] = "1"
-    if mode == "asan":
+    if run_.mode == "asan":
         env["FASTSOCKSERVER_SANITIZE"] = SANITIZERS
-    reports = None
-    if mode == TSAN:
+    if run_.mode == TSAN:
         # The interpreter itself is instrumented (it links the TSan runtime): the
         # options hold from the venv's creation on, and a report in the install
         # steps (pip runs on it) counts as any other.
         env["FASTSOCKSERVER_SANITIZE"] = "thread"
-        reports = os.path.join(ROOT, ".venvs", "py{}-{}-reports".format(version, mode))
-        shutil.rmtree(reports, ignore_errors=True)
-        os.makedirs(reports)
-        env.update(tsan_env(reports))
-    if mode == PORTABLE_CORE:
+        run_.reports = os.path.join(ROOT, ".venvs", "py{}-{}-reports".format(
+            run_.version, run_.mode))
+        shutil.rmtree(run_.reports, ignore_errors=True)
+        os.makedirs(run_.reports)
+        env.update(tsan_env(run_.reports))
+    if run_.mode == PORTABLE_CORE:
         env.update(PORTABLE_CORE_ENV)
-    vpython = os.path.join(venv, "bin", "python")
+    return env
+
+
+def install(run_):
+    """Make ``run_``'s venv and install the package into it; its output is kept
+    in ``run_.install_log`` (this may run while another run's tests print)."""
+    start = time.monotonic()
+    log = run_.install_log
+    shutil.rmtree(run_.venv, ignore_errors=True)
+    run_.env = env = _install_env(run_)
+    vpython = run_.vpython
     steps = [
-        [python, "-m", "venv", venv],
+        [run_.python, "-m", "venv", run_.venv],
         [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
     ]
     # Free-threaded: wheels only, since sdists of some test dependencies
     # build Rust extensions, which cannot be fetched here.
-    binary = ["--only-binary=:all:"] if version.endswith("t") else []
-    try_fuzz = mode == "compiled" and fuzzing["on"] is None
-    if try_fuzz:
+    binary = ["--only-binary=:all:"] if run_.version.endswith("t") else []
+    extras = "test" + (",docs" if run_.docs else "")
+    if run_.fuzz:
         # --prefer-binary: an older atheris wheel (2.3.0 on 3.9), not a newer
         # sdist that needs a libFuzzer-enabled clang to build.
         steps.append([vpython, "-m", "pip", "install", "-q", "--prefer-binary", *binary,
-                      ".[test,fuzz]"])
+                      ".[{},fuzz]".format(extras)])
     else:
-        steps.append([vpython, "-m", "pip", "install", "-q", *binary, ".[test]"])
+        steps.append([vpython, "-m", "pip", "install", "-q", *binary,
+                      ".[{}]".format(extras)])
     for step in steps:
-        proc = run(step, env=env)
-        if proc.returncode != 0 and try_fuzz and step is steps[-1]:
-            print(proc.stdout[-2000:])
-            proc = run(step[:-1] + [".[test]"], env=env)  # without atheris
+        proc = run(step, env=env, log=log)
+        if proc.returncode != 0 and run_.fuzz and step is steps[-1]:
+            proc = run(step[:-1] + [".[{}]".format(extras)], env=env, log=log)  # no atheris
         if proc.returncode != 0:
-            print(proc.stdout[-4000:])
-            return False, "install failed" + _reports_found(reports)
+            run_.install_error = "install failed" + _reports_found(run_.reports)
+            break
+    if run_.fuzz and run_.install_error is None:
+        run_.fuzzing = run([vpython, "-c", "import atheris"], env=env,
+                           log=log).returncode == 0
+    run_.install_seconds = time.monotonic() - start
+
+
+def pytest_command(run_, pytest_args):
+    """The pytest command line and its environment for an installed ``run_``."""
+    env = dict(run_.env)
     env[FUZZ_SECONDS_VAR] = "0"
     env.pop(SOAK_SECONDS_VAR, None)
-    if soak:
+    env[REQUIRE_TOOLS_VAR] = "1"
+    if run_.soak:
         env[SOAK_SECONDS_VAR] = os.environ.get(SOAK_SECONDS_VAR, SOAK_SECONDS)
-    if try_fuzz:
-        if run([vpython, "-c", "import atheris"], env=env).returncode == 0:
-            fuzzing["on"] = version
-            env[FUZZ_SECONDS_VAR] = os.environ.get(FUZZ_SECONDS_VAR, "20")
-        else:
-            fuzzing["failed"].append(version)
-            print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
-                  "on it\n".format(version) + "!" * 70, flush=True)
-    if mode == "asan":
-        reports = os.path.join(venv, "sanitizer-reports")
-        os.makedirs(reports)
-        env.update(sanitizer_env(reports))
-        vpython = sanitized_python(venv)
-    # Test the installed package, not the source tree.
-    cmd = [vpython, "-m", "pytest", "-p", "no:cacheprovider"] + pytest_args
+    if run_.docs:
+        env[REQUIRE_DOCS_VAR] = "1"
+    if run_.fuzzing:
+        env[FUZZ_SECONDS_VAR] = os.environ.get(FUZZ_SECONDS_VAR, "20")
+    vpython = run_.vpython
+    if run_.scope == WHOLE_SUITE and not run_.docs:
+        # Built, installed without a compiler and tested from the unpacked sdist: what
+        # the package is does not depend on the interpreter, so on the newest one only.
+        pytest_args = ["--ignore=tests/test_sdist.py", *pytest_args]
+    if run_.mode == "asan":
+        run_.reports = os.path.join(run_.venv, "sanitizer-reports")
+        os.makedirs(run_.reports, exist_ok=True)
+        env.update(sanitizer_env(run_.reports))
+        vpython = sanitized_python(run_.venv)
+    # Test the installed package, not the source tree. Files given on the command
+    # line replace the scope's.
+    files = [] if any(arg.startswith("tests") for arg in pytest_args) else SCOPES[run_.scope]
+    return [vpython, "-m", "pytest", "-p", "no:cacheprovider", *files, *pytest_args], env
+
+
+def test_installed(run_, pytest_args):
+    """pytest in ``run_``'s venv, its output printed as it comes; (ok, summary line)."""
+    sys.stdout.write("".join(run_.install_log))
+    if run_.install_error:
+        return False, run_.install_error
+    if run_.fuzz and not run_.fuzzing:
+        print("!" * 70 + "\natheris did not install for Python {}: no fuzzing "
+              "on it\n".format(run_.version) + "!" * 70, flush=True)
+    cmd, env = pytest_command(run_, pytest_args)
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    sys.stdout.write(proc.stdout)
-    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
-    summary = lines[-1] if lines else "(no output)"
-    if reports is not None:
-        found = _reports_found(reports)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    last = "(no output)"
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if line.strip():
+            last = line.strip()
+    proc.wait()
+    summary = last
+    if run_.reports is not None:
+        found = _reports_found(run_.reports)
         if found:
             return False, summary + found
         summary += "; 0 sanitizer reports"
@@ -301,23 +420,129 @@ def find_free_threaded():
     return find_python(FREE_THREADED) or free_threaded_python.free_threaded_python()
 
 
+def plan_runs(options, found, free_threaded):
+    """The runs of this invocation, in order (see SCOPES)."""
+    if options.only:
+        return [Run(v, p, options.only) for v, p in found + free_threaded]
+    runs = []
+    for i, (version, python) in enumerate(found):
+        oldest, newest = i == 0, i == len(found) - 1
+        if oldest or newest:
+            runs.append(Run(version, python, "compiled", WHOLE_SUITE, soak=newest,
+                            docs=newest))
+        else:
+            runs.append(Run(version, python, "compiled", MIDDLE_SCOPE))
+    runs += [Run(v, p, "compiled") for v, p in free_threaded]
+    if found:
+        version, python = found[-1]
+        if not options.no_pure:
+            runs.append(Run(version, python, "pure", PURE_SCOPE))
+        if not options.no_portable_core:
+            runs.append(Run(version, python, PORTABLE_CORE, PORTABLE_SCOPE))
+    # The fuzz targets on the first whole-suite run where atheris installs: tried
+    # on each whole-suite compiled run until one has it.
+    for run_ in runs:
+        run_.fuzz = run_.mode == "compiled" and run_.scope == WHOLE_SUITE
+    return runs
+
+
+def run_all(runs, pytest_args):
+    """Each run in turn, the next one's install going on meanwhile; [(run, ok,
+    summary, seconds)]."""
+    results = []
+    fuzzed = []
+    installing = None  # the next run's install, going on while this one's tests run
+    for i, run_ in enumerate(runs):
+        start = time.monotonic()
+        if installing is None:
+            install(run_)
+        else:
+            installing.join()
+        if run_.fuzzing:  # the fuzz targets run here: later installs need no atheris
+            for later in runs[i + 1:]:
+                later.fuzz = False
+        installing = None
+        if i + 1 < len(runs):
+            installing = threading.Thread(target=install, args=(runs[i + 1],), daemon=True)
+            installing.start()
+        print("=" * 70, run_.name, "=" * 70, sep="\n", flush=True)
+        ok, summary = test_installed(run_, pytest_args)
+        if run_.fuzzing:
+            fuzzed.append(run_.version)
+        results.append((run_, ok, summary, time.monotonic() - start))
+    return results, fuzzed
+
+
+def report(results, fuzzed, runs, started):
+    print("\n" + "=" * 70)
+    passed = failed = 0
+    for run_, ok, summary, seconds in results:
+        print("Python {:5} {:13} {:4} {:6.0f}s  {}".format(
+            run_.version, run_.mode, "ok" if ok else "FAIL", seconds, summary))
+        for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
+            if word == "passed":
+                passed += int(count)
+            else:
+                failed += int(count)
+        if not ok and not re.search(r"\d+ (failed|errors?)", summary):
+            failed += 1  # an install failure or crash counts as a failure
+    print("total: {} passed, {} failed; {:.0f} s".format(
+        passed, failed, time.monotonic() - started))
+    tried = [r.version for r in runs if r.fuzz]
+    if fuzzed:
+        print("fuzz targets: run on Python {}".format(fuzzed[0]))
+    elif tried:
+        print("FUZZ TARGETS DID NOT RUN: atheris installed on none of Python {}".format(
+            ", ".join(tried)))
+        return 1
+    return 0 if all(ok for _, ok, _, _ in results) else 1
+
+
+def quick(pytest_args):
+    """--quick: this interpreter, its whole suite once, as any user."""
+    started = time.monotonic()
+    version = "%d.%d%s" % (sys.version_info[:2] + (
+        "t" if __import__("sysconfig").get_config_var("Py_GIL_DISABLED") else "",))
+    run_ = Run(version, sys.executable, "compiled")
+    run_.venv = os.path.join(ROOT, ".venvs", "quick-py{}".format(version))
+    run_.vpython = os.path.join(run_.venv, "bin", "python")
+    print("=" * 70, run_.name + " (quick)", "=" * 70, sep="\n", flush=True)
+    install(run_)
+    sys.stdout.write("".join(run_.install_log))
+    if run_.install_error:
+        print(run_.install_error)
+        return 1
+    cmd, env = pytest_command(run_, pytest_args)
+    env.pop(REQUIRE_TOOLS_VAR)  # absent components skip, with their reason
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd, cwd=ROOT, env=env)
+    print("quick run: {} in {:.0f} s (the full matrix: python3 tools/run_tests.py)".format(
+        "passed" if rc == 0 else "FAILED", time.monotonic() - started))
+    return rc
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="this interpreter only, whole suite, nothing installed "
+                        "system-wide; tests whose tool is absent are skipped")
     parser.add_argument("--pythons", default=",".join(VERSIONS + [FREE_THREADED]),
                         help="comma-separated versions to try (default: %(default)s)")
     parser.add_argument("--no-pure", action="store_true", help="skip the pure-Python install run")
     parser.add_argument("--no-portable-core", action="store_true",
                         help="skip the run on the core built as on macOS/BSD")
     parser.add_argument("--only", choices=("compiled", "pure", PORTABLE_CORE, "asan", TSAN),
-                        help="only this kind of install, on each Python given (CI's matrix; "
-                        "asan: the core built with AddressSanitizer and UBSan, `make asan`; "
-                        "tsan: with ThreadSanitizer, on {} only, `make tsan`)".format(
-                            FREE_THREADED))
+                        help="only this kind of install, on each Python given, whole suite "
+                        "(CI's matrix; asan: the core built with AddressSanitizer and UBSan, "
+                        "`make asan`; tsan: with ThreadSanitizer, on {} only, "
+                        "`make tsan`)".format(FREE_THREADED))
     options, pytest_args = parser.parse_known_args()
+    if options.quick:
+        return quick(pytest_args)
+    started = time.monotonic()
     if not ensure_tools():
         return 1
-    results = []
-    fuzzing = {"on": None, "failed": []}
+    failures = []
     wanted = options.pythons.split(",")
     if options.only == TSAN:
         for version in wanted:
@@ -339,46 +564,18 @@ def main():
             free_threaded.append((FREE_THREADED, python))
         except free_threaded_python.Unavailable as exc:
             print("FREE-THREADED PYTHON UNAVAILABLE: {}".format(exc), flush=True)
-            results.append((FREE_THREADED, options.only or "compiled", False,
-                            "free-threaded CPython unavailable (see above)", 0.0))
-    if not found and not free_threaded and not results:
+            failures.append(FREE_THREADED)
+    if not found and not free_threaded:
         print("no Python 3.9-3.15 found")
         return 1
-    if options.only:
-        runs = [(v, p, options.only) for v, p in found + free_threaded]
-    else:
-        runs = [(v, p, "compiled") for v, p in found + free_threaded]
-        if not options.no_pure and found:
-            runs.append(found[-1] + ("pure",))
-        if not options.no_portable_core and found:
-            runs.append(found[-1] + (PORTABLE_CORE,))
-    for version, python, mode in runs:
-        start = time.monotonic()
-        print("=" * 70, "Python {} ({}), {} install".format(version, python, mode), "=" * 70,
-              sep="\n", flush=True)
-        soak = mode == "compiled" and found and version == found[-1][0]
-        ok, summary = test_one(python, version, mode, pytest_args, fuzzing, soak)
-        results.append((version, mode, ok, summary, time.monotonic() - start))
-    print("\n" + "=" * 70)
-    passed = failed = 0
-    for version, mode, ok, summary, seconds in results:
-        print("Python {:5} {:13} {:4} {:6.0f}s  {}".format(
-            version, mode, "ok" if ok else "FAIL", seconds, summary))
-        for count, word in re.findall(r"(\d+) (passed|failed|errors?)", summary):
-            if word == "passed":
-                passed += int(count)
-            else:
-                failed += int(count)
-        if not ok and not re.search(r"\d+ (failed|errors?)", summary):
-            failed += 1  # an install failure or crash counts as a failure
-    print("total: {} passed, {} failed".format(passed, failed))
-    if fuzzing["on"]:
-        print("fuzz targets: run on Python {}".format(fuzzing["on"]))
-    elif fuzzing["failed"]:
-        print("FUZZ TARGETS DID NOT RUN: atheris installed on none of Python {}".format(
-            ", ".join(fuzzing["failed"])))
+    runs = plan_runs(options, found, free_threaded)
+    print("the runs:", *("  " + r.name for r in runs), sep="\n", flush=True)
+    results, fuzzed = run_all(runs, pytest_args)
+    rc = report(results, fuzzed, runs, started)
+    if failures:
+        print("FAILED: free-threaded CPython unavailable (see above)")
         return 1
-    return 0 if all(ok for _, _, ok, _, _ in results) else 1
+    return rc
 
 
 if __name__ == "__main__":

@@ -112,12 +112,31 @@ def _info(argv):
     return main(argv)
 
 
+USAGE = """usage: python -m fastsockserver {bench | info | run} [--help] ...
+
+fastsockserver: a drop-in, Cython-accelerated replacement for socketserver.
+
+commands:
+  run    run an unmodified program with fastsockserver installed as socketserver
+         (python -m fastsockserver run server.py ... | run -m http.server ...),
+         optionally draining on SIGTERM, in worker processes, or on inherited
+         listening sockets
+  bench  benchmark the stdlib's socketserver against fastsockserver (and
+         asyncio, uvloop, gevent where installed) on this machine
+  info   the version, the Python, and whether the compiled core is in use (and
+         why not)
+
+`python -m fastsockserver COMMAND --help` describes each command's options."""
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     commands = {"run": _run, "bench": _bench, "info": _info}
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     if not argv or argv[0] not in commands:
-        names = " | ".join(sorted(commands))
-        print("usage: python -m fastsockserver {%s} ..." % names, file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

@@ -22,6 +22,10 @@ from ._core_api import (
     HEAD_TIMEOUT_MESSAGE,
     MAX_BATCH,
     RESOURCE_ERRNOS,
+    TICKET_CLAIMED,
+    TICKET_NEW,
+    TICKET_RELEASED,
+    TICKET_RESERVED,
 )
 
 FEATURES = frozenset()
@@ -42,10 +46,11 @@ class ServingState:
 
     __slots__ = ("accept_backoff", "accept_resume_at", "handoff", "takers",
                  "take_pending_from", "waker", "max_handlers", "active", "paused",
-                 "draining", "idle_cut_at", "readers", "accepted", "finished", "errors",
+                 "serving", "draining", "idle_cut_at", "grace_ends", "drain_fd",
+                 "_drain_write_fd", "readers", "accepted", "finished", "errors",
                  "backpressure_pauses", "drained", "idle_timeouts", "first_byte_timeouts",
                  "headers_timeouts", "tls_handshake_failures", "proxy_header_failures",
-                 "waiting_room", "_lock", "__weakref__")
+                 "framing_rejections", "waiting_room", "_lock", "__weakref__")
 
     def __init__(self):
         self.accept_backoff = self.accept_resume_at = 0.0
@@ -54,27 +59,175 @@ class ServingState:
         self.take_pending_from = None
         self.waker = None
         self.max_handlers = self.active = 0
-        self.paused = self.draining = False
-        self.idle_cut_at = 0.0
+        self.paused = self.serving = self.draining = False
+        self.idle_cut_at = self.grace_ends = 0.0
+        self.drain_fd = self._drain_write_fd = -1
         self.readers = weakref.WeakSet()  # a handler may drop its rfile unclosed
         self.accepted = self.finished = self.errors = self.backpressure_pauses = 0
         self.drained = self.idle_timeouts = 0
         self.first_byte_timeouts = self.headers_timeouts = self.tls_handshake_failures = 0
-        self.proxy_header_failures = 0
+        self.proxy_header_failures = self.framing_rejections = 0
         self.waiting_room = None
         # Fields handler threads change: `+=` in Python is not atomic, and
         # without the GIL nothing else makes takers/handoff change together
-        # (the compiled core: critical sections).
+        # (the compiled core: critical sections). Replaced in a fork()ed child
+        # (_after_fork_in_child): a thread of the parent may have held it.
         self._lock = threading.Lock()
+        _states.add(self)
+
+    def __del__(self):
+        close_drain_fd(self)  # (server_close() does it first, normally)
 
     def accept_failed(self, error_number):
         if error_number in RESOURCE_ERRNOS:
-            backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
-            self.accept_backoff = backoff
-            self.accept_resume_at = monotonic() + backoff
+            with self._lock:
+                backoff = min(max(self.accept_backoff * 2, BACKOFF_FIRST), BACKOFF_MAX)
+                self.accept_backoff = backoff
+                self.accept_resume_at = monotonic() + backoff
 
     def accept_recovered(self):
-        self.accept_backoff = self.accept_resume_at = 0.0
+        with self._lock:
+            self.accept_backoff = self.accept_resume_at = 0.0
+
+
+_states = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for state in list(_states):
+        state._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def drain_wait_fd(state):
+    """The descriptor readable once the server drains (made on first use; -2
+    once close_drain_fd was called)."""
+    if state.drain_fd == -1:
+        read_fd, write_fd = os.pipe()
+        with state._lock:
+            if state.drain_fd == -1:
+                state.drain_fd, state._drain_write_fd = read_fd, write_fd
+                read_fd = write_fd = -1
+                if state.draining:
+                    os.write(state._drain_write_fd, b"d")
+        if read_fd >= 0:  # another thread made it meanwhile
+            os.close(read_fd)
+            os.close(write_fd)
+    return state.drain_fd
+
+
+def close_drain_fd(state):
+    """server_close(): the drain descriptor is closed, and none is made again."""
+    with state._lock:
+        read_fd, write_fd = state.drain_fd, state._drain_write_fd
+        state.drain_fd, state._drain_write_fd = -2, -1
+    if read_fd >= 0:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def begin_serving(state, max_handlers, waiting_room):
+    """serve_forever() starts its loop; False (nothing changed) once drain() began."""
+    with state._lock:
+        if state.draining:
+            return False
+        state.serving = True
+        state.max_handlers = max_handlers
+        state.waiting_room = waiting_room
+        state.paused = False
+    return True
+
+
+def end_serving(state):
+    """serve_forever()'s loop has returned."""
+    with state._lock:
+        state.serving = False
+        state.paused = False
+        state.waiting_room = None
+
+
+def begin_drain(state, last_call, grace):
+    """drain() begins (once): True when a loop was serving then."""
+    drain_wait_fd(state)
+    now = monotonic()
+    with state._lock:
+        if not state.draining:
+            state.draining = True
+            state.idle_cut_at = now + last_call
+            state.grace_ends = now + grace
+            if state._drain_write_fd >= 0:
+                os.write(state._drain_write_fd, b"d")  # level: stays readable
+        return state.serving
+
+
+def request_accepted(state):
+    """get_request() returned a request: ``accepted += 1``, the back-off ends."""
+    with state._lock:
+        state.accepted += 1
+        backing_off = state.accept_backoff != 0
+    if backing_off:
+        state.accept_recovered()
+
+
+def first_byte_timed_out(state):
+    """The waiting room closed a connection silent for first_byte_timeout."""
+    with state._lock:
+        state.first_byte_timeouts += 1
+
+
+class Ticket:
+    """One request's slot among ``active`` (see _core_api.Ticket)."""
+
+    __slots__ = ("state", "status")
+
+    def __init__(self, state):
+        self.state = state
+        self.status = TICKET_NEW
+
+    def reserve(self):
+        with self.state._lock:
+            if self.status == TICKET_NEW:
+                self.state.active += 1
+                self.status = TICKET_RESERVED
+
+    def claim(self):
+        with self.state._lock:
+            if self.status != TICKET_RESERVED:
+                return False
+            self.status = TICKET_CLAIMED
+        return True
+
+    def abandon(self):
+        state = self.state
+        with state._lock:
+            if self.status != TICKET_RESERVED:
+                return self.status == TICKET_NEW
+            self.status = TICKET_RELEASED
+            state.active -= 1
+        _wake_if_resumed(state)
+        return True
+
+    def release(self):
+        state = self.state
+        with state._lock:
+            if self.status not in (TICKET_RESERVED, TICKET_CLAIMED):
+                return
+            self.status = TICKET_RELEASED
+            state.active -= 1
+            state.finished += 1
+        _wake_if_resumed(state)
+
+
+def _wake_if_resumed(state):
+    with state._lock:
+        wake = state.paused and state.active < state.max_handlers
+        if wake:
+            state.paused = False
+    if wake:
+        state.waker.wake()
 
 
 def serve(server, plan, state, wake_fd, poll_interval):
@@ -98,31 +251,50 @@ def serve(server, plan, state, wake_fd, poll_interval):
             no_listener.register(room_fd, selectors.EVENT_READ)
         everything.register(plan.fd, selectors.EVENT_READ)
         while not server._BaseServer__shutdown_request:
+            with state._lock:
+                draining, grace_left = state.draining, state.grace_ends - monotonic()
+            if draining:
+                # drain() began: nothing more from the listener; held connections
+                # that speak within the grace are served, the silent rest closed.
+                if room is None:
+                    break
+                if grace_left <= 0:
+                    connections_drained(state, room.close_all())
+                    break
             pause = state.accept_resume_at
             if pause:
                 pause -= monotonic()
             timeout = poll_interval
-            if _at_capacity(state):
+            at_capacity = _at_capacity(state)
+            if at_capacity:
                 selector = wake_only  # a handler that ends wakes us
-            elif pause > 0:
+            elif pause > 0 or draining:
                 selector = no_listener
-                timeout = pause if poll_interval is None else min(pause, poll_interval)
+                if pause > 0:
+                    timeout = pause if poll_interval is None else min(pause, poll_interval)
             else:
                 selector = everything
             if room is not None:
+                if not at_capacity and room.has_ready():
+                    timeout = 0  # spoke while the server was at capacity: a slot is free
                 timeout = _sooner(timeout, room.next_timeout())
+                if draining:
+                    timeout = _sooner(timeout, grace_left)
             ready = selector.select(timeout)
             # bpo-35017: shutdown() called during select(), exit immediately.
             if server._BaseServer__shutdown_request:
                 break
+            room_spoke = room is not None and not at_capacity and room.has_ready()
             for key, _ in ready:
                 if key.fd == wake_fd:
                     _drain(wake_fd)
                 elif key.fd == room_fd:
-                    for request, client_address in room.take_ready(_room_for(state)):
-                        server._verify_and_process(request, client_address)
-                else:
+                    room_spoke = True
+                elif not state.draining:  # (it may have begun during the wait)
                     server._handle_request_noblock()
+            if room_spoke:
+                for request, client_address in room.take_ready(_room_for(state)):
+                    server._verify_and_process(request, client_address)
             if room is not None:
                 room.expire()
             server.service_actions()
@@ -137,24 +309,23 @@ def _sooner(timeout, seconds):
 
 def _room_for(state):
     """How many requests the loop may hand on now (up to max_handlers)."""
-    if state.max_handlers:
-        return max(state.max_handlers - state.active, 0)
+    with state._lock:
+        if state.max_handlers:
+            return max(state.max_handlers - state.active, 0)
     return MAX_BATCH
 
 
 def _at_capacity(state):
     """True while ``active`` is at ``max_handlers``: the loop stops taking requests
-    (they wait in the listen backlog) until a handler ends."""
-    if state.max_handlers and state.active >= state.max_handlers:
-        if not state.paused:
-            with state._lock:  # one step with handler_finished's look at ``paused``
-                if state.active < state.max_handlers:
-                    return False  # handler_finished ended one meanwhile
-                state.paused = True
+    (they wait in the listen backlog) until a handler ends. ``paused`` changes in
+    one step with Ticket.release's look at it."""
+    with state._lock:
+        at_capacity = bool(state.max_handlers) and state.active >= state.max_handlers
+        if at_capacity != state.paused:
+            state.paused = at_capacity
+            if at_capacity:
                 state.backpressure_pauses += 1
-        return True
-    state.paused = False
-    return False
+    return at_capacity
 
 
 def _drain(fd):
@@ -189,22 +360,25 @@ _POLLIN = getattr(select, "POLLIN", 1)
 
 
 def take_pending(server, state):
-    """A request the loop queued for a taker, or None (this core never
-    queues one, and never publishes its listener to handler threads)."""
+    """A request the loop queued for a taker, as (request, client_address,
+    ticket) with the ticket claimed, or None (this core never queues one, and
+    never publishes its listener to handler threads)."""
     with state._lock:
         handoff = state.handoff
-        if handoff:
-            return handoff.popleft()
+        item = handoff.popleft() if handoff else None
+    if item is not None and item[2].claim():
+        return item
     return None
 
 
-def hand_to_taker(state, request, client_address):
-    """Queue a request for a thread inside take_pending; False when none would
-    take it (always, in practice: without HANDLERS_TAKE no thread waits there)."""
+def hand_to_taker(state, request, client_address, ticket):
+    """Queue a request, its ticket reserved, for a thread inside take_pending;
+    False when none would take it (always, in practice: without HANDLERS_TAKE
+    no thread waits there)."""
     with state._lock:
         handoff = state.handoff
         if handoff is not None and state.takers > len(handoff):
-            handoff.append((request, client_address))
+            handoff.append((request, client_address, ticket))
             return True
     return False
 
@@ -214,20 +388,6 @@ def withdraw_handoff(state):
     with state._lock:
         handoff, state.handoff = state.handoff, None
     return handoff
-
-
-def handler_started(state):
-    with state._lock:
-        state.active += 1
-
-
-def handler_finished(state):
-    with state._lock:
-        state.active -= 1
-        state.finished += 1
-        wake = state.paused and state.active < state.max_handlers
-    if wake:
-        state.waker.wake()
 
 
 def request_failed(state):
@@ -243,6 +403,11 @@ def handshake_failed(state):
 def proxy_header_failed(state):
     with state._lock:
         state.proxy_header_failures += 1
+
+
+def framing_rejected(state):
+    with state._lock:
+        state.framing_rejections += 1
 
 
 def connections_drained(state, count):
@@ -282,9 +447,6 @@ def socketio_readinto(self, b):
     return n
 
 
-_raw_recv = socket.socket.recv  # the descriptor's recv, also for an ssl.SSLSocket
-
-
 def _decrypted_pending(sock):
     pending = getattr(sock, "pending", None)
     return pending is not None and pending() > 0
@@ -317,9 +479,14 @@ def _wait_for_head(raw):
 def _ends_between_requests(raw, b, through_object=False):
     """See the compiled core's docstring of the same name."""
     state = raw._state
-    draining = state is not None and state.draining and raw._request_open is False
+    drain_fd = state.drain_fd if state is not None else -1
     timeout = raw._idle_timeout
-    if not draining and timeout is None and not through_object:
+    sock_timeout = raw._sock.gettimeout()
+    if sock_timeout is not None and not through_object and not (
+            state is not None and state.draining):
+        # The socket's own timeout governs its wait (see the compiled core's).
+        drain_fd = -1
+    if drain_fd < 0 and timeout is None and not through_object:
         return False
     if raw.closed or raw._timeout_occurred or raw._sock.fileno() < 0:
         return False  # the stdlib's readinto raises
@@ -330,25 +497,53 @@ def _ends_between_requests(raw, b, through_object=False):
     except TypeError:
         return False  # not a buffer: the stdlib's readinto raises
     fd = raw._sock.fileno()
-    if draining:  # a request may still begin until the last call ends
-        timeout = max(state.idle_cut_at - monotonic(), 0.0)
-    if _readable_within(fd, timeout):
-        if through_object and raw._drained:
-            try:
-                return not _raw_recv(raw._sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True  # drain() shut its reading side and nothing came before
-            except OSError:
-                return False
-        return False  # data (or an end) is there: read it
+    idle_deadline = None if timeout is None else monotonic() + max(timeout, 0.0)
+    while True:
+        draining = False
+        if state is not None:
+            with state._lock:
+                draining = state.draining
+                cut = state.idle_cut_at if raw._request_open is False else state.grace_ends
+        if draining:
+            if idle_deadline is not None and idle_deadline < cut:
+                cut = idle_deadline
+            if _readable_within(fd, max(cut - monotonic(), 0.0)):
+                return False  # data (or an end) is there: read it
+            break
+        wait = None if idle_deadline is None else max(idle_deadline - monotonic(), 0.0)
+        ready = _readable_of(fd, drain_fd, wait)
+        if ready is None:
+            break  # nothing came in time
+        if ready == fd:
+            return False
+        if not state.draining:
+            drain_fd = -1  # a fork()ed child sees its parent's drain: not ours
     if state is not None:
         with state._lock:
-            if draining:
-                if not raw._drained:
-                    state.drained += 1
+            if draining and (idle_deadline is None or monotonic() < idle_deadline):
+                state.drained += 1
             else:
                 state.idle_timeouts += 1
     return True
+
+
+def _readable_of(fd, other_fd, timeout):
+    """``fd`` if readable within ``timeout`` seconds (None: forever), else
+    ``other_fd`` if that is (-1: none), else None."""
+    if other_fd < 0:
+        return fd if _readable_within(fd, timeout) else None
+    if _poll_object is None:
+        ready = select.select([fd, other_fd], [], [], timeout)[0]
+    else:
+        poller = _poll_object()
+        poller.register(fd, _POLLIN)
+        poller.register(other_fd, _POLLIN)
+        if timeout is not None:
+            timeout = max(math.ceil(timeout * 1e3), 0)
+        ready = [entry for entry, _ in poller.poll(timeout)]
+    if fd in ready:
+        return fd
+    return other_fd if ready else None
 
 
 def socket_writer_write(self, b):

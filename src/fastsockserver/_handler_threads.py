@@ -60,7 +60,7 @@ def _after_fork_in_child():
         state.take_pending_from = None
         state.takers = 0
         queued, state.handoff = state.handoff, collections.deque()
-        for request, _ in queued or ():  # the parent serves them; close our copies
+        for request, _, _ in queued or ():  # the parent serves them; close our copies
             if isinstance(request, socket.socket):  # not a datagram's (data, listener)
                 request.close()
     _states_with_takers.clear()
@@ -176,43 +176,48 @@ def serving_begins(state):
 
 def serving_ends(server, state, process):
     """After serving: requests still queued for takers go to ``process``
-    (each had a taker on its way, so normally none is left)."""
+    (each had a taker on its way, so normally none is left). Their tickets
+    were reserved and never claimed: given back first, process() reserves anew."""
     _states_with_takers.discard(state)
     handoff = core.withdraw_handoff(state)
     try:
         while handoff:
-            item = handoff.popleft()
-            core.handler_finished(state)  # counted when queued; process() counts it anew
-            process(*item)
+            request, client_address, ticket = handoff.popleft()
+            if ticket.abandon():
+                process(request, client_address)
     finally:
         while handoff:  # left by an exception that ends serve_forever()
-            item = handoff.popleft()
-            core.handler_finished(state)
-            server.shutdown_request(item[0])
+            request, _, ticket = handoff.popleft()
+            if ticket.abandon():
+                server.shutdown_request(request)
 
 
-def run_request(server, state, request, client_address):
-    """process_request_thread, counted as a handler (core.handler_started was called)."""
+def run_request(server, ticket, request, client_address):
+    """process_request_thread under ``ticket`` (reserved by the dispatcher):
+    claimed first, released once the request ends."""
+    if not ticket.claim():
+        return  # the dispatcher gave it up (interrupted): the request is its
     try:
         server.process_request_thread(request, client_address)
     finally:
-        core.handler_finished(state)
+        ticket.release()
 
 
-def run_then_take_pending(server, state, request, client_address):
-    """process_request_thread, then the requests the core gives this thread, in turn.
-
-    Each is counted as a handler: handler_started was called for the first
-    (and for each the loop queued), take_pending counts one it takes in."""
+def run_then_take_pending(server, ticket, request, client_address):
+    """run_request, then the requests the core gives this thread, in turn, each
+    under its own ticket (take_pending's come claimed)."""
+    if not ticket.claim():
+        return
+    state = ticket.state
     take_pending, begin_grace = core.take_pending, core.begin_grace
     while True:
         begin_grace()
         try:
             server.process_request_thread(request, client_address)
         finally:
-            core.handler_finished(state)
-        request = client_address = None
+            ticket.release()
+        request = client_address = ticket = None
         item = take_pending(server, state)
         if item is None:
             return
-        request, client_address = item
+        request, client_address, ticket = item

@@ -16,11 +16,16 @@ Each response also formats the current time twice: the Date header
 (``date_time_string``, ~3 us) and the log line (``log_date_time_string``,
 ~1.5 us). Both texts change once a second, so the handler's methods keep the
 last one (see _kept_for_the_second).
+
+``BaseHTTPRequestHandler.strict_framing`` (opt-in) is _framing's: its
+parse_request wrapper is put in place here, and parse_headers hands it the
+lines it read.
 """
 import functools
 import sys
 import time
 
+from ._framing import check_head, checking_framing
 from ._http_select import http_path, http_paths
 from ._stream_io import _SocketReaderIO, head_read
 
@@ -38,6 +43,7 @@ def _make_parse_headers(module):
 
     def parse_lines(fp, lines, _class):
         head_read(fp)  # a server's rfile: its headers_timeout ends here
+        check_head(lines)  # a strict_framing handler's head: refused here (_framing)
         parse_lines = getattr(module, "_parse_header_lines", None)
         # (A _parse_header_lines replaced by someone else gets every block.)
         if _class is module.HTTPMessage and parse_lines is stdlib_parse_lines:
@@ -61,7 +67,7 @@ def _make_parse_headers(module):
     else:  # the form parse_request may read the lines of itself (_http_py)
         for path in http_paths():
             path.PLAIN_PARSERS[parse_headers] = path.PlainParser(
-                module, parse_lines, head_read, _SocketReaderIO)
+                module, parse_lines, head_read, _SocketReaderIO, check_head)
     functools.update_wrapper(parse_headers, original)  # __wrapped__ and the name: the stdlib's
     return parse_headers
 
@@ -258,14 +264,22 @@ def patch_http_server(module, path=http_path):
     """Give the http.server ``module``'s BaseHTTPRequestHandler the request
     path of _http_py (where its methods are the stdlib forms known), date
     methods that keep their text for the second, where they are the stdlib's
-    own, and an end_headers that says ``Connection: close`` while the server
-    drains."""
+    own, an end_headers that says ``Connection: close`` while the server
+    drains, and ``strict_framing`` (default False) with the parse_request that
+    honours it (_framing: it wraps the fast parse_request, which hands it the
+    head's lines as parse_headers does)."""
     handler_class = getattr(module, "BaseHTTPRequestHandler", None)
     methods = getattr(handler_class, "__dict__", {})
     if not _patch_handler_methods(handler_class, module, methods, path):
         end_headers = methods.get("end_headers")
         if callable(end_headers) and not hasattr(end_headers, "_fastsockserver_drain"):
             handler_class.end_headers = _closing_while_draining(end_headers)
+    methods = getattr(handler_class, "__dict__", {})  # (the fast methods, where put)
+    parse_request = methods.get("parse_request")
+    if callable(parse_request) and not hasattr(parse_request, "_fastsockserver_framing"):
+        handler_class.parse_request = checking_framing(parse_request)
+        handler_class.strict_framing = False
+        handler_class.decodes_chunked = False
     module_globals = vars(module)
     if module_globals.get("time") is not time:  # the text_at functions use this one
         return

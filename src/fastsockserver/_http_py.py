@@ -122,12 +122,13 @@ class PlainParser:
     """What parse_request needs to know of one http.client module's fast
     parse_headers (_http_patches) to do its work in place."""
 
-    def __init__(self, module, parse_lines, head_read, head_reader_type):
+    def __init__(self, module, parse_lines, head_read, head_reader_type, check_head):
         self.module = module
         # parse_lines(fp, lines, _class): the message for the lines read
         self.parse_lines = parse_lines
         self.head_read = head_read  # parse_lines' first step
         self.head_reader_type = head_reader_type  # of an rfile.raw head_read acts on
+        self.check_head = check_head  # its second: strict_framing's check (_framing)
         # What parse_headers calls that parse_request does in place, and
         # the email code plain_message_and_values knows the result of.
         self.read_headers = module._read_headers
@@ -273,10 +274,12 @@ def handler_methods(module, originals, close_if_draining):
                 if (message_class is client_names["HTTPMessage"]
                         and client_names.get("_parse_header_lines") is plain.parse_header_lines
                         and message_class.get is plain.message_get):
-                    # parse_lines' work: head_read's, then the plain message
+                    # parse_lines' work: head_read's, check_head, then the
+                    # plain message
                     raw = getattr(rfile, "raw", None)
                     if type(raw) is plain.head_reader_type:
                         raw._head_deadline = 0.0
+                    plain.check_head(lines)
                     found = plain_message_and_values(client, lines)
                     if found is None:
                         headers = plain.parse_lines(rfile, lines, message_class)

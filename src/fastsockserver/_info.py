@@ -14,6 +14,11 @@ def loadgen_status():
     except ImportError as exc:
         if not sys.platform.startswith("linux"):
             return False, "it is built on Linux only (this is {})".format(sys.platform)
+        from ._core_select import REINSTALL, build_failures
+        failed = build_failures().get(LOADGEN_NAME)
+        if failed is not None:
+            return False, ("{} is not built: its compile failed when this package was "
+                           "installed ({}); {}".format(LOADGEN_NAME, failed, REINSTALL))
         return False, "{} is not built ({})".format(LOADGEN_NAME, exc)
     return True, None
 
@@ -59,9 +64,21 @@ def lines():
     ]
 
 
+USAGE = """usage: python -m fastsockserver info
+
+Prints, a line each: fastsockserver's version; the Python running it (and,
+on a free-threaded build, whether the GIL is on); the platform; the core in
+use, compiled or pure Python and why; the core's features; the wait it uses
+(epoll, poll() or selectors); its system calls; and whether the benchmark's
+load generator is built (and why not)."""
+
+
 def main(argv):
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if argv:
-        print("usage: python -m fastsockserver info", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     for line in lines():
         print(line)

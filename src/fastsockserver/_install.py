@@ -37,7 +37,9 @@ def install():
     ``http.client`` a ``parse_headers`` that returns the same message without
     the email parser for plain header blocks, and ``http.server``'s
     ``BaseHTTPRequestHandler`` a ``date_time_string`` and
-    ``log_date_time_string`` that make their text once a second (now where
+    ``log_date_time_string`` that make their text once a second, and
+    ``strict_framing`` (default False: the stdlib's behaviour; see
+    _framing) with the ``parse_request`` that honours it (now where
     the module is loaded, and whenever it is imported or reloaded; each
     stdlib function is its replacement's ``__wrapped__``). Calling it again
     is a no-op. Returns None.

@@ -47,10 +47,10 @@ def server_fd(server):
     return fd
 
 
-def plan_serving(server, core):
-    """The ServingPlan for ``server`` on ``core`` (an implementation of _core_api)."""
-    from . import _server  # the library's own hooks, to compare with (it imports us)
-
+def plan_serving(server, core, library):
+    """The ServingPlan for ``server`` on ``core`` (an implementation of _core_api);
+    ``library``: the class hierarchy (_server) whose hooks are the library's own."""
+    _server = library
     fd = server_fd(server)
     own_service_actions = _uses_own(server, "service_actions", _server.BaseServer.service_actions)
     listener = None

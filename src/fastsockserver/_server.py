@@ -13,7 +13,7 @@ this file beside its ``Lib/socketserver.py``. What is not here:
 The request flow, and where the fast path joins it::
 
     serve_forever()                       handle_request()
-      plan = plan_serving(server, core)     core.wait_readable(fd, timeout)
+      plan = plan_serving(server, ...)      core.wait_readable(fd, timeout)
       core.serve(server, plan, state, ...)   -> _handle_request_noblock()
         wait (GIL released; epoll or poll)      or handle_timeout()
         plan.listener is None:
@@ -32,6 +32,16 @@ The request flow, and where the fast path joins it::
         service_actions()               [after each wake-up]
       handle_error() for an exception of process_request (or its thread)
 
+Who owns what (the contract is _core_api's): the loop's thread is the one
+dispatcher. A request's slot among ``active`` is a Ticket, reserved before a
+thread gets the request, claimed by that thread, released once by it; a
+dispatch interrupted (a signal) gives the slot back only if no thread has
+claimed it. drain() asks the loop to stop (core.begin_drain) and waits; the
+loop hands on held connections within max_threads, and each handler decides
+for its own connection when it reads end-of-file (_stream_io). A forked
+child reports its counts through shared memory (_child_counts). The service
+layer (_service, _workers) uses this module, never the other way round.
+
 Every hook is called through the instance, where the stdlib calls it, so an
 override or an instance attribute runs at its usual place: the plan keeps a
 step in the core only while the hook it replaces is the library's own.
@@ -41,26 +51,27 @@ import socket
 import sys
 import threading
 import time
+import weakref
 
 from . import _handler_threads
-from ._core_api import MAX_BATCH
+from ._child_counts import COUNTS as CHILD_COUNTS
+from ._child_counts import ChildCounts, counts_of
+from ._core_api import LAST_CALL, NEW_CONNECTION_GRACE
 from ._core_select import core
 from ._handler_threads import WorkerPool
 from ._listeners import adopt_pending
 from ._plan import plan_serving, server_fd
-from ._service import serving_servers
-from ._stream_io import (
-    LAST_CALL,
-    NEW_CONNECTION_GRACE,
-    _SocketWriter,
-    end_idle_readers,
-    is_tcp,
-    make_reader,
-    readable_by_library,
-)
+from ._stream_io import _SocketWriter, is_tcp, make_reader, readable_by_library
 from ._waiting_room import WaitingRoom
 
 _HAS_FORK = hasattr(os, "fork")
+
+# Servers inside serve_forever(), by id (a subclass may define __eq__ and so be
+# unhashable): what the service layer (`run --drain-timeout`, _service) drains.
+serving_servers = weakref.WeakValueDictionary()
+_NO_CHILD_COUNTS = dict.fromkeys(CHILD_COUNTS, 0)
+# This module, for _plan: the hooks that are the library's own, to compare with.
+_library = sys.modules[__name__]
 
 
 def _tls():
@@ -141,15 +152,23 @@ class _Waker:
     """A self-pipe: shutdown() interrupts serve_forever's wait at once.
 
     The stdlib only notices shutdown() after up to ``poll_interval``. The
-    pipe exists only while serve_forever() runs; the lock keeps wake() from
-    writing to a descriptor that close() has released (and the OS reused).
+    pipe exists only while serve_forever() runs. No lock is held across the
+    write (a thread that fork()s meanwhile would leave its child waiting on
+    a lock no one releases): wake() counts itself in while it writes, and
+    close() leaves the last writer to close the descriptors, so none is
+    closed (and reused by the OS) under a write. In a fork()ed child the
+    waker forgets the parent's pipe (the child never serves the parent's
+    loop) and gets a lock of its own.
     """
 
-    __slots__ = ("_lock", "_read_fd", "_write_fd")
+    __slots__ = ("_lock", "_read_fd", "_write_fd", "_writers", "_closing", "__weakref__")
 
     def __init__(self):
         self._lock = threading.Lock()
         self._read_fd = self._write_fd = -1
+        self._writers = 0
+        self._closing = False
+        _wakers.add(self)
 
     def open(self):
         """Create the pipe; returns the descriptor to wait on."""
@@ -158,23 +177,64 @@ class _Waker:
         os.set_blocking(write_fd, False)
         with self._lock:
             self._read_fd, self._write_fd = read_fd, write_fd
+            self._closing = False
         return read_fd
 
     def wake(self):
         with self._lock:
-            if self._write_fd >= 0:
-                try:
-                    os.write(self._write_fd, b"\0")
-                except OSError:  # pipe full: a wake-up is pending anyway
-                    pass
+            write_fd = self._write_fd
+            if write_fd < 0 or self._closing:
+                return
+            self._writers += 1
+        try:
+            os.write(write_fd, b"\0")
+        except OSError:  # pipe full: a wake-up is pending anyway
+            pass
+        finally:
+            with self._lock:
+                self._writers -= 1
+                last = self._closing and not self._writers
+            if last:
+                self._close_fds()
 
     def close(self):
+        with self._lock:
+            self._closing = True
+            if self._writers:
+                return  # the last writer closes them
+        self._close_fds()
+
+    def _close_fds(self):
         with self._lock:
             read_fd, write_fd = self._read_fd, self._write_fd
             self._read_fd = self._write_fd = -1
         if read_fd >= 0:
             os.close(read_fd)
             os.close(write_fd)
+
+    def _forget_in_child(self):
+        self._lock = threading.Lock()
+        read_fd, write_fd = self._read_fd, self._write_fd
+        self._read_fd = self._write_fd = -1
+        self._writers = 0
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+_wakers = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for waker in list(_wakers):
+        waker._forget_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BaseServer:
@@ -193,6 +253,9 @@ class BaseServer:
     """
 
     timeout = None
+    # The Ticket of the request ThreadingMixIn.process_request is handing to a
+    # thread, while it does (on the loop's thread): see __process.
+    _dispatch_ticket = None
     # The connections held for TCPServer.first_byte_timeout (a
     # _waiting_room.WaitingRoom), made by the first serve_forever() with it.
     _waiting_room = None
@@ -228,17 +291,16 @@ class BaseServer:
         """
         self.__is_shut_down.clear()
         try:
-            plan = plan_serving(self, core)
+            plan = plan_serving(self, core, _library)
             state = self._serving_state
-            state.max_handlers = plan.max_handlers
-            state.waiting_room = self.__waiting_room_for(plan, state)
-            # Published before draining is read: a drain() from now on sees
-            # this loop and stops it; one before, the check below sees.
+            # One step with drain()'s begin_drain: a drain that began first
+            # stops this loop before it starts; one after, the loop sees.
+            if not core.begin_serving(state, plan.max_handlers,
+                                      self.__waiting_room_for(plan, state)):
+                return  # drain() began: nothing more is taken in
             self.__serving_thread = threading.get_ident()
             serving_servers[id(self)] = self
             try:
-                if state.draining:
-                    return  # drain() began: nothing more is taken in
                 if plan.handlers_take:
                     _handler_threads.serving_begins(state)
                 wake_fd = self.__waker.open()
@@ -251,8 +313,7 @@ class BaseServer:
             finally:
                 self.__serving_thread = None
                 serving_servers.pop(id(self), None)
-                state.paused = False
-                state.waiting_room = None
+                core.end_serving(state)
         finally:
             self.__shutdown_request = False
             self.__is_shut_down.set()
@@ -269,16 +330,18 @@ class BaseServer:
     def drain(self, timeout=None):
         """Stop taking requests, end idle connections, wait for handlers to finish.
 
-        serve_forever() returns (as after shutdown()), and does not serve
-        again; connections not yet accepted stay in the listen backlog until
-        server_close() (the kernel then resets them). A handler inside a
-        request finishes it; a connection idle between requests (its handler
-        waiting in rfile, the library's, with nothing read since its last
-        write) reads end-of-file once LAST_CALL (0.25 s) is over, so
-        http.server and its kin end their loop (a request it begins before
-        is answered, and under install() http.server's responses say
-        ``Connection: close`` while the server drains); one accepted but
-        silent gets NEW_CONNECTION_GRACE (2 s) to begin.
+        serve_forever() returns once its loop has nothing more to hand on,
+        and does not serve again; connections not yet accepted stay in the
+        listen backlog until server_close() (the kernel then resets them).
+        A handler inside a request finishes it. Between requests the
+        library's rfile decides for its own connection: one idle after a
+        response may still begin a request until LAST_CALL (0.25 s) is over,
+        and reads end-of-file if nothing has arrived by then (one that
+        arrived, in part or whole, while its handler was still busy is read
+        and answered, with ``Connection: close`` under install()); one
+        accepted and silent gets NEW_CONNECTION_GRACE (2 s). Connections
+        held for first_byte_timeout are handed on by the loop, within
+        max_threads, if they speak within the grace, and closed after it.
         Returns True when every handler ended within ``timeout`` seconds
         (None: no limit), False otherwise (they keep running). Call it from a
         thread other than serve_forever's and the handlers'.
@@ -288,42 +351,23 @@ class BaseServer:
         if self.__serving_thread == threading.get_ident():
             raise RuntimeError("drain() called from serve_forever()'s own thread "
                                "would wait for itself")
-        start = time.monotonic()
-        if not state.draining:
-            state.idle_cut_at = start + LAST_CALL
-        state.draining = True
-        serving = self.__serving_thread
-        if serving is not None:
-            self.__shutdown_request = True
-            self.__waker.wake()
-        last_call_ends = state.idle_cut_at
-        grace_ends = start + NEW_CONNECTION_GRACE
-        room = self._waiting_room
+        if core.begin_drain(state, LAST_CALL, NEW_CONNECTION_GRACE):
+            self.__waker.wake()  # the loop sees draining, finishes its room, returns
         # serve_forever() returns once the request its thread handles (if any)
         # is done; then the handlers of other threads and processes.
         while True:
-            loop_running = serving is not None and not self.__is_shut_down.is_set()
-            if room and not loop_running:
-                # Connections the loop held, silent so far: those that speak
-                # within the grace are handled; the rest are closed after it.
-                if grace_ends:
-                    for request, client_address in room.take_ready(MAX_BATCH):
-                        self._verify_and_process(request, client_address)
-                    room.expire()
-                else:
+            if not self.__is_shut_down.is_set() and state.serving:
+                loop_running = True
+            else:
+                loop_running = False
+                room = self._waiting_room
+                if room:  # held by a loop that has returned: nobody hands them on
                     core.connections_drained(state, room.close_all())
-            if not (loop_running or room or self.__handlers_running()):
+            if not (loop_running or self.__handlers_running()):
                 return True
             left = _remaining(deadline)
             if left is not None and left <= 0:
                 return False
-            now = time.monotonic()
-            if last_call_ends and now >= last_call_ends:
-                end_idle_readers(state)
-                last_call_ends = 0
-            if grace_ends and now >= grace_ends:
-                end_idle_readers(state, new_too=True)
-                grace_ends = 0
             time.sleep(0.01 if left is None else min(0.01, left))
 
     def __handlers_running(self):
@@ -347,11 +391,13 @@ class BaseServer:
         state = self._serving_state
         children = getattr(self, "active_children", None) or ()
         room = self._waiting_room
+        counts = getattr(self, "_child_counts", None)  # ForkingMixIn's children
+        children_did = counts.totals() if counts is not None else _NO_CHILD_COUNTS
         figures = {
             "accepted": state.accepted,
             "active": state.active + len(children),
-            "finished": state.finished,
-            "errors": state.errors,
+            "finished": state.finished + children_did["finished"],
+            "errors": state.errors + children_did["errors"],
             "waiting": listen_backlog(getattr(self, "socket", None)),
             "backpressured": bool(state.paused),
             "backpressure_pauses": state.backpressure_pauses,
@@ -361,8 +407,12 @@ class BaseServer:
             "awaiting_first_byte": len(room) if room is not None else 0,
             "first_byte_timeouts": state.first_byte_timeouts,
             "headers_timeouts": state.headers_timeouts,
-            "tls_handshake_failures": state.tls_handshake_failures,
-            "proxy_header_failures": state.proxy_header_failures,
+            "tls_handshake_failures": (state.tls_handshake_failures
+                                       + children_did["tls_handshake_failures"]),
+            "proxy_header_failures": (state.proxy_header_failures
+                                      + children_did["proxy_header_failures"]),
+            "framing_rejections": (state.framing_rejections
+                                   + children_did["framing_rejections"]),
         }
         return figures if self._workers is None else self._workers.roll_up(figures)
 
@@ -412,9 +462,7 @@ class BaseServer:
         except OSError as exc:
             state.accept_failed(exc.errno)
             return
-        if state.accept_backoff:
-            state.accept_recovered()
-        state.accepted += 1
+        core.request_accepted(state)
         room = state.waiting_room
         if room is not None and room.hold(request, client_address):
             return  # the loop hands it on once it speaks
@@ -430,16 +478,26 @@ class BaseServer:
             self.shutdown_request(request)
 
     def __process(self, request, client_address):
-        """process_request, its errors handled as _handle_request_noblock does."""
+        """process_request, its errors handled as _handle_request_noblock does;
+        but a request a handler thread has already claimed (see Ticket) is
+        that thread's: it is not shut down here under it."""
         try:
             self.process_request(request, client_address)
         except Exception:
             core.request_failed(self._serving_state)
             self.handle_error(request, client_address)
-            self.shutdown_request(request)
+            if self.__still_ours():
+                self.shutdown_request(request)
         except:
-            self.shutdown_request(request)
+            if self.__still_ours():
+                self.shutdown_request(request)
             raise
+        finally:
+            self._dispatch_ticket = None
+
+    def __still_ours(self):
+        ticket = self._dispatch_ticket
+        return ticket is None or ticket.abandon()
 
     def handle_timeout(self):
         """Called if no new request arrives within self.timeout.
@@ -460,9 +518,9 @@ class BaseServer:
 
         Overridden by ForkingMixIn and ThreadingMixIn.
         """
-        state = self._serving_state
-        core.handler_started(state)  # for stats() and drain()
+        ticket = core.Ticket(self._serving_state)  # for stats() and drain()
         try:
+            ticket.reserve()
             # The header and handshake here, on the loop's thread: there is no other.
             request, client_address, ok = _before_finish(self, request, client_address)
             if not ok:
@@ -471,14 +529,14 @@ class BaseServer:
             self.finish_request(request, client_address)
             self.shutdown_request(request)
         finally:
-            core.handler_finished(state)
+            ticket.release()
 
     def server_close(self):
         """Called to clean-up the server.
 
         May be overridden.
         """
-        pass
+        core.close_drain_fd(self._serving_state)
 
     def finish_request(self, request, client_address):
         """Finish one request by instantiating RequestHandlerClass."""
@@ -592,6 +650,7 @@ class TCPServer(BaseServer):
         if room is not None:  # connections held for first_byte_timeout
             self._waiting_room = None
             room.close()
+        core.close_drain_fd(self._serving_state)
         self.socket.close()
 
     def fileno(self):
@@ -657,6 +716,7 @@ if _HAS_FORK:
         active_children = None
         max_children = 40
         block_on_close = True
+        _child_counts = None  # a _child_counts.ChildCounts, from the first fork on
 
         def collect_children(self, *, blocking=False):
             """Internal routine to wait for children that have exited."""
@@ -701,17 +761,28 @@ if _HAS_FORK:
             self.collect_children()
 
         def process_request(self, request, client_address):
-            """Fork a new subprocess to process the request."""
+            """Fork a new subprocess to process the request.
+
+            The child reports its counts (finished, errors, TLS and PROXY
+            failures) in a row of shared memory reserved for it before the
+            fork: see _child_counts."""
+            counts = self._child_counts
+            if counts is None:
+                counts = self._child_counts = ChildCounts()
+            row = counts.reserve(self.active_children or ())
             pid = os.fork()
             if pid:
                 if self.active_children is None:
                     self.active_children = set()
                 self.active_children.add(pid)
+                counts.held_by(row, pid)
                 self.close_request(request)
                 return
             else:
                 # The child never returns into the server loop.
                 status = 1
+                state = self._serving_state
+                before = counts_of(state)
                 room = self._waiting_room
                 if room is not None:
                     room.forget_in_child()
@@ -722,12 +793,19 @@ if _HAS_FORK:
                         self.finish_request(request, client_address)
                         status = 0
                 except Exception:
+                    core.request_failed(state)
                     self.handle_error(request, client_address)
                 finally:
                     try:
                         self.shutdown_request(request)
                     finally:
-                        os._exit(status)
+                        try:
+                            grown = {name: value - before[name]
+                                     for name, value in counts_of(state).items()}
+                            grown["finished"] = 1
+                            counts.write(row, grown)
+                        finally:
+                            os._exit(status)
 
         def server_close(self):
             super().server_close()
@@ -799,21 +877,23 @@ class ThreadingMixIn:
             self.shutdown_request(request)
 
     def process_request(self, request, client_address):
-        """Run process_request_thread on a thread: a reused idle one, or a new one."""
+        """Run process_request_thread on a thread: a reused idle one, or a new one.
+
+        The request's slot (a Ticket) is reserved before the thread gets it and
+        claimed by that thread; if this is interrupted (a KeyboardInterrupt in
+        Thread.start(), say), the slot is given back only if no thread has
+        claimed it, and the request is shut down only then (see __process)."""
         if self.block_on_close and '_threads' not in vars(self):
             self._threads = _Threads()  # the stdlib's setdefault, without a _Threads per call
         state = self._serving_state
-        core.handler_started(state)
+        self._dispatch_ticket = ticket = core.Ticket(state)
+        ticket.reserve()
         if not self.reuse_threads:
             t = threading.Thread(target=_handler_threads.run_request,
-                                 args=(self, state, request, client_address))
+                                 args=(self, ticket, request, client_address))
             t.daemon = self.daemon_threads
             self._threads.append(t)
-            try:
-                t.start()
-            except BaseException:
-                core.handler_finished(state)
-                raise
+            t.start()
             return
         pool = self.__pool
         if (pool is None or pool.daemon != self.daemon_threads
@@ -822,16 +902,12 @@ class ThreadingMixIn:
                 pool.close()
             pool = self.__pool = WorkerPool(self.daemon_threads)
         if state.take_pending_from is not None:  # plan.handlers_take, the listener non-blocking
-            if core.hand_to_taker(state, request, client_address):
+            if core.hand_to_taker(state, request, client_address, ticket):
                 return
             job = _handler_threads.run_then_take_pending
         else:
             job = _handler_threads.run_request
-        try:
-            t = pool.submit(job, (self, state, request, client_address))
-        except BaseException:
-            core.handler_finished(state)
-            raise
+        t = pool.submit(job, (self, ticket, request, client_address))
         if t is not None:
             self._threads.append(t)
 

@@ -4,15 +4,11 @@ import signal
 import sys
 import threading
 import time
-import weakref
 
+from ._server import _NoThreads, serving_servers
 from ._stream_io import end_all_readers, snapshot
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasattr(signal, name))
-
-# Servers inside serve_forever(), by id (a subclass may define __eq__ and so be
-# unhashable): what `run --drain-timeout` drains.
-serving_servers = weakref.WeakValueDictionary()
 
 
 class _StopNow(BaseException):
@@ -85,7 +81,6 @@ def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True
             # server_close() must not wait for handlers that outlived the drain
             server.block_on_close = False  # ForkingMixIn: no blocking waitpid
             if hasattr(server, "_threads"):  # ThreadingMixIn: joins what it lists
-                from ._server import _NoThreads
                 server._threads = _NoThreads()
         if close:
             server.server_close()

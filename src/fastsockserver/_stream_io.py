@@ -13,17 +13,17 @@ response went out). While it is True and the handler has a headers_timeout,
 a read that would wait past the request's head deadline (its first byte's
 time plus headers_timeout; ``head_read`` ends it) raises socket.timeout, as
 a recv with a timeout does. A read that would wait while it is not True reads
-end-of-file instead once ``idle_timeout`` seconds pass with nothing to read;
-while it is False (idle after a response), also once the server drains and
-its LAST_CALL is over. For LAST_CALL seconds a drain lets idle connections
-still begin a request: a client whose next request is already on its way
-(a closed-loop client sends it the moment a response is in) is answered,
-not cut off, and http.server tells it ``Connection: close`` (install()'s
-end_headers, _http_patches). Then drain() shuts the reading side of the
-connections idle at that moment (``end_idle_readers``), so a handler
-already waiting wakes with end-of-file; a new connection that has sent
-nothing gets NEW_CONNECTION_GRACE seconds to begin its first request first
-(as Go's Server.Shutdown does).
+end-of-file instead once ``idle_timeout`` seconds pass with nothing to read,
+and, once the server drains, when the connection's cut has passed with
+nothing to read: LAST_CALL after drain() began for a connection idle after a
+response (a closed-loop client's next request may be on its way: it is
+answered, and http.server tells it ``Connection: close``, install()'s
+end_headers), NEW_CONNECTION_GRACE for one that has sent nothing yet (as Go's
+Server.Shutdown does). The handler decides this itself, only when it is back
+in rfile and would wait: it waits on its connection and on the server's
+drain descriptor (``state.drain_fd``) together. No other thread shuts its
+connection down (but ``end_all_readers``, when a drain ran out of time), so
+a request that arrived while the handler was still busy is read whole.
 """
 import _socket
 import io
@@ -34,8 +34,6 @@ from io import BufferedIOBase
 from ._core_select import core
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-NEW_CONNECTION_GRACE = 2.0
-LAST_CALL = 0.25
 # socket.socket's family property converts to an IntEnum through Python code
 # (~0.7 us); the C-level member of _socket.socket gives the same number.
 _raw_family = _socket.socket.family.__get__
@@ -56,11 +54,10 @@ class _SocketReaderIO(socket.SocketIO):
     # try a non-blocking recv first.
     _expect_wait = False
     # See the module's docstring. _state: the server's ServingState (drain,
-    # counters), or None; _drained: drain() shut this connection's reading side.
+    # counters), or None.
     _request_open = None
     _idle_timeout = None
     _state = None
-    _drained = False
     # _headers_timeout: StreamRequestHandler.headers_timeout, or None;
     # _head_deadline: when the open request's head must be in (monotonic), 0.0: none.
     _headers_timeout = None
@@ -83,25 +80,6 @@ def snapshot(weak_collection):
             return list(weak_collection)
         except RuntimeError:  # changed size during iteration: again
             continue
-
-
-def end_idle_readers(state, new_too=False):
-    """drain(): connections idle between requests read end-of-file now (with
-    ``new_too``, also those that have not sent anything yet)."""
-    for raw in snapshot(state.readers):
-        if raw._drained or raw._request_open or (raw._request_open is None and not new_too):
-            continue
-        sock = raw._sock  # None once closed (by its handler, meanwhile)
-        if sock is None or sock.fileno() < 0:
-            continue
-        # Marked first: a handler woken by the shutdown must see why.
-        raw._drained = True
-        try:
-            _shutdown(sock, socket.SHUT_RD)  # a waiting recv returns 0 at once
-        except OSError:
-            raw._drained = False
-            continue  # already gone
-        core.connections_drained(state, 1)  # (handler threads count theirs meanwhile)
 
 
 def end_all_readers(state):
@@ -160,6 +138,7 @@ def make_reader(sock, state=None, idle_timeout=None, headers_timeout=None):
     if state is not None:
         raw._state = state
         state.readers.add(raw)
+        core.drain_wait_fd(state)  # (made once per server; waited on between requests)
     return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 

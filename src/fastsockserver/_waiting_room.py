@@ -7,11 +7,14 @@ it goes on at once. Otherwise it is held: registered with the room's own
 selector, whose descriptor the loop waits on beside the listener. When it
 becomes readable, the loop takes it (``take_ready``) and
 ``_verify_and_process`` runs as usual, so ``verify_request`` sees a connection
-with its first bytes waiting. One still silent after ``first_byte_timeout``
-seconds is closed through ``shutdown_request`` and counted
-(``first_byte_timeouts``). A connection that never speaks so never costs a
-thread, and silent ones are capped in time, not in number (each costs a
-descriptor and a few hundred bytes).
+with its first bytes waiting. Only a connection still silent after
+``first_byte_timeout`` seconds is closed through ``shutdown_request`` and
+counted (``first_byte_timeouts``): one that spoke in time while the server
+was at max_threads (the loop then does not watch the room) is found ready
+when its time is up, and waits for a slot like any request in the backlog.
+A connection that never speaks so never costs a thread, and silent ones are
+capped in time, not in number (each costs a descriptor and a few hundred
+bytes).
 
 Only for protocols where the client speaks first: a server that greets first
 (SMTP, an FTP control connection, a banner) would never hear from its
@@ -21,12 +24,29 @@ The room is used by one thread at a time: the loop's while serve_forever()
 runs, then drain()'s or server_close()'s once it has returned. A held
 connection stays held between two serve_forever() calls.
 """
+import select
 import selectors
 import socket
 from collections import deque
 from time import monotonic
 
-_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
+from ._core_select import core
+
+_poll_object = getattr(select, "poll", None)
+_READY = getattr(select, "POLLIN", 1) | getattr(select, "POLLHUP", 0) | getattr(
+    select, "POLLERR", 0)
+
+
+def _speaks(sock):
+    """True when data or an end is waiting on ``sock`` now. A poll, not a
+    peeking recv: with a timeout (socket.setdefaulttimeout()) recv would wait
+    for it first, whatever its flags."""
+    fd = sock.fileno()
+    if _poll_object is None:
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = _poll_object()
+    poller.register(fd, _READY)
+    return bool(poller.poll(0))
 
 
 def validate(timeout):
@@ -57,9 +77,10 @@ class WaitingRoom:
         self._selector = selector
         self._held = {}          # fd: (request, client_address)
         self._order = deque()    # (deadline, fd, request), oldest first: deadlines in order
+        self._ready = deque()    # (request, client_address) that spoke, not yet taken
 
     def __len__(self):
-        return len(self._held)
+        return len(self._held) + len(self._ready)
 
     def fileno(self):
         return self._selector.fileno()
@@ -67,29 +88,35 @@ class WaitingRoom:
     def hold(self, request, client_address):
         """Keep ``request`` until it speaks; False when it should go on now
         (data or an end already there, or not a plain stream socket)."""
-        if type(request) is not socket.socket or request.gettimeout() is not None:
+        if type(request) is not socket.socket:
             return False  # e.g. an SSLSocket: its fd's readiness is not its data's
         try:
-            request.recv(1, _PEEK)
-            return False  # data, or the end: the handler reads it
-        except BlockingIOError:
-            pass
-        except OSError:
-            return False  # reset already: the handler sees it, as the stdlib's would
+            if _speaks(request):
+                return False  # data, or the end: the handler reads it
+        except (OSError, ValueError):
+            return False  # gone already: the handler sees it, as the stdlib's would
         fd = request.fileno()
         self._selector.register(fd, selectors.EVENT_READ)
         self._held[fd] = (request, client_address)
         self._order.append((monotonic() + self.timeout, fd, request))
         return True
 
+    def has_ready(self):
+        """True when connections that spoke wait for a slot (found by expire)."""
+        return bool(self._ready)
+
     def take_ready(self, limit):
         """Up to ``limit`` held connections that spoke, as (request, client_address)
         pairs, no longer held. The others stay (the selector reports them again)."""
         taken = []
-        for key, _ in self._selector.select(0):
-            if len(taken) >= limit:
-                break
-            taken.append(self._release(key.fd))
+        ready = self._ready
+        while ready and len(taken) < limit:
+            taken.append(ready.popleft())
+        if len(taken) < limit:
+            for key, _ in self._selector.select(0):
+                if len(taken) >= limit:
+                    break
+                taken.append(self._release(key.fd))
         return taken
 
     def next_timeout(self):
@@ -104,7 +131,8 @@ class WaitingRoom:
         return None
 
     def expire(self):
-        """Close the connections silent for ``timeout`` seconds; how many."""
+        """Close the connections silent for ``timeout`` seconds; how many. One
+        that spoke meanwhile is kept, ready, for take_ready."""
         order = self._order
         if not order:
             return 0
@@ -115,8 +143,16 @@ class WaitingRoom:
             held = self._held.get(fd)
             if held is None or held[0] is not request:
                 continue  # taken meanwhile
-            self._state.first_byte_timeouts += 1  # (the loop's thread alone counts these)
-            self._close(*self._release(fd))
+            item = self._release(fd)
+            try:
+                spoke = _speaks(request)
+            except (OSError, ValueError):
+                spoke = True  # its handler sees what became of it
+            if spoke:
+                self._ready.append(item)
+                continue
+            core.first_byte_timed_out(self._state)
+            self._close(*item)
             closed += 1
         return closed
 
@@ -127,6 +163,9 @@ class WaitingRoom:
             self._close(*self._release(fd))
             closed += 1
         self._order.clear()
+        while self._ready:
+            self._close(*self._ready.popleft())
+            closed += 1
         return closed
 
     def close(self):
@@ -138,9 +177,10 @@ class WaitingRoom:
         connections (else each lives on until the child exits, whatever the
         parent does) and of the selector. Nothing is unregistered: the
         selector's kernel object is the parent's too."""
-        for request, _ in self._held.values():
+        for request, _ in list(self._held.values()) + list(self._ready):
             request.close()
         self._held.clear()
+        self._ready.clear()
         self._order.clear()
         self._selector._selector.close()  # the epoll/kqueue object, without unregistering
 

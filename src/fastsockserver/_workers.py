@@ -17,7 +17,7 @@ closes; the shared listener stays open in the parent, and whatever waits in
 its backlog is taken by the other workers. It balances worse (whichever
 worker is awake takes a burst), so reuse_port is offered: its sockets belong
 to slots the parent keeps open, and a worker's replacement (SIGHUP, a death)
-serves the same one; only SIGTTOU closes a slot. (The README has figures.)
+serves the same one; only SIGTTOU closes a slot. (docs/workers.rst has figures.)
 """
 import json
 import os

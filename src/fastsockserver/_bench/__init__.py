@@ -4,6 +4,13 @@ Each server runs in its own process (``servers.py``), pinned to one core; the
 compiled load generator (``fastsockserver._loadgen``) runs in this process,
 pinned to another. Implementations are alternated (A B C A B C ...) over the
 repetitions; the warm-up is not measured; every run stops by itself.
+
+The http cases also run the servers people pick instead (waitress, cheroot,
+gunicorn) and wsgiref on both socketservers, each serving the same response.
+With ``--rate``, a load case's closed-loop repetitions (each server's maximum:
+their median throughput) are followed by open-loop ones at fractions of that
+maximum (``LoadGen.run_open``): requests due at a fixed rate, latency counted
+from the due time (``run_open_loop``).
 """
 import argparse
 import importlib.util
@@ -18,13 +25,12 @@ import time
 from .. import _env
 from .._info import loadgen_status
 from . import report
-from .servers import FREE_THREADED, GIL_ON
+from .servers import FREE_THREADED, GIL_ON, HTTP_PEER_SETTINGS, PEER_MODULES
 from .slowclients import CONNECT_RATE, raise_open_files_limit
 from .tlsclients import make_certificates
 from .workloads import (
     ALL_IMPLS,
     HOST,
-    PEER_IMPLS,
     SLOWLORIS_IDLE,
     SLOWLORIS_TRICKLE,
     TLS_STALL,
@@ -37,9 +43,11 @@ from .workloads import (
     SlowClientsError,
     measure,
     measure_drain,
+    measure_open,
     measure_shutdown,
     measure_with_slow_clients,
     new_loadgen,
+    open_loop_applies,
     select_cases,
     server_args,
     slow_client_counts,
@@ -47,11 +55,42 @@ from .workloads import (
 )
 
 PROG = "python -m fastsockserver bench"
+# --rate without a value: a quarter, half and three quarters of each server's
+# maximum (light, normal and busy; above ~80 % any server's queue dominates).
+DEFAULT_RATE_FRACTIONS = "0.25,0.5,0.75"
+
+
+# The implementations the epilog of --help describes.
+IMPL_HELP = {
+    "stdlib": "the stdlib's socketserver (and http.server on it)",
+    "stdlib-nodelay": "http cases: the stdlib with disable_nagle_algorithm = True",
+    "compiled": "fastsockserver, compiled core",
+    "pure": "fastsockserver, pure Python (FASTSOCKSERVER_NO_EXTENSIONS=1)",
+    "compiled-gil": "cpu case, free-threaded CPython: compiled with PYTHON_GIL=1",
+    "asyncio": "an asyncio Protocol server (echo, connrate, udp, tls cases)",
+    "uvloop": "the same on uvloop",
+    "gevent": "a gevent StreamServer / DatagramServer",
+}
+IMPL_HELP.update(HTTP_PEER_SETTINGS)
+
+
+def _epilog():
+    width = max(len(name) for name in ALL_IMPLS)
+    lines = ["implementations (--impls; a peer not installed is skipped, saying what to "
+             "install):"]
+    lines += ["  {}  {}".format(name.ljust(width), IMPL_HELP[name]) for name in ALL_IMPLS]
+    lines += ["", "The http peers serve a WSGI app that answers as the http.server handler "
+              "does (200, text/plain,", "13 bytes); no server writes an access log. Each "
+              "server runs in its own process, pinned", "to one core, the load generator "
+              "on another. Example:",
+              "  {} --workloads http,http-close --rate --plot bench.png".format(PROG)]
+    return "\n".join(lines)
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Benchmark socketserver implementations on loopback.")
+        prog=PROG, description="Benchmark socketserver implementations on loopback.",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help="comma-separated, from: {} (or a case such as echo/base); "
                              "default: all".format(", ".join(WORKLOADS)))
@@ -92,6 +131,18 @@ def _parse(argv):
                         help="also run wrk against the http case, as a cross-check")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--rate", nargs="?", const=DEFAULT_RATE_FRACTIONS, metavar="FRACTIONS",
+                        help="also an open-loop latency run per load case: after the usual "
+                        "(closed-loop) repetitions, whose median throughput is each server's "
+                        "maximum, requests arrive at a fixed rate of FRACTIONS of that "
+                        "maximum (comma-separated, in (0, 2]; default {}), each rate for "
+                        "--duration seconds a repetition after --warmup at that rate. "
+                        "Latency counts from each request's scheduled send time, so time "
+                        "spent queued behind a slow or stalled server is in p50/p99/p99.9 "
+                        "(no coordinated omission); requests not answered --timeout after "
+                        "the last scheduled one count with the time they waited. Cases "
+                        "driven by the compiled load generator over TCP only (not udp, tls, "
+                        "slowloris, drain, shutdown)".format(DEFAULT_RATE_FRACTIONS))
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead of the workloads: a mixed run under faults (resets, "
                         "garbage, silent and trickling clients, a spell of descriptor "
@@ -119,6 +170,15 @@ def _parse(argv):
         parser.error("--workers takes counts in 1..64, like 1,2")
     if not 0 <= args.port < 65536:
         parser.error("--port must be in 0..65535")
+    if args.rate is None:
+        args.rate = ()
+    else:
+        try:
+            args.rate = tuple(dict.fromkeys(float(f) for f in _split(args.rate)))
+        except ValueError:
+            args.rate = ()
+        if not args.rate or not all(0 < f <= 2 for f in args.rate):
+            parser.error("--rate takes fractions in (0, 2], like 0.25,0.5,0.75")
     # Each connection is a socket here and one in the server (the open-files
     # limit, 20,000 on many systems), and a source port from the ephemeral range.
     if not 0 <= args.slowloris_idle <= 50000 or not 0 <= args.slowloris_trickle <= 5000:
@@ -184,8 +244,7 @@ class Run:
 
 
 def _peer_missing(impl):
-    module = {"asyncio": "asyncio", "uvloop": "uvloop", "gevent": "gevent"}[impl]
-    return importlib.util.find_spec(module) is None
+    return importlib.util.find_spec(PEER_MODULES[impl]) is None
 
 
 def _pin(args):
@@ -210,6 +269,9 @@ def run_load_case(run, case, impls, settings):
     if case.slow_clients:   # the slow clients' connections open before each repetition
         per_run += sum(slow_client_counts(case, settings)) / CONNECT_RATE + 20.0
     max_seconds = 60 + settings.reps * len(impls) * (per_run + settings.timeout + 2)
+    if open_loop_applies(case):
+        max_seconds += (settings.reps * len(impls) * len(settings.rate_fractions)
+                        * (per_run + 2 * settings.timeout + 2))
     servers = {}
     loadgens = {}   # persistent connections are kept across repetitions
     run.progress("{}: starting {} server(s)".format(case.name, len(impls)))
@@ -274,6 +336,8 @@ def run_load_case(run, case, impls, settings):
                     case.name, impl, rep + 1, settings.reps, _fmt_rate(figures["rps"]),
                     case.unit, report._ms(figures["lat_p99_ms"]),
                     report._num(figures["server_us_per_req"], 1), errs, flag))
+        if settings.rate_fractions and open_loop_applies(case):
+            run_open_loop(run, case, results, live, servers, loadgens, settings)
         if run.args.wrk and case.name == "http":
             for impl in live:
                 wrk = run_wrk(servers[impl].port, settings.duration, settings.client_cpu)
@@ -299,6 +363,54 @@ def run_load_case(run, case, impls, settings):
             if wrk and "rps" in wrk and entry["summary"]["rps"]:
                 wrk["agreement"] = wrk["rps"] / entry["summary"]["rps"]
     return results
+
+
+def run_open_loop(run, case, results, live, servers, loadgens, settings):
+    """--rate: each live implementation at each fraction of its own maximum (its median
+    closed-loop throughput), interleaved as the closed loop is; figures go to
+    ``results[impl]["open_loop"]``."""
+    entries = {}
+    for impl in live:
+        maximum = report.median([r["rps"] for r in results[impl]["reps"]])
+        entries[impl] = results[impl]["open_loop"] = {
+            "max_rps": maximum,
+            "fractions": [{"fraction": f, "rate": f * (maximum or 0), "reps": []}
+                          for f in settings.rate_fractions]}
+    going = list(live)
+    for rep in range(settings.reps):
+        for index, fraction in enumerate(settings.rate_fractions):
+            for impl in list(going):
+                run.done += 1
+                entry = entries[impl]["fractions"][index]
+                if entry["rate"] * settings.duration < 1:
+                    entry["skipped"] = "under one request in --duration at this rate"
+                    continue
+                try:
+                    figures = measure_open(case, servers[impl], settings, entry["rate"],
+                                           loadgens.get(impl))
+                except ServerError as exc:
+                    entries[impl]["error"] = "server stopped answering: {}".format(exc)
+                    run.say("{} {} open loop: {}".format(case.name, impl,
+                                                         entries[impl]["error"]))
+                    run.failed = True
+                    going.remove(impl)
+                    run.done += (settings.reps - rep) * len(settings.rate_fractions) \
+                        - index - 1
+                    continue
+                entry["reps"].append(figures)
+                run.progress("{} {} open loop {:.0%} rep {}/{}: {} req/s due, p50 {} p99 {} "
+                             "p99.9 {} ms{}{}".format(
+                                 case.name, impl, fraction, rep + 1, settings.reps,
+                                 _fmt_rate(entry["rate"]), report._ms(figures["lat_p50_ms"]),
+                                 report._ms(figures["lat_p99_ms"]),
+                                 report._ms(figures["lat_p999_ms"]),
+                                 "  {} unfinished".format(figures["unfinished"])
+                                 if figures["unfinished"] else "",
+                                 " (another process used the cores)"
+                                 if figures["contended"] else ""))
+    for impl in live:
+        for entry in entries[impl]["fractions"]:
+            entry["summary"] = report.summarize_open(entry["reps"])
 
 
 def run_process_case(run, case, impls, settings, measure_one, describe, summarize):
@@ -403,8 +515,9 @@ def main(argv=None):
             run.say("unknown implementation {!r} (known: {}); skipping it".format(
                 name, ", ".join(ALL_IMPLS)))
             bad_input = True
-        elif name in PEER_IMPLS and _peer_missing(name):
-            run.say("skipped: {} not installed".format(name))
+        elif name in PEER_MODULES and _peer_missing(name):
+            run.say("skipped: {} not installed (pip install {})".format(
+                name, PEER_MODULES[name]))
         elif name == GIL_ON and not FREE_THREADED:
             run.say("skipped: {} needs a free-threaded CPython".format(name))
         elif name not in impls:
@@ -418,7 +531,8 @@ def main(argv=None):
                         reps=args.reps, shutdown_count=args.shutdown_count,
                         server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
                         slowloris_idle=args.slowloris_idle,
-                        slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall)
+                        slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall,
+                        rate_fractions=args.rate)
     plan = [(case, _with_workers(case, [impl for impl in impls if impl in case.impls],
                                  args.workers, args.reuse_port)) for case in cases]
     certificates = None
@@ -434,7 +548,15 @@ def main(argv=None):
             certificates = None
         else:
             settings.tls_dir = certificates.name
-    run.total = sum(len(case_impls) * args.reps for _, case_impls in plan)
+    run.total = sum(len(case_impls) * args.reps
+                    * (1 + (len(args.rate) if open_loop_applies(case) else 0))
+                    for case, case_impls in plan)
+    if args.rate:
+        without = [case.name for case, case_impls in plan
+                   if case_impls and not open_loop_applies(case)]
+        if without:
+            run.say("--rate: no open loop for {} (not driven by the compiled load "
+                    "generator over TCP)".format(", ".join(without)))
     document = {
         "meta": report.metadata(),
         "settings": {
@@ -444,7 +566,7 @@ def main(argv=None):
             "concurrency": 32, "host": HOST, "server_cpu": server_cpu,
             "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
             "slowloris_idle": args.slowloris_idle, "slowloris_trickle": args.slowloris_trickle,
-            "tls_stall": args.tls_stall,
+            "tls_stall": args.tls_stall, "rate_fractions": list(args.rate),
         },
         "cases": [],
         "messages": run.messages,
@@ -489,16 +611,21 @@ def main(argv=None):
     report.add_baseline_ratios(document)
     document["elapsed_s"] = time.monotonic() - run.started
     document["meta"]["loadavg_after"] = report._read("/proc/loadavg")
+    plotted = False
     if args.plot:
         problem = report.write_plot(document, args.plot)
         if problem:
             run.say(problem)
             run.failed = True
+        else:
+            plotted = True
     if args.json:
         report.write_json(document, args.json)
     print(report.format_report(document), flush=True)
     if args.json:
-        print("figures written to {}".format(args.json), file=sys.stderr)
+        print("figures written to {}".format(os.path.abspath(args.json)), file=sys.stderr)
+    if plotted:
+        print("chart written to {}".format(os.path.abspath(args.plot)), file=sys.stderr)
     if bad_input:
         return 2
     return 1 if run.failed else 0

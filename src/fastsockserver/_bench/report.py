@@ -14,9 +14,13 @@ SLOWLORIS_GOAL_EXTRA_THREADS = 4    # server threads <= max_threads + this
 SLOWLORIS_GOAL_RSS_MIB = 64.0
 
 
-def _median(values):
+def median(values):
+    """The median of the values that are not None (None if there are none)."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+_median = median
 
 
 def summarize_load(reps):
@@ -55,6 +59,38 @@ def summarize_load(reps):
         "oldest_inflight_ms": _median(r.get("oldest_inflight_ms") for r in reps),
         "server_tls_handshake_failures": _sum(r.get("server_tls_handshake_failures")
                                               for r in reps),
+        "reps": len(reps),
+    }
+
+
+def summarize_open(reps):
+    """One open-loop rate of one implementation: medians over the repetitions; the
+    worst latency, late sends, unfinished requests and errors over all of them."""
+    if not reps:
+        return None
+    errors = {}
+    for r in reps:
+        for kind, count in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    return {
+        "offered_rate": median(r["offered_rate"] for r in reps),
+        "rps": median(r["rps"] for r in reps),
+        "scheduled": sum(r["scheduled"] for r in reps),
+        "lat_p50_ms": median(r["lat_p50_ms"] for r in reps),
+        "lat_p99_ms": median(r["lat_p99_ms"] for r in reps),
+        "lat_p999_ms": median(r["lat_p999_ms"] for r in reps),
+        "lat_max_ms": max((r["lat_max_ms"] for r in reps if r["lat_max_ms"] is not None),
+                          default=None),
+        "server_us_per_req": median(r["server_us_per_req"] for r in reps),
+        "late_sends": sum(r["late_sends"] for r in reps),
+        "send_lag_max_ms": max(r["send_lag_max_ms"] for r in reps),
+        "loadgen_late_sends": sum(r["loadgen_late_sends"] for r in reps),
+        "loadgen_lag_max_ms": max(r["loadgen_lag_max_ms"] for r in reps),
+        "unfinished": sum(r["unfinished"] for r in reps),
+        "errors": errors,
+        "errors_total": sum(errors.values()),
+        "client_cpu_pct": median(r["client_cpu_pct"] for r in reps),
+        "contended_reps": sum(1 for r in reps if r.get("contended")),
         "reps": len(reps),
     }
 
@@ -242,6 +278,7 @@ def format_report(document):
                   "client cpu"]
         rows = []
         notes = []
+        contended = []
         for impl, entry in results.items():
             s = entry.get("summary")
             if not s:
@@ -262,9 +299,7 @@ def format_report(document):
                 errors += " (" + ", ".join("{} {}".format(k, v) for k, v in s["errors"].items()
                                            if v) + ")"
             if s.get("contended_reps"):
-                notes.append("{}: in {} of {} repetitions another process used the pinned "
-                             "cores: figures may be low".format(impl, s["contended_reps"],
-                                                                s["reps"]))
+                contended.append("{} {}/{}".format(impl, s["contended_reps"], s["reps"]))
             if entry.get("server_tracebacks"):
                 notes.append("{}: the server printed {} traceback(s)".format(
                     impl, entry["server_tracebacks"]))
@@ -305,6 +340,20 @@ def format_report(document):
                                  "p50 {} ms, p99 {} ms".format(
                                      impl, _num(wrk["rps"]), 100 * (wrk["agreement"] - 1),
                                      _ms(wrk.get("lat_p50_ms")), _ms(wrk.get("lat_p99_ms"))))
+        if contended:
+            notes.insert(0, "another process used the pinned cores (figures may be low) in "
+                         "repetitions of: " + ", ".join(contended))
+        waitress = (results.get("waitress") or {}).get("summary")
+        if waitress and waitress["server_us_per_req"]:
+            # issue 28's measure: server CPU per request against waitress, same run
+            for impl in ("compiled", "pure", "wsgiref-compiled"):
+                s = (results.get(impl) or {}).get("summary")
+                if s and s["server_us_per_req"]:
+                    notes.append("{}: {} the server CPU per request of waitress "
+                                 "({} us)".format(
+                                     impl, _ratio(s["server_us_per_req"]
+                                                  / waitress["server_us_per_req"]),
+                                     _num(waitress["server_us_per_req"], 1)))
         nodelay = (results.get("stdlib-nodelay") or {}).get("summary")
         if nodelay and nodelay["rps"]:
             for impl in ("compiled", "pure"):
@@ -315,10 +364,58 @@ def format_report(document):
         out.extend(_table(header, rows, right=set(range(1, 11))))
         for note in notes:
             out.append("  note: " + note)
+        out.extend(_open_loop_table(results))
     if document["messages"]:
         out.append("")
         out.extend(document["messages"])
     return "\n".join(out)
+
+
+def _open_loop_table(results):
+    """--rate: one row per implementation and arrival rate."""
+    if not any(entry.get("open_loop") for entry in results.values()):
+        return []
+    header = ["impl", "load", "due req/s", "answered req/s", "p50 ms", "p99 ms",
+              "p99.9 ms", "max ms", "srv us/req", "late sends (loadgen)", "unfinished",
+              "errors"]
+    rows, notes, contended = [], [], []
+    for impl, entry in results.items():
+        open_loop = entry.get("open_loop")
+        if not open_loop:
+            continue
+        if open_loop.get("error"):
+            notes.append("{}: {}".format(impl, open_loop["error"]))
+        for part in open_loop["fractions"]:
+            s = part.get("summary")
+            load = "{:.0%}".format(part["fraction"])
+            if not s:
+                rows.append([impl, load, _num(part["rate"]),
+                             part.get("skipped") or "not run"] + [""] * 8)
+                continue
+            if s["contended_reps"]:
+                contended.append("{} at {} {}/{}".format(impl, load, s["contended_reps"],
+                                                         s["reps"]))
+            rows.append([impl, load, _num(s["offered_rate"]), _num(s["rps"]),
+                         _ms(s["lat_p50_ms"]), _ms(s["lat_p99_ms"]), _ms(s["lat_p999_ms"]),
+                         _ms(s["lat_max_ms"]), _num(s["server_us_per_req"], 1),
+                         "{} ({})".format(_num(s["late_sends"]),
+                                          _num(s["loadgen_late_sends"])),
+                         _num(s["unfinished"]), _errors_text(s["errors_total"], s["errors"])])
+    if contended:
+        notes.append("another process used the pinned cores (latencies may be high) in "
+                     "repetitions of: " + ", ".join(contended))
+    lines = ["  open loop (--rate): requests due at a fixed rate, a fraction ('load') of "
+             "each server's own maximum above; latency from each request's due time"]
+    lines.extend(_table(header, rows, right=set(range(1, 11))))
+    for note in notes:
+        lines.append("  note: " + note)
+    lines.append("  note: late sends: requests sent over 1 ms after their due time, because "
+                 "every connection was busy or the load generator was behind; (loadgen): "
+                 "over 1 ms late after a connection was free, the load generator's own "
+                 "lateness (its latency is in the figures: many mean a busy client core); "
+                 "unfinished: not answered by the end, counted in the percentiles with the "
+                 "time they had waited")
+    return lines
 
 
 def _drain_table(results):
@@ -461,7 +558,8 @@ def metadata():
         "somaxconn": _read("/proc/sys/net/core/somaxconn"),
         "fastsockserver_version": fastsockserver.__version__,
         "fastsockserver_compiled": fastsockserver.COMPILED,
-        "peers": {name: _version(name) for name in ("uvloop", "gevent")},
+        "peers": {name: _version(name)
+                  for name in ("uvloop", "gevent", "waitress", "cheroot", "gunicorn")},
         "matplotlib": _version("matplotlib"),
     }
 
@@ -472,43 +570,182 @@ def write_json(document, path):
         f.write("\n")
 
 
-def write_plot(document, path):
-    """A bar chart of each implementation's ratio to the stdlib; returns an error line or None."""
+# One colour per implementation, the same in every chart: fastsockserver in blues,
+# the stdlib in greys, the event loops in greens, the WSGI servers in warm colours.
+IMPL_COLOURS = {
+    "stdlib": "#7f7f7f",
+    "stdlib-nodelay": "#bdbdbd",
+    "compiled": "#1f5fbf",
+    "pure": "#8fb8e8",
+    "compiled-gil": "#0b2a5c",
+    "asyncio": "#2ca02c",
+    "uvloop": "#98df8a",
+    "gevent": "#bcbd22",
+    "waitress": "#ff7f0e",
+    "cheroot": "#8c564b",
+    "gunicorn": "#9467bd",
+    "wsgiref-stdlib": "#e377c2",
+    "wsgiref-compiled": "#17becf",
+}
+OTHER_COLOUR = "#444444"
+CONTENDED_HATCH = "///"
+
+
+def impl_colour(impl):
+    """The chart colour of ``impl``; worker variants (compiled-w2) take their base's."""
+    from .workloads import split_workers
+    return IMPL_COLOURS.get(impl) or IMPL_COLOURS.get(split_workers(impl)[0], OTHER_COLOUR)
+
+
+def _chart_rows(case):
+    """(impl, throughput, p99 ms, contended reps, reps,
+    open loop [(fraction, p99 ms, contended reps)])
+    of one load or shutdown case, for the implementations that have figures."""
+    rows = []
+    for impl, entry in case["results"].items():
+        s = entry.get("summary")
+        if not s:
+            continue
+        if case["mode"] == "shutdown":
+            rows.append((impl, s["shutdown_ms"], None, 0, s["reps"], []))
+            continue
+        if "lat_p99_ms" not in s:
+            continue   # drain: counts, not a throughput
+        open_loop = [(part["fraction"], part["summary"]["lat_p99_ms"],
+                      part["summary"].get("contended_reps", 0))
+                     for part in (entry.get("open_loop") or {}).get("fractions", [])
+                     if part.get("summary")]
+        rows.append((impl, s["rps"], s["lat_p99_ms"], s.get("contended_reps", 0),
+                     s["reps"], open_loop))
+    return rows
+
+
+def _label(value, unit_ms=False):
+    if value is None:
+        return "-"
+    return _ms(value) if unit_ms else _num(value)
+
+
+def make_chart(document):
+    """The chart's matplotlib figure, or an error line (str). A row per case: its
+    throughput (or shutdown time) and its p99 per implementation, as labelled
+    horizontal bars on linear axes; with --rate, a third panel of the open loop's p99
+    at each load. Each implementation has its colour of IMPL_COLOURS; a bar whose
+    repetitions met another process on the pinned cores is hatched."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return "plot skipped: matplotlib not installed (pip install fastsockserver[plot])"
-    cases = [c for c in document["cases"]
-             if any((e.get("summary") or {}).get("ratio") for e in c["results"].values())]
+    cases = [(case, _chart_rows(case)) for case in document["cases"]]
+    cases = [(case, rows) for case, rows in cases if rows]
     if not cases:
         return "plot skipped: no figures to plot"
-    impls = []
-    for case in cases:
-        for impl in case["results"]:
-            if impl not in impls:
-                impls.append(impl)
-    width = 0.8 / max(1, len(impls))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cases)), 4.5))
-    for i, impl in enumerate(impls):
-        xs, ys = [], []
-        for x, case in enumerate(cases):
-            summary = (case["results"].get(impl) or {}).get("summary") or {}
-            if summary.get("ratio"):
-                xs.append(x + (i - (len(impls) - 1) / 2) * width)
-                ys.append(summary["ratio"])
-        ax.bar(xs, ys, width, label=impl)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")   # shutdown's ratios are in the thousands, the rest near 1
-    ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([c["case"] for c in cases], rotation=20)
-    ax.set_ylabel("x stdlib, log scale (higher is better)")
+    with_open = any(row[5] for _, rows in cases for row in rows)
+    columns = 3 if with_open else 2
+    heights = [1.0 + 0.32 * len(rows)
+               for _, rows in cases]
+    fig, axes = plt.subplots(len(cases), columns, squeeze=False,
+                             figsize=(5.2 * columns, sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights})
+    contended_any = any(part[2] for _, rows in cases for row in rows for part in row[5])
+    for (case, rows), panel in zip(cases, axes):
+        names = [row[0] for row in rows]
+        ys = list(range(len(rows)))[::-1]   # the first implementation on top
+        colours = [impl_colour(name) for name in names]
+        hatches = [CONTENDED_HATCH if row[3] else None for row in rows]
+        contended_any = contended_any or any(hatches)
+        shutdown = case["mode"] == "shutdown"
+        first = "shutdown() ms (lower is better)" if shutdown else \
+            "{} (higher is better)".format(case["unit"])
+        _bars(panel[0], ys, [row[1] for row in rows], colours, hatches, names,
+              [_label(row[1], shutdown) + (" *" if row[3] else "") for row in rows])
+        panel[0].set_title("{}: {}".format(case["case"], first), fontsize=9, loc="left")
+        if shutdown:
+            panel[1].axis("off")
+        else:
+            _bars(panel[1], ys, [row[2] for row in rows], colours, hatches, names,
+                  [_label(row[2], True) + (" *" if row[3] else "") for row in rows])
+            panel[1].set_title("{}: p99 latency, ms (lower is better)".format(case["case"]),
+                               fontsize=9, loc="left")
+        if with_open:
+            _open_loop_bars(panel[2], rows, colours, case["case"])
     meta = document["meta"]
-    ax.set_title("fastsockserver bench, Python {}, {}".format(
-        meta["python_version"], meta.get("cpu_model") or ""), fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    settings = document["settings"]
+    title = ("fastsockserver bench: Python {}, {}; {} repetitions x {} s, medians; server "
+             "on core {}, load generator on core {}".format(
+                 meta["python_version"], meta.get("cpu_model") or "", settings["reps"],
+                 settings["duration"], _dash(settings["server_cpu"]),
+                 _dash(settings["client_cpu"])))
+    fig.suptitle(title, fontsize=9)
+    if contended_any:
+        fig.legend(handles=[Patch(facecolor="white", edgecolor="black",
+                                  hatch=CONTENDED_HATCH)],
+                   labels=["* another process used the pinned cores in some "
+                           "repetitions: figures may be off"],
+                   loc="lower center", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 if contended_any else 0, 1, 0.97))
+    return fig
+
+
+def _bars(ax, ys, values, colours, hatches, names, labels):
+    shown = [v if v is not None else 0 for v in values]
+    bars = ax.barh(ys, shown, color=colours, edgecolor="black", linewidth=0.4)
+    for bar, hatch in zip(bars, hatches):
+        if hatch:
+            bar.set_hatch(hatch)
+    ax.set_xscale("linear")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=8)
+    top = max(shown) if any(shown) else 1.0
+    ax.set_xlim(0, top * 1.3)   # room for the labels
+    for y, value, label in zip(ys, shown, labels):
+        ax.text(value + top * 0.01, y, label, va="center", fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+
+
+def _open_loop_bars(ax, rows, colours, name):
+    """The open loop's p99 per implementation, a thin bar per load, labelled with it."""
+    fractions = sorted({part[0] for row in rows for part in row[5]})
+    if not fractions:
+        ax.axis("off")
+        return
+    step = 0.8 / len(fractions)
+    top = max((part[1] or 0 for row in rows for part in row[5]), default=0) or 1.0
+    for index, (row, colour) in enumerate(zip(rows, colours)):
+        y0 = len(rows) - 1 - index
+        figures = {part[0]: part[1:] for part in row[5]}
+        for k, fraction in enumerate(fractions):
+            p99, contended = figures.get(fraction, (None, 0))
+            y = y0 + 0.4 - step * (k + 0.5)
+            ax.barh(y, p99 or 0, height=step * 0.9, color=colour, edgecolor="black",
+                    linewidth=0.3, alpha=1.0 - 0.5 * k / max(1, len(fractions) - 1),
+                    hatch=CONTENDED_HATCH if contended else None)
+            ax.text((p99 or 0) + top * 0.01, y, "{:.0%}: {}{}".format(
+                fraction, _label(p99, True), " *" if contended else ""),
+                va="center", fontsize=6)
+    ax.set_xscale("linear")
+    ax.set_xlim(0, top * 1.35)
+    ax.set_yticks(range(len(rows))[::-1])
+    ax.set_yticklabels([row[0] for row in rows], fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("{}: open loop p99 ms at each load (--rate)".format(name), fontsize=9,
+                 loc="left")
+
+
+def write_plot(document, path):
+    """Write the chart (make_chart) to ``path``; returns an error line or None."""
+    fig = make_chart(document)
+    if isinstance(fig, str):
+        return fig
+    import matplotlib.pyplot as plt
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        return "plot not written: {}".format(exc)
+    finally:
+        plt.close(fig)
     return None

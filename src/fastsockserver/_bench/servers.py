@@ -31,6 +31,13 @@ runs ``fastsockserver.serve(server, workers=N)`` (``--reuse-port``: with
 keeps only the forking one); ``stats`` adds the CPU of that process and its
 workers, read from /proc while they run.
 
+The http peers (``waitress``, ``cheroot``, ``gunicorn``, ``wsgiref-stdlib``,
+``wsgiref-compiled``) serve ``hello_app``, a WSGI app with the http.server
+handler's response; each says its port only once it has answered a GET /
+(``--start-timeout``). gunicorn runs as its arbiter in this process and one
+worker forked from it, on a socket bound here (``fd://``); ``stats`` adds the
+worker's CPU, and quit or the time bound kills and reaps it.
+
 The handler code is the same for the three ``socketserver`` implementations
 (``stdlib``, ``compiled``, ``pure``): only the module it comes from differs.
 The parent sets FASTSOCKSERVER_NO_EXTENSIONS=1 for ``pure``. ``stdlib-nodelay``
@@ -50,6 +57,22 @@ SOCKETSERVER_IMPLS = ("stdlib", "compiled", "pure")
 STDLIB_NODELAY = "stdlib-nodelay"
 STDLIB_IMPLS = ("stdlib", STDLIB_NODELAY)  # the stdlib's socketserver
 PEER_IMPLS = ("asyncio", "uvloop", "gevent")
+# The http cases' peers: the WSGI servers people pick instead, each serving
+# hello_app (the same 13 bytes as the http.server handler), and wsgiref's
+# WSGIServer on the stdlib's socketserver and on fastsockserver's.
+HTTP_PEER_IMPLS = ("waitress", "cheroot", "gunicorn")
+WSGIREF_IMPLS = ("wsgiref-stdlib", "wsgiref-compiled")
+# What each peer runs as: the settings of issue 28's table.
+HTTP_PEER_SETTINGS = {
+    "waitress": "waitress.create_server(app, threads=4)",
+    "cheroot": "cheroot.wsgi.Server(addr, app), defaults (10 threads, backlog 5)",
+    "gunicorn": "gunicorn gthread: 1 worker, 4 threads, access log off",
+    "wsgiref-stdlib": "ThreadingMixIn + wsgiref's WSGIServer, stdlib socketserver",
+    "wsgiref-compiled": "ThreadingMixIn + wsgiref's WSGIServer after fastsockserver.install()",
+}
+# The module whose absence skips a peer.
+PEER_MODULES = {"asyncio": "asyncio", "uvloop": "uvloop", "gevent": "gevent",
+                "waitress": "waitress", "cheroot": "cheroot", "gunicorn": "gunicorn"}
 # The compiled core on a free-threaded CPython with the GIL switched on
 # (PYTHON_GIL=1): the cpu case's baseline for what free-threading buys.
 GIL_ON = "compiled-gil"
@@ -69,6 +92,8 @@ SLOWLORIS_HEADERS_TIMEOUT = 2.0       # StreamRequestHandler: first byte to end 
 SLOWLORIS_IDLE_TIMEOUT = 10.0         # StreamRequestHandler: between requests
 
 HTTP_BODY = b"Hello, world!"  # 13 bytes
+# What the servers' start-up check sends (and every http case's server answers).
+HTTP_PROBE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 # cpu: iterations of pure-Python arithmetic per request, ~200 us on CPython 3.13
 # here; fixed, so every implementation and GIL mode does the same work.
 CPU_WORK_ITERATIONS = 4000
@@ -209,6 +234,9 @@ def make_socketserver(kind, impl, address, tls_dir=None, tls_key="ec"):
             protocol_version = "HTTP/1.1"
             if impl == STDLIB_NODELAY:
                 disable_nagle_algorithm = True
+
+            def log_request(self, code="-", size="-"):
+                pass   # no access log, as the WSGI peers have none by default
 
             def do_GET(self):
                 self.send_response(200)
@@ -356,7 +384,155 @@ def _gevent_server(kind, address):
     return server, server.socket.getsockname()[1]
 
 
+# ---------------------------------------------------------------- http peers (WSGI)
+
+def hello_app(environ, start_response):
+    """The WSGI app every http peer serves: the http.server handler's response."""
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(HTTP_BODY)))])
+    return [HTTP_BODY]
+
+
+def probe_http(host, port, timeout):
+    """Send HTTP_PROBE until a 200 with HTTP_BODY comes back (``timeout`` s in all);
+    raises StartError with what went wrong last. A server can be listening before it
+    answers (gunicorn's worker boots after its arbiter has bound)."""
+    import socket
+    deadline = time.monotonic() + timeout
+    problem = "no attempt"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StartError("no answer to GET / within {:g} s: {}".format(timeout, problem))
+        try:
+            with socket.create_connection((host, port), timeout=left) as sock:
+                sock.sendall(HTTP_PROBE)
+                response = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    response += chunk
+            head, _, body = response.partition(b"\r\n\r\n")
+            status = head.split(b"\r\n", 1)[0]
+            if status.split()[1:2] == [b"200"] and body == HTTP_BODY:
+                return
+            problem = "unexpected response {!r}".format(response[:200])
+        except OSError as exc:
+            problem = str(exc) or type(exc).__name__
+        time.sleep(0.05)
+
+
+def _wsgiref_server(kind, impl, address):
+    if kind != "http":
+        raise StartError("no {} server for {}".format(kind, impl))
+    if impl == "wsgiref-compiled":
+        import fastsockserver
+        if not fastsockserver.COMPILED:
+            raise StartError("the compiled core of fastsockserver is not built (or "
+                             "FASTSOCKSERVER_NO_EXTENSIONS is set)")
+        fastsockserver.install()   # before wsgiref (and http.server) is imported
+    import http.server
+    import socketserver
+    from wsgiref import simple_server
+    if (impl == "wsgiref-compiled") != (http.server.socketserver.__name__ == "fastsockserver"):
+        raise StartError("{}: wsgiref is on the wrong socketserver ({})".format(
+            impl, http.server.socketserver.__name__))
+
+    class QuietHandler(simple_server.WSGIRequestHandler):
+        def log_request(self, code="-", size="-"):
+            pass   # no access log, as the other http servers here
+
+    class ThreadingWSGIServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):
+        daemon_threads = True
+
+    server = ThreadingWSGIServer(address, QuietHandler)
+    server.set_app(hello_app)
+    return server
+
+
+def _waitress_server(kind, address):
+    if kind != "http":
+        raise StartError("no {} server for waitress".format(kind))
+    try:
+        import waitress
+    except ImportError:
+        raise StartError("waitress not installed") from None
+    server = waitress.create_server(hello_app, host=address[0], port=address[1], threads=4)
+    return server, int(server.effective_port)
+
+
+def _cheroot_server(kind, address):
+    if kind != "http":
+        raise StartError("no {} server for cheroot".format(kind))
+    try:
+        from cheroot import wsgi
+    except ImportError:
+        raise StartError("cheroot not installed") from None
+    server = wsgi.Server(address, hello_app)
+    server.prepare()   # binds; port 0 becomes the kernel's choice in bind_addr
+    return server, server.bind_addr[1]
+
+
+def _gunicorn_application(address, when_ready):
+    """A gunicorn application (gthread, 1 worker, 4 threads) serving hello_app, and
+    its port.
+
+    The listening socket is bound here and handed over as ``fd://N``: a port in
+    use is an OSError at once (gunicorn itself would retry for 5 s and log the
+    reason lines before its last). ``when_ready(arbiter)`` runs in this process
+    once gunicorn has the socket, before the worker is forked. The worker dies
+    with this process (PR_SET_PDEATHSIG): a bench that kills the server leaves
+    no worker behind."""
+    import socket
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise StartError("gunicorn not installed") from None
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(address)
+    listener.listen(2048)   # gunicorn's default backlog
+
+    def post_fork(arbiter, worker):
+        from fastsockserver._workers import die_with_parent
+        die_with_parent()
+
+    class BenchApplication(BaseApplication):
+        def load_config(self):
+            settings = {
+                "bind": ["fd://{}".format(listener.fileno())], "workers": 1,
+                "worker_class": "gthread", "threads": 4, "accesslog": None,
+                "loglevel": "warning", "control_socket_disable": True,
+                "when_ready": when_ready, "post_fork": post_fork,
+            }
+            for name, value in settings.items():
+                self.cfg.set(name, value)
+
+        def load(self):
+            return hello_app
+
+    application = BenchApplication()
+    application.listener = listener   # open until gunicorn has taken it (fromfd dups it)
+    return application, listener.getsockname()[1]
+
+
 # ---------------------------------------------------------------- control
+
+def _descendants_peak_rss_kib(pid):
+    """The sum of the peak RSS (VmHWM) of ``pid``'s running descendants, KiB."""
+    total = 0
+    for child in _descendants(pid):
+        try:
+            with open("/proc/{}/status".format(child)) as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue   # exited meanwhile
+    return total
+
 
 def _peak_rss_kib(usage):
     """This process's peak resident set size, KiB.
@@ -447,6 +623,9 @@ class Accounting:
             "wall": time.monotonic() - self.start_wall,
             "maxrss_kib": _peak_rss_kib(me),
             "children_maxrss_kib": kids.ru_maxrss,
+            # with tree (gunicorn's worker, --workers): the running processes' peaks
+            "descendants_maxrss_kib": _descendants_peak_rss_kib(os.getpid()) if self.tree
+            else 0,
             "threads": threading.active_count(),
             "peak_threads": self.peak_threads,
             "tls_handshake_failures": None if self.tls_failures is None
@@ -495,6 +674,36 @@ def serve_with_workers(server, workers, reuse_port=False):
     return serve
 
 
+# Called before this process exits on quit, end of input or --max-seconds
+# (os._exit runs no atexit handler): gunicorn's worker is ended here.
+_BEFORE_EXIT = []
+
+
+def _exit(status):
+    for function in _BEFORE_EXIT:
+        try:
+            function()
+        except Exception:
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _end_children():
+    """SIGKILL this process's descendants and reap its children."""
+    import signal
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass   # a grandchild, or reaped already (gunicorn's SIGCHLD handler)
+
+
 def control_loop(accounting):
     """Answer ``mark`` / ``stats`` / ``quit`` on stdin; exit the process on quit or EOF."""
     for line in sys.stdin:
@@ -508,9 +717,7 @@ def control_loop(accounting):
             break
         else:
             _emit({"error": "unknown command {!r}".format(command)})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit(0)
 
 
 def _pin(cpu):
@@ -528,7 +735,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastsockserver._bench.servers")
     parser.add_argument("--kind", required=True, choices=KINDS)
     parser.add_argument("--impl", required=True,
-                        choices=SOCKETSERVER_IMPLS + (STDLIB_NODELAY, GIL_ON) + PEER_IMPLS)
+                        choices=SOCKETSERVER_IMPLS + (STDLIB_NODELAY, GIL_ON) + PEER_IMPLS
+                        + HTTP_PEER_IMPLS + WSGIREF_IMPLS)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
@@ -544,10 +752,13 @@ def main(argv=None):
                         help="compiled and pure: worker processes (serve(workers=N))")
     parser.add_argument("--reuse-port", action="store_true",
                         help="with --workers: serve(..., reuse_port=True)")
+    parser.add_argument("--start-timeout", type=float, default=20.0,
+                        help="http peers: seconds to answer a first GET / (default "
+                        "%(default)s)")
     args = parser.parse_args(argv)
     _pin(args.cpu)
     # Whatever happens, this process does not outlive its time bound.
-    killer = threading.Timer(args.max_seconds, os._exit, (3,))
+    killer = threading.Timer(args.max_seconds, _exit, (3,))
     killer.daemon = True
     killer.start()
 
@@ -566,6 +777,8 @@ def main(argv=None):
                                        args.tls_key)
             port = server.server_address[1]
             serve = server.serve_forever
+        elif args.impl in HTTP_PEER_IMPLS + WSGIREF_IMPLS:
+            serve = _start_http_peer(args, address)
         elif args.impl == "gevent":
             if args.kind in TLS_KINDS:
                 raise StartError("no {} server for gevent".format(args.kind))
@@ -585,6 +798,9 @@ def main(argv=None):
         _emit({"error": "{}: {}".format(type(exc).__name__, exc)})
         return 1
 
+    if args.impl in HTTP_PEER_IMPLS + WSGIREF_IMPLS:
+        serve()   # (it says its port itself, once it answers)
+        return 0
     if args.kind == "drain" and args.impl not in STDLIB_IMPLS:
         import fastsockserver
 
@@ -616,6 +832,51 @@ def main(argv=None):
            "limits": limits})
     serve()
     return 0
+
+
+def _start_http_peer(args, address):
+    """A WSGI peer, bound; returns its serve function, which first checks (on a
+    thread) that it answers GET / within --start-timeout and then says its port.
+    A peer that does not answer is an error line and exit status 1."""
+    if args.workers > 1:
+        raise StartError("--workers is for fastsockserver's load kinds")
+
+    def announce(port, tree=False):
+        try:
+            probe_http(args.host, port, args.start_timeout)
+        except StartError as exc:
+            _emit({"error": "{}: {}".format(args.impl, exc)})
+            _exit(1)
+        accounting = Accounting(tree=tree)
+        _emit({"port": port, "pid": os.getpid(), "python": sys.version.split()[0],
+               "limits": None, "peer": HTTP_PEER_SETTINGS[args.impl]})
+        threading.Thread(target=control_loop, args=(accounting,), daemon=True).start()
+
+    def announce_later(port, tree=False):
+        threading.Thread(target=announce, args=(port, tree), daemon=True).start()
+
+    if args.impl == "gunicorn":
+        _BEFORE_EXIT.append(_end_children)
+
+        def when_ready(arbiter):
+            announce_later(port, tree=True)
+        application, port = _gunicorn_application(address, when_ready)
+        return application.run
+    if args.impl == "waitress":
+        server, port = _waitress_server(args.kind, address)
+        serve = server.run
+    elif args.impl == "cheroot":
+        server, port = _cheroot_server(args.kind, address)
+        serve = server.serve
+    else:
+        server = _wsgiref_server(args.kind, args.impl, address)
+        port = server.server_address[1]
+        serve = server.serve_forever
+
+    def announce_and_serve():
+        announce_later(port)
+        serve()
+    return announce_and_serve
 
 
 def _limits(server):

@@ -59,7 +59,7 @@ DRAIN_TIMEOUT = 5.0
 # stats() keys that count events (summed over restarts; the others say what is now)
 COUNTERS = ("accepted", "finished", "errors", "backpressure_pauses", "drained",
             "idle_timeouts", "first_byte_timeouts", "headers_timeouts",
-            "tls_handshake_failures", "proxy_header_failures")
+            "tls_handshake_failures", "proxy_header_failures", "framing_rejections")
 
 
 # ================================================================ the server process

@@ -19,11 +19,13 @@ from .._env import ENV_VAR
 from .servers import (
     DRAIN_TIMEOUT,
     GIL_ON,
+    HTTP_PEER_IMPLS,
     PEER_IMPLS,
     SLOWLORIS_MAX_THREADS,
     SOCKETSERVER_IMPLS,
     STDLIB_IMPLS,
     STDLIB_NODELAY,
+    WSGIREF_IMPLS,
 )
 
 HOST = "127.0.0.1"
@@ -50,7 +52,11 @@ def split_workers(impl):
         return base, int(count), name != impl
     return impl, 1, False
 WITH_PEERS = SOCKETSERVER_IMPLS + PEER_IMPLS
-ALL_IMPLS = STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + (GIL_ON,) + PEER_IMPLS
+ALL_IMPLS = (STDLIB_IMPLS + SOCKETSERVER_IMPLS[1:] + (GIL_ON,) + PEER_IMPLS + HTTP_PEER_IMPLS
+             + WSGIREF_IMPLS)
+# The http cases: http.server on each socketserver, and the WSGI peers serving the
+# same response. wsgiref answers HTTP/1.0 and closes: http-close only.
+HTTP_IMPLS = SOCKETSERVER_IMPLS + (STDLIB_NODELAY,) + HTTP_PEER_IMPLS
 CONCURRENCY = 32
 OVERLOAD_CLIENTS = 1000
 SLOWLORIS_IDLE = 10000
@@ -120,10 +126,12 @@ CASES = (
          unit="dgram/s"),
     Case("http", "http", "http", "persistent", HTTP_KEEPALIVE,
          "http.server.ThreadingHTTPServer, HTTP/1.1 keep-alive, 13-byte body, "
-         "32 connections", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
+         "32 connections, no access log; waitress, cheroot, gunicorn: a WSGI app with the "
+         "same response", HTTP_IMPLS, http=True),
     Case("http-close", "http-close", "http", "connrate", HTTP_CLOSE,
          "http.server.ThreadingHTTPServer, a connection per request, 13-byte body, "
-         "32 clients", SOCKETSERVER_IMPLS + (STDLIB_NODELAY,), http=True),
+         "32 clients, no access log; waitress, cheroot, gunicorn, wsgiref: a WSGI app "
+         "with the same response", HTTP_IMPLS + WSGIREF_IMPLS, http=True),
     Case("overload", "overload", "overload", "connrate", LINE64,
          "1,000 clients at once: connect, 64-byte line echo after 1 ms of handler "
          "work, close (ThreadingTCPServer; fastsockserver with max_threads = 32, "
@@ -366,7 +374,14 @@ class Settings:
     slowloris_trickle: int = SLOWLORIS_TRICKLE
     tls_stall: int = TLS_STALL
     tls_dir: str = None   # the certificates of the tls cases (tlsclients.make_certificates)
+    # --rate: the open loop's arrival rates, as fractions of each server's maximum
+    rate_fractions: tuple = ()
     extra: dict = field(default_factory=dict)
+
+
+def open_loop_applies(case):
+    """The open loop (--rate) runs where the compiled load generator drives TCP."""
+    return case.mode in ("persistent", "connrate") and not case.tls and not case.slow_clients
 
 
 def slow_client_counts(case, settings):
@@ -443,6 +458,35 @@ def measure(case, server, settings, lg=None):
     finally:
         if own:
             lg.close()
+    return _add_server_figures(result, stats, before, after, settings)
+
+
+def measure_open(case, server, settings, rate, lg=None):
+    """One open-loop repetition at ``rate`` requests/s (``LoadGen.run_open``): an
+    unmeasured --warmup at the same rate, then --duration of schedule and up to
+    --timeout more for the last requests. The figures of measure(), and the open
+    loop's (offered_rate, late_sends, unfinished, ...)."""
+    own = lg is None
+    if own:
+        lg = new_loadgen(case, server, settings)
+    try:
+        if rate * settings.warmup >= 1:
+            lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
+        server.request("mark")
+        before = core_times()
+        result = lg.run_open(rate, settings.duration, max_wait=settings.timeout)
+        after = core_times()
+        stats = server.request("stats")
+        lg.drain(min(settings.timeout, 2.0))
+    finally:
+        if own:
+            lg.close()
+    return _add_server_figures(result, stats, before, after, settings)
+
+
+def _add_server_figures(result, stats, before, after, settings):
+    """The load generator's ``result`` with the server's figures (``stats``) and the
+    cores' business (``before``, ``after``: core_times())."""
     cpu = (stats["cpu_user"] + stats["cpu_sys"]
            + stats["children_cpu_user"] + stats["children_cpu_sys"])
     requests = result["requests"]
@@ -454,7 +498,10 @@ def measure(case, server, settings, lg=None):
         "server_us_per_req": cpu / requests * 1e6 if requests else None,
         # what the client paid for each request: with TLS, mostly its handshakes
         "client_us_per_req": result["client_cpu"] / requests * 1e6 if requests else None,
-        "server_rss_mib": stats["maxrss_kib"] / 1024.0,
+        # the server's processes that run (gunicorn's arbiter and worker, a --workers
+        # supervisor and its workers); fork's reaped children apart
+        "server_rss_mib": (stats["maxrss_kib"] + stats.get("descendants_maxrss_kib", 0))
+        / 1024.0,
         "server_children_rss_mib": stats["children_maxrss_kib"] / 1024.0,
         "server_threads_at_end": stats["threads"],
         # tls cases, fastsockserver: handshakes the server counted as failed (None elsewhere)

@@ -1,0 +1,553 @@
+"""One owner per request and connection (#26): a regression test for each way two
+threads (or processes) once believed they owned the same request, written from the
+review's descriptions. Each runs on the pure and the compiled core; every wait is
+bounded, every client on loopback.
+
+1. drain() must not cut a request that arrived while its handler was still busy.
+2. A held connection that spoke in time is served once a slot frees, not expired.
+3. A KeyboardInterrupt anywhere in dispatch leaves ``active`` exact.
+4. A child fork()ed from a handler at max_threads never blocks on the parent.
+5. drain() hands held connections on within max_threads (one dispatcher).
+6. ForkingMixIn's children report their counts to the parent's stats().
+7. socket.setdefaulttimeout() leaves first_byte_timeout working.
+8. A drain() that begins as serve_forever() starts is never missed.
+"""
+import hashlib
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+
+import pytest
+
+from support import (
+    WAIT,
+    bounded,
+    fork_then_threads,
+    needs_fork,
+    run_code,
+    subprocess_env,
+    wait_for,
+)
+
+
+class _Concurrency:
+    """How many handlers run at once, and the most seen."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def __enter__(self):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.now -= 1
+
+
+def _sized_request(body):
+    return b"%d\n" % len(body) + body
+
+
+def _read_reply(sock):
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = sock.recv(100)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+# ------------------------------------------------------------------ 1. drain and reads
+
+def test_drain_reads_a_request_that_arrived_during_post_response_work(fast_impl, harness):
+    """The review's case: the handler works 0.4 s after its reply while its client
+    sends the next request (a 200 kB body) before drain()'s last call ends. The
+    handler reads all of it and answers; then, idle, it reads end-of-file."""
+    body = os.urandom(200_000)
+    outcomes = []
+
+    class Sized(fast_impl.StreamRequestHandler):
+        def handle(self):
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    outcomes.append("eof")
+                    return
+                data = self.rfile.read(int(line))
+                self.wfile.write(b"%d %s\n" % (len(data),
+                                                hashlib.sha256(data).hexdigest().encode()))
+                time.sleep(0.4)  # work after the reply
+
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0), Sized)
+    harness.serve(server)
+    client = harness.connect(server)
+    client.sendall(_sized_request(b"first"))
+    assert _read_reply(client).startswith(b"5 ")
+    drained = []
+    drainer = threading.Thread(target=lambda: drained.append(server.drain(WAIT)))
+    drainer.start()
+    time.sleep(0.1)  # 150 ms before the last call (0.25 s) ends
+    client.sendall(_sized_request(body))
+    reply = _read_reply(client)
+    assert reply == b"%d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode())
+    assert client.recv(10) == b""  # then the connection ends, nothing else read
+    drainer.join(WAIT * 2)
+    assert drained == [True] and outcomes == ["eof"]
+    assert server.stats()["drained"] == 1
+
+
+def test_drain_ends_an_idle_connection_after_the_last_call(fast_impl, harness):
+    """The handler waits in rfile, idle: it reads end-of-file once the last call is
+    over, by itself (its own wait sees the drain), counted once."""
+    server = harness.server(fast_impl.ThreadingTCPServer, ("127.0.0.1", 0),
+                            _line_echo(fast_impl))
+    harness.serve(server)
+    client = harness.connect(server)
+    client.sendall(b"one\n")
+    assert client.recv(10) == b"one\n"
+    start = time.monotonic()
+    assert bounded(server.drain, WAIT) is True
+    assert 0.2 <= time.monotonic() - start < WAIT
+    assert client.recv(10) == b""
+    assert server.stats()["drained"] == 1 and server.stats()["idle_timeouts"] == 0
+
+
+def _line_echo(mod):
+    class LineEcho(mod.StreamRequestHandler):
+        def handle(self):
+            for line in self.rfile:
+                self.wfile.write(line)
+    return LineEcho
+
+
+def test_drain_of_a_keep_alive_http_load_loses_and_cuts_nothing(fast_impl, tmp_path):
+    """32 keep-alive clients post bodies to http.server (under install()) whose
+    handler works after its reply; a drain in the middle: every request the server
+    read is answered whole, every client sees either an answer or a clean end."""
+    script = tmp_path / "drain_http.py"
+    script.write_text(textwrap.dedent('''
+        import hashlib, http.client, json, sys, threading, time
+        import fastsockserver
+        fastsockserver.install()
+        import http.server
+
+        read, answered = [], []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                read.append(len(body))
+                digest = hashlib.sha256(body).hexdigest().encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(digest)))
+                self.end_headers()
+                self.wfile.write(digest)
+                answered.append(len(body))
+                time.sleep(0.3)  # work after the reply, longer than the last call
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        serving = threading.Thread(target=server.serve_forever, daemon=True)
+        serving.start()
+        port = server.server_address[1]
+        results = {"ok": 0, "wrong": 0, "ended": 0, "refused": 0}
+        lock = threading.Lock()
+        stop_at = time.monotonic() + 3.0
+
+        def client(n):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            i = 0
+            while time.monotonic() < stop_at:
+                body = bytes([n, i % 256]) * (1000 + 4999 * (i % 30))  # up to 300 kB
+                i += 1
+                try:
+                    conn.request("POST", "/", body)
+                    response = conn.getresponse()
+                    got = response.read()
+                except (ConnectionError, http.client.HTTPException, OSError):
+                    with lock:
+                        results["ended"] += 1
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                    try:
+                        conn.connect()
+                    except OSError:
+                        with lock:
+                            results["refused"] += 1
+                        return
+                    continue
+                key = "ok" if got == hashlib.sha256(body).hexdigest().encode() else "wrong"
+                with lock:
+                    results[key] += 1
+                if response.getheader("Connection") == "close":
+                    conn.close()
+                    return
+            conn.close()
+
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(32)]
+        for t in clients:
+            t.start()
+        time.sleep(1.0)
+        drained = server.drain(10)
+        serving.join(5)
+        server.server_close()  # connections still in the backlog are reset
+        for t in clients:
+            t.join(15)
+        print(json.dumps({"drained": drained, "read": len(read), "answered": len(answered),
+                          "results": results, "stats": server.stats()}))
+        '''))
+    out = run_code_file(script, fast_impl)
+    assert out["drained"] is True
+    assert out["read"] == out["answered"]  # nothing the server read went unanswered
+    assert out["results"]["wrong"] == 0  # no body cut, no stream out of step
+    assert out["results"]["ok"] == out["answered"] > 0  # and every answer arrived
+    assert out["stats"]["active"] == 0
+
+
+def run_code_file(path, fast_impl):
+    import json
+    import subprocess
+    import sys
+    env = subprocess_env("py" if not fast_impl.COMPILED else "c")
+    proc = subprocess.run([sys.executable, str(path)], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ 2. held at capacity
+
+def test_a_held_connection_that_spoke_is_served_at_capacity(fast_impl, harness, blocking):
+    """first_byte_timeout 1.0, max_threads 1 busy; a client that sent its request at
+    0.3 s is answered once the slot frees (at 1.5 s), not closed at 1.0 s."""
+    started, release = blocking.started, blocking.release
+
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline()
+            if line == b"block\n":
+                started.put(True)
+                release.wait(WAIT * 2)
+            self.wfile.write(b"done " + line)
+
+    class Server(fast_impl.ThreadingTCPServer):
+        first_byte_timeout = 1.0
+        max_threads = 1
+
+    server = harness.server(Server, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    client = harness.connect(server)  # held first: at capacity nothing is accepted
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 1)
+    busy = harness.connect(server)
+    busy.sendall(b"block\n")
+    assert started.get(timeout=WAIT)
+    time.sleep(0.3)
+    client.sendall(b"later\n")
+    time.sleep(1.2)  # past its first_byte_timeout, the slot still taken
+    release.set()
+    assert client.recv(100) == b"done later\n"
+    assert busy.recv(100) == b"done block\n"
+    assert server.stats()["first_byte_timeouts"] == 0
+
+
+def test_a_silent_held_connection_still_expires_at_capacity(fast_impl, harness, blocking):
+    started, release = blocking.started, blocking.release
+
+    class Handler(fast_impl.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            started.put(True)
+            release.wait(WAIT * 2)
+
+    class Server(fast_impl.ThreadingTCPServer):
+        first_byte_timeout = 0.3
+        max_threads = 1
+
+    server = harness.server(Server, ("127.0.0.1", 0), Handler)
+    harness.serve(server)
+    silent = harness.connect(server)
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 1)
+    harness.connect(server).sendall(b"block\n")
+    assert started.get(timeout=WAIT)
+    assert silent.recv(10) == b""  # closed at its limit, the server at capacity
+    assert server.stats()["first_byte_timeouts"] == 1
+    release.set()
+
+
+# ------------------------------------------------------------------ 3. signals in dispatch
+
+INTERRUPTED_DISPATCH = '''
+import json, random, signal, socket, sys, threading, time
+{import_line}
+
+class Busy(ss.StreamRequestHandler):
+    def handle(self):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            self.wfile.write(self.rfile.readline())
+            time.sleep(0.002)
+            self.wfile.write(b"end\\n")  # the socket is still this handler's
+        except OSError as exc:
+            broken.append(repr(exc))
+        finally:
+            with lock:
+                running[0] -= 1
+
+lock = threading.Lock()
+running, most, broken = [0], [0], []
+
+class Server(ss.ThreadingTCPServer):
+    max_threads = 2
+    daemon_threads = True
+    block_on_close = False
+
+server = Server(("127.0.0.1", 0), Busy)
+address = server.server_address
+stop = threading.Event()
+
+def client():
+    while not stop.is_set():
+        try:
+            with socket.create_connection(address, timeout=2) as sock:
+                sock.sendall(b"x\\n")
+                sock.recv(10)
+        except OSError:
+            pass
+
+clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+for t in clients:
+    t.start()
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+interrupts = 0
+deadline = time.monotonic() + {seconds}
+rng = random.Random(7)
+while time.monotonic() < deadline:
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(0.0001, 0.003))
+            server.serve_forever(0.01)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except KeyboardInterrupt:
+        interrupts += 1
+stop.set()
+for t in clients:
+    t.join(5)
+end = time.monotonic() + 5
+state = server._serving_state
+while (state.active or running[0]) and time.monotonic() < end:
+    time.sleep(0.01)
+print(json.dumps({{"interrupts": interrupts, "active": state.active, "running": running[0],
+                  "most": most[0], "broken": broken[:3], "finished": state.finished}}))
+'''
+
+
+@pytest.mark.parametrize("name", ["py", pytest.param("c", marks=pytest.mark.c_extension)])
+def test_keyboard_interrupts_across_dispatch_leave_active_exact(name, request):
+    from support import import_line, require_c
+    require_c(request, name)
+    code = INTERRUPTED_DISPATCH.format(import_line=import_line(name), seconds=4)
+    out = run_code(code, env=subprocess_env(name), timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["interrupts"] > 100, result
+    assert result["active"] == 0 and result["running"] == 0, result
+    assert result["most"] <= 2, result  # max_threads held throughout
+    assert not result["broken"], result  # no socket shut under a running handler
+    assert result["finished"] > 0, result
+
+
+# ------------------------------------------------------------------ 4. fork from a handler
+
+@needs_fork
+@fork_then_threads
+def test_fork_from_a_handler_at_capacity_never_hangs(fast_impl, harness):
+    """Handlers fork while the server is at max_threads and other handlers end
+    (waking the loop): every child ends by itself, promptly."""
+    children = []
+    lock = threading.Lock()
+
+    class Forking(fast_impl.StreamRequestHandler):
+        def handle(self):
+            self.rfile.readline()
+            pid = os.fork()
+            if pid == 0:  # the child ends with its request, as the stdlib's would
+                try:
+                    self.wfile.write(b"child\n")
+                finally:
+                    return  # back through the library: finish(), shutdown, the slot
+            with lock:
+                children.append(pid)
+
+    class Server(fast_impl.ThreadingTCPServer):
+        max_threads = 2
+        daemon_threads = True
+
+    server = harness.server(Server, ("127.0.0.1", 0), Forking)
+    harness.serve(server)
+
+    def client():
+        for _ in range(15):
+            with socket.create_connection(server.server_address, timeout=WAIT) as sock:
+                sock.sendall(b"go\n")
+                sock.recv(10)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(WAIT * 4)
+    hung = []
+    deadline = time.monotonic() + WAIT
+    for pid in list(children):
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                hung.append(pid)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+    assert len(children) == 60 and not hung, (len(children), hung)
+
+
+# ------------------------------------------------------------------ 5. drain within max_threads
+
+def test_drain_hands_held_connections_on_within_max_threads(fast_impl, harness):
+    concurrency = _Concurrency()
+
+    class Slow(fast_impl.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline()
+            with concurrency:
+                time.sleep(0.1)
+            self.wfile.write(line)
+
+    class Server(fast_impl.ThreadingTCPServer):
+        first_byte_timeout = 5.0
+        max_threads = 2
+
+    server = harness.server(Server, ("127.0.0.1", 0), Slow)
+    harness.serve(server)
+    clients = [harness.connect(server) for _ in range(10)]
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 10)
+    drained = []
+    drainer = threading.Thread(target=lambda: drained.append(server.drain(WAIT * 2)))
+    drainer.start()
+    time.sleep(0.05)
+    for i, client in enumerate(clients):
+        client.sendall(b"%d\n" % i)
+    for i, client in enumerate(clients):
+        assert client.recv(10) == b"%d\n" % i
+    drainer.join(WAIT * 3)
+    assert drained == [True]
+    assert concurrency.most <= 2
+
+
+# ------------------------------------------------------------------ 6. forked children's counts
+
+@needs_fork
+def test_forking_servers_count_what_their_children_did(fast_impl, harness):
+    class Sometimes(fast_impl.StreamRequestHandler):
+        def handle(self):
+            line = self.rfile.readline()
+            self.wfile.write(line)
+            if line.startswith(b"raise"):
+                raise RuntimeError("on purpose")
+
+    class Server(fast_impl.ForkingTCPServer):
+        def handle_error(self, request, client_address):
+            pass  # (the child's traceback would go to the test's stderr)
+
+    server = harness.server(Server, ("127.0.0.1", 0), Sometimes)
+    harness.serve(server)
+    for i in range(6):
+        with harness.connect(server) as client:
+            client.sendall(b"raise\n" if i % 2 else b"fine\n")
+            assert client.recv(10)
+    assert wait_for(lambda: server.stats()["finished"] == 6
+                    and server.stats()["active"] == 0), server.stats()
+    assert server.stats()["errors"] == 3, server.stats()
+
+
+# ------------------------------------------------------------------ 7. a default timeout
+
+def test_first_byte_timeout_with_a_default_socket_timeout(fast_impl, harness):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        class Server(fast_impl.ThreadingTCPServer):
+            first_byte_timeout = 0.3
+
+        server = harness.server(Server, ("127.0.0.1", 0), _line_echo(fast_impl))
+        harness.serve(server)
+        talker = harness.connect(server)
+        silent = harness.connect(server)
+        talker.sendall(b"hi\n")
+        assert talker.recv(10) == b"hi\n"
+        assert silent.recv(10) == b""
+        assert server.stats()["first_byte_timeouts"] == 1
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# ------------------------------------------------------------------ 8. drain as serving starts
+
+def test_a_drain_as_serve_forever_starts_is_never_missed(fast_impl):
+    """serve_forever() and drain() started together, many times: both return."""
+    for _ in range(40):
+        server = fast_impl.ThreadingTCPServer(("127.0.0.1", 0), fast_impl.BaseRequestHandler)
+        try:
+            go = threading.Barrier(2)
+
+            def serve():
+                go.wait()
+                server.serve_forever(0.5)
+
+            serving = threading.Thread(target=serve, daemon=True)
+            serving.start()
+            go.wait()
+            assert server.drain(WAIT) is True
+            serving.join(WAIT)
+            assert not serving.is_alive()
+        finally:
+            server.server_close()
+
+
+def test_the_hierarchy_does_not_import_the_service_layer():
+    """_server (the class hierarchy) imports neither _service nor _workers: the
+    service layer uses the hierarchy, not the other way round (no import circle)."""
+    import ast
+
+    import fastsockserver
+    package = os.path.dirname(fastsockserver.__file__)
+    for name in ("_server.py", "_plan.py", "_handler_threads.py", "_stream_io.py",
+                 "_waiting_room.py"):
+        with open(os.path.join(package, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                imported.add(node.module or "")
+                imported.update(alias.name for alias in node.names if not node.module)
+        assert not imported & {"_service", "_workers", "_server"} - {name[:-3]}, (
+            name, imported)
+
