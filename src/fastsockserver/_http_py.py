@@ -279,7 +279,11 @@ def handler_methods(module, originals, close_if_draining):
                     raw = getattr(rfile, "raw", None)
                     if type(raw) is plain.head_reader_type:
                         raw._head_deadline = 0.0
-                    plain.check_head(lines)
+                    if self.strict_framing:
+                        # (check_head acts only under _framing's wrapper of
+                        # a strict handler; a no-op costs a failed
+                        # thread-local lookup)
+                        plain.check_head(lines)
                     found = plain_message_and_values(client, lines)
                     if found is None:
                         headers = plain.parse_lines(rfile, lines, message_class)
