@@ -1,5 +1,7 @@
 """Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
-``src/fastsockserver/_core.pxd``) and, on Linux only, of the benchmark's load generator
+``src/fastsockserver/_core.pxd``), of http.server's request path ``fastsockserver._http``
+(the pure ``src/fastsockserver/_http_py.py`` compiled unchanged: one source, two builds;
+see _http_source) and, on Linux only, of the benchmark's load generator
 ``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
 
 Switches, all environment variables (one place for build settings):
@@ -55,6 +57,7 @@ PORTABLE = _env.is_set(os.environ.get("FASTSOCKSERVER_PORTABLE_CORE"))
 LOADGEN = (sys.platform.startswith("linux")
            and not _env.is_set(os.environ.get("FASTSOCKSERVER_NO_LOADGEN")))
 CORE = "fastsockserver._core"
+HTTP_PATH = "fastsockserver._http"
 CYTHON = importlib.util.find_spec("Cython") is not None
 LOADGEN_NAME = "fastsockserver._loadgen"
 
@@ -160,6 +163,25 @@ def _switches_file(macros, compile_args):
     return path
 
 
+def _http_source():
+    """The pure ``_http_py.py`` as ``build/http/_http.py``, the name Cython
+    makes the module's init function of (``PyInit__http``); rewritten only
+    when it differs, so an unchanged source is not compiled again."""
+    with open(os.path.join(HERE, "src", "fastsockserver", "_http_py.py"), "rb") as f:
+        text = f.read()
+    path = os.path.join(HERE, "build", "http", "_http.py")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == text:
+                return os.path.relpath(path, HERE)
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(text)
+    return os.path.relpath(path, HERE)
+
+
 def _extensions():
     if NO_EXTENSIONS:
         return []
@@ -175,7 +197,7 @@ def _extensions():
                     "-fno-omit-frame-pointer", "-g"]
         compile_args, link_args = ["-O1"] + sanitize, sanitize
     switches = _switches_file(macros, compile_args)
-    sources = [(CORE, "src/_core.pyx")]
+    sources = [(CORE, "src/_core.pyx"), (HTTP_PATH, _http_source())]
     if LOADGEN:
         sources.append((LOADGEN_NAME, "src/_loadgen.pyx"))
     extensions = [

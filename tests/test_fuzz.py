@@ -41,7 +41,8 @@ def target_module(request, name):
 
 
 def test_targets_found():
-    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy", "framing"}, TARGETS
+    assert set(TARGETS) >= {"rfile", "parse_headers", "take", "proxy", "framing",
+                            "http_request"}, TARGETS
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -66,6 +67,20 @@ def test_targets_report_a_difference(request, monkeypatch):
     monkeypatch.setattr(module, "PARSERS", [(name, implementation, wrong)])
     with pytest.raises(AssertionError, match="differs from the stdlib"):
         module.test_one_input(bytes([0, 0, 0, 0]) + b"Host: a\r\n\r\n")
+
+
+def test_http_request_target_reports_a_difference(request, monkeypatch):
+    """fuzz_http_request's comparison is live too: a fast path whose header
+    lines differ is caught."""
+    module = target_module(request, "http_request")
+    fast = module.MODULES[1][1].BaseHTTPRequestHandler
+    original = fast.send_header
+
+    def wrong(self, keyword, value):
+        return original(self, keyword, value + " ")
+    monkeypatch.setattr(fast, "send_header", wrong)
+    with pytest.raises(AssertionError, match="differs from the stdlib"):
+        module.test_one_input(bytes(5) + b"GET / HTTP/1.1\r\n\r\n")
 
 
 def test_framing_target_reports_a_difference(request, monkeypatch):

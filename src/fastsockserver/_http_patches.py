@@ -22,44 +22,14 @@ parse_request wrapper is put in place here, and parse_headers hands it the
 lines it read.
 """
 import functools
-import re
 import sys
 import time
 
 from ._framing import check_head, checking_framing
-from ._stream_io import head_read
+from ._http_select import http_path, http_paths
+from ._stream_io import _SocketReaderIO, head_read
 
-# A block the feed parser reads as nothing but headers: "Name: value" lines,
-# where the name has only the characters the parser's headerRE allows in one
-# and the value only printable ASCII and tabs (no line break str.splitlines
-# knows, no leading space or tab, so no continuation line), each ended by
-# "\n" or "\r\n"; then the blank line, or the end of the input.
-_PLAIN_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[\t\x20-\x7e]*\r?\n)*(?:\r?\n)?")
-# The feed parser looks for parts in a multipart/* or message/* body and
-# reports defects when there are none: such blocks go to it.
-_PARTS_TYPE = re.compile(rb"^content-type:[^\n]*(?:multipart|message)",
-                         re.IGNORECASE | re.MULTILINE)
-
-
-def _plain_message(module, lines):
-    """The HTTPMessage the email parser makes of ``lines``, or None when the
-    block is not a plain one (see _PLAIN_BLOCK)."""
-    block = b"".join(lines)
-    if not _PLAIN_BLOCK.fullmatch(block) or _PARTS_TYPE.search(block):
-        return None
-    # What email.parser.Parser(_class=HTTPMessage) gives: the message made
-    # with the compat32 policy, each header as header_source_parse splits it
-    # (name as is; value without leading blanks and the line end), payload "".
-    message = module.HTTPMessage(policy=module.email.parser.compat32)
-    headers = message._headers
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon:  # the blank line, or b"" at the end of the input
-            break
-        headers.append((name.decode("ascii"),
-                        value.lstrip(b" \t").rstrip(b"\r\n").decode("ascii")))
-    message._payload = ""
-    return message
+_plain_message = http_path.plain_message  # (the name tests and fuzzers use)
 
 
 def _make_parse_headers(module):
@@ -77,7 +47,7 @@ def _make_parse_headers(module):
         parse_lines = getattr(module, "_parse_header_lines", None)
         # (A _parse_header_lines replaced by someone else gets every block.)
         if _class is module.HTTPMessage and parse_lines is stdlib_parse_lines:
-            message = _plain_message(module, lines)
+            message = http_path.plain_message(module, lines)
             if message is not None:
                 return message
         if parse_lines is not None:
@@ -94,6 +64,10 @@ def _make_parse_headers(module):
 
     if _reads_with_a_limit(module._read_headers):
         parse_headers = parse_headers_with_limit
+    else:  # the form parse_request may read the lines of itself (_http_py)
+        for path in http_paths():
+            path.PLAIN_PARSERS[parse_headers] = path.PlainParser(
+                module, parse_lines, head_read, _SocketReaderIO, check_head)
     functools.update_wrapper(parse_headers, original)  # __wrapped__ and the name: the stdlib's
     return parse_headers
 
@@ -154,86 +128,32 @@ def patch_http_client(module):
 
 # ---------------------------------------------------------------- http.server's dates
 
-# email.utils.formatdate rounds the time to whole microseconds before it drops
-# them: within a microsecond of a second's end its text is the next second's.
-_MARGIN = 1e-6
+_kept_for_the_second = http_path.kept_for_the_second
 
 
-def _kept_for_the_second(original, text_at, still_valid, reads):
-    """``original``, a handler method that formats the current time, with its
-    text kept for the rest of that second.
-
-    ``text_at(self, now)`` is ``(text, detail)``: ``original``'s text for the
-    clock reading ``now``, and what else it depends on; the text is kept
-    while ``still_valid(self, detail)`` and time.tzset() has not been called
-    (it makes a new time.tzname). The clock is read once per call, as
-    ``original`` does, so a test's scripted clock sees the same reads.
-    ``reads``: (namespace, name) pairs, what ``original`` looks up that
-    ``text_at`` stands in for (its module's ``time``, say). While one is
-    another object than now (a test's mock.patch), and for a call with a
-    timestamp argument, the call is ``original``'s.
-    """
-    reads = tuple((namespace, name, namespace.get(name)) for namespace, name in reads)
-    kept = (None, None, None, None)  # (second, zone, text, detail), replaced as one object
-
-    def method(self, *args, **kwargs):
-        nonlocal kept
-        if args or kwargs:
-            return original(self, *args, **kwargs)
-        for namespace, name, value in reads:
-            if namespace.get(name) is not value:
-                return original(self)
-        now = time.time()
-        if type(now) is not float:  # time.time replaced (by a test double, say)
-            return text_at(self, now)[0]
-        second, zone, text, detail = kept
-        if (second is not None and second + _MARGIN <= now < second + 1.0 - _MARGIN
-                and zone is time.tzname and still_valid(self, detail)):
-            return text
-        zone = time.tzname  # before the text: a tzset() meanwhile is seen next time
-        text, detail = text_at(self, now)
-        second = now - now % 1.0
-        if second + _MARGIN <= now < second + 1.0 - _MARGIN:
-            kept = (second, zone, text, detail)
-        return text
-
-    functools.update_wrapper(method, original)  # __wrapped__: the stdlib's
-    return method
-
-
-def _always_valid(handler, detail):
-    return True
-
-
-_LOG_TIME_FORMAT = "%02d/%3s/%04d %02d:%02d:%02d"
-
-
-def _log_date_time_at(handler, now):
-    # BaseHTTPRequestHandler.log_date_time_string (the same in 3.9-3.13) for
-    # the clock reading ``now``: the stdlib's reads the clock itself. The
-    # detail: the month and its name's text (monthname is the handler's own,
-    # a subclass may change it, even in place).
-    year, month, day, hh, mm, ss, x, y, z = time.localtime(now)
-    name = str(handler.monthname[month])
-    return _LOG_TIME_FORMAT % (day, name, year, hh, mm, ss), (month, name)
-
-
-def _same_month_name(handler, detail):
-    month, name = detail
-    return str(handler.monthname[month]) == name
+_always_valid = http_path.always_valid
+_LOG_TIME_FORMAT = http_path.LOG_TIME_FORMAT
+_log_date_time_at = http_path.log_date_time_at
+_same_month_name = http_path.same_month_name
 
 
 # ---------------------------------------------------------------- http.server in a drain
 
+def _close_if_draining(handler):
+    """While the handler's server drains, add ``Connection: close`` to the
+    response whose head is ending: the client then opens its next request's
+    connection elsewhere (or later) instead of sending it on this one as
+    drain() ends it."""
+    state = getattr(getattr(handler, "server", None), "_serving_state", None)
+    if state is not None and state.draining:
+        _say_close(handler)
+
+
 def _closing_while_draining(original):
-    """BaseHTTPRequestHandler.end_headers, adding ``Connection: close`` to a
-    response while its server drains: the client then opens its next
-    request's connection elsewhere (or later) instead of sending it on this
-    one as drain() ends it. ``original`` runs in any case."""
+    """BaseHTTPRequestHandler.end_headers with _close_if_draining first;
+    ``original`` runs in any case."""
     def end_headers(self):
-        state = getattr(getattr(self, "server", None), "_serving_state", None)
-        if state is not None and state.draining:
-            _say_close(self)
+        _close_if_draining(self)
         return original(self)
 
     functools.update_wrapper(end_headers, original)  # __wrapped__: the stdlib's
@@ -255,22 +175,111 @@ def _say_close(handler):
     handler.close_connection = True
 
 
-def patch_http_server(module):
-    """Give the http.server ``module``'s BaseHTTPRequestHandler date methods
-    that keep their text for the second, where they are the stdlib's own, an
-    end_headers that says ``Connection: close`` while the server drains, and
-    ``strict_framing`` (default False) with the parse_request that honours it
-    (_framing)."""
+# BaseHTTPRequestHandler's methods that _http_py replaces or does in place,
+# as they are in 3.9-3.13: name -> (parameters, the names each form uses, a
+# constant it has). A class whose methods are not all these keeps its own.
+_HANDLER_FORMS = {
+    "parse_request": (("self",), (
+        ("command", "default_request_version", "request_version", "close_connection", "str",
+         "raw_requestline", "rstrip", "requestline", "split", "len", "startswith",
+         "ValueError", "int", "IndexError", "send_error", "HTTPStatus", "BAD_REQUEST",
+         "protocol_version", "HTTP_VERSION_NOT_SUPPORTED", "path", "lstrip", "http",
+         "client", "parse_headers", "rfile", "MessageClass", "headers", "LineTooLong",
+         "REQUEST_HEADER_FIELDS_TOO_LARGE", "HTTPException", "get", "lower",
+         "handle_expect_100"),
+        # 3.11+ (and 3.10.x security releases): version digits checked with any()
+        ("command", "default_request_version", "request_version", "close_connection", "str",
+         "raw_requestline", "rstrip", "requestline", "split", "len", "startswith",
+         "ValueError", "any", "int", "IndexError", "send_error", "HTTPStatus", "BAD_REQUEST",
+         "protocol_version", "HTTP_VERSION_NOT_SUPPORTED", "path", "lstrip", "http",
+         "client", "parse_headers", "rfile", "MessageClass", "headers", "LineTooLong",
+         "REQUEST_HEADER_FIELDS_TOO_LARGE", "HTTPException", "get", "lower",
+         "handle_expect_100")), "100-continue"),
+    "handle_one_request": (("self",), tuple(
+        ("rfile", "readline", "raw_requestline", "len", "requestline", "request_version",
+         "command", "send_error", "HTTPStatus", "REQUEST_URI_TOO_LONG", "close_connection",
+         "parse_request", "hasattr", "NOT_IMPLEMENTED", "getattr", "wfile", "flush")
+        + timeout + ("log_error",)
+        for timeout in [("socket", "timeout"), ("TimeoutError",)]), 65537),
+    "log_message": (("self", "format"), (
+        ("sys", "stderr", "write", "address_string", "log_date_time_string", "translate",
+         "_control_char_table"),), None),  # (its format is split into parts from 3.10)
+    "log_request": (("self", "code", "size"), (
+        ("isinstance", "HTTPStatus", "value", "log_message", "requestline", "str"),),
+        '"%s" %s %s'),
+    "send_response": (("self", "code", "message"), (
+        ("log_request", "send_response_only", "send_header", "version_string",
+         "date_time_string"),), "Server"),
+    "send_response_only": (("self", "code", "message"), (
+        ("request_version", "responses", "hasattr", "_headers_buffer", "append",
+         "protocol_version", "encode"),), "HTTP/0.9"),
+    "send_header": (("self", "keyword", "value"), (
+        ("request_version", "hasattr", "_headers_buffer", "append", "encode", "lower",
+         "close_connection"),), "keep-alive"),
+    "end_headers": (("self",), (
+        ("request_version", "_headers_buffer", "append", "flush_headers"),), b"\r\n"),
+    "flush_headers": (("self",), (
+        ("hasattr", "wfile", "write", "join", "_headers_buffer"),), b""),
+    "address_string": (("self",), (("client_address",),), 0),
+    "version_string": (("self",), (("server_version", "sys_version"),), " "),
+}
+
+
+def _stdlib_handler_methods(module, methods):
+    """The stdlib's own methods _http_py stands in for, name -> function (the
+    class's ``_control_char_table`` too), or None where one is not a known
+    form (or already replaced)."""
+    found = {}
+    for name, (parameters, names, constant) in _HANDLER_FORMS.items():
+        function = methods.get(name)
+        if name == "end_headers" and hasattr(function, "_fastsockserver_drain"):
+            function = function.__wrapped__  # (our drain wrapper of an earlier install)
+        constants = () if constant is None else (constant,)
+        if not _own_function(function, module, parameters, names, constants):
+            return None
+        found[name] = function
+    table = methods.get("_control_char_table")
+    if not isinstance(table, dict):
+        return None
+    found["_control_char_table"] = table
+    return found
+
+
+def _patch_handler_methods(handler_class, module, methods, path=http_path):
+    """Put the methods of ``path`` (_http_py or its compiled build) on
+    BaseHTTPRequestHandler where all the stdlib methods they stand in for are
+    the known forms; True if done."""
+    stdlib_methods = _stdlib_handler_methods(module, methods)
+    if stdlib_methods is None:
+        return False
+    fast = path.handler_methods(module, stdlib_methods, _close_if_draining)
+    for name, function in fast.items():
+        functools.update_wrapper(function, stdlib_methods[name])  # __wrapped__: the stdlib's
+        setattr(handler_class, name, function)
+    handler_class.end_headers._fastsockserver_drain = True
+    return True
+
+
+def patch_http_server(module, path=http_path):
+    """Give the http.server ``module``'s BaseHTTPRequestHandler the request
+    path of _http_py (where its methods are the stdlib forms known), date
+    methods that keep their text for the second, where they are the stdlib's
+    own, an end_headers that says ``Connection: close`` while the server
+    drains, and ``strict_framing`` (default False) with the parse_request that
+    honours it (_framing: it wraps the fast parse_request, which hands it the
+    head's lines as parse_headers does)."""
     handler_class = getattr(module, "BaseHTTPRequestHandler", None)
     methods = getattr(handler_class, "__dict__", {})
+    if not _patch_handler_methods(handler_class, module, methods, path):
+        end_headers = methods.get("end_headers")
+        if callable(end_headers) and not hasattr(end_headers, "_fastsockserver_drain"):
+            handler_class.end_headers = _closing_while_draining(end_headers)
+    methods = getattr(handler_class, "__dict__", {})  # (the fast methods, where put)
     parse_request = methods.get("parse_request")
     if callable(parse_request) and not hasattr(parse_request, "_fastsockserver_framing"):
         handler_class.parse_request = checking_framing(parse_request)
         handler_class.strict_framing = False
         handler_class.decodes_chunked = False
-    end_headers = methods.get("end_headers")
-    if callable(end_headers) and not hasattr(end_headers, "_fastsockserver_drain"):
-        handler_class.end_headers = _closing_while_draining(end_headers)
     module_globals = vars(module)
     if module_globals.get("time") is not time:  # the text_at functions use this one
         return
@@ -297,7 +306,44 @@ def patch_http_server(module):
             [(module_globals, "time"), (vars(time), "localtime")])
 
 
-_PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server}
+# ---------------------------------------------------------------- wsgiref
+
+# wsgiref.handlers' methods _http_py's wsgi_handler_methods stands in for, as
+# in 3.9-3.13: (class, name) -> (parameters, names used, a constant).
+_WSGI_FORMS = {
+    ("BaseHandler", "write"): (("self", "data"), (
+        ("type", "bytes", "status", "AssertionError", "headers_sent", "len", "bytes_sent",
+         "send_headers", "_write", "_flush"),), "write() before start_response()"),
+    ("BaseHandler", "send_headers"): (("self",), (
+        ("cleanup_headers", "headers_sent", "origin_server", "client_is_modern",
+         "send_preamble", "_write", "bytes", "headers"),), None),
+    ("BaseHandler", "send_preamble"): (("self",), (
+        ("origin_server", "client_is_modern", "_write", "http_version", "status", "encode",
+         "headers", "format_date_time", "time", "server_software"),), "iso-8859-1"),
+    ("SimpleHandler", "_write"): (("self", "data"), (
+        ("stdout", "write", "len", "warnings", "warn", "DeprecationWarning"),), None),
+}
+
+
+def patch_wsgiref_handlers(module, path=http_path):
+    """Give wsgiref.handlers ``module``'s BaseHandler a write and send_headers
+    that hand the response head and first chunk to _write at once, where
+    the methods involved are the stdlib's own (3.9-3.13 forms)."""
+    originals = {}
+    for (class_name, name), (parameters, names, constant) in _WSGI_FORMS.items():
+        function = vars(getattr(module, class_name, object)).get(name)
+        if not _own_function(function, module, parameters, names,
+                             () if constant is None else (constant,)):
+            return
+        originals[name] = function
+    base = module.BaseHandler
+    for name, function in path.wsgi_handler_methods(module, originals).items():
+        functools.update_wrapper(function, originals[name])  # __wrapped__: the stdlib's
+        setattr(base, name, function)
+
+
+_PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server,
+            "wsgiref.handlers": patch_wsgiref_handlers}
 
 
 class _PatchOnImport:

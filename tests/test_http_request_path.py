@@ -1,0 +1,99 @@
+"""install()'s request path for http.server (fastsockserver._http_py and its
+compiled build, fastsockserver._http) against the stdlib's, on a generated
+corpus of request streams: the same handler state after each request, the
+same calls of overridden methods, log lines, bytes written and bytes left.
+See tests/http_differential.py for how each side runs."""
+import os
+import random
+import subprocess
+import sys
+
+import http_differential as diff
+import pytest
+
+import fastsockserver
+from fastsockserver import _http_select
+
+MODULES = diff.implementations()
+CORPUS = diff.corpus(3000)
+
+
+def test_both_builds_compared_where_built():
+    names = [name for name, _ in MODULES]
+    assert names[:2] == ["stdlib", "py"]
+    assert ("c" in names) == (_http_select.http_paths()[-1] is not diff._http_py)
+
+
+def _check(wire, *scenario):
+    found = diff.differences(wire, *scenario, modules=MODULES)
+    assert not found, "{}: {!r} under {}\nstdlib {!r:.2000}\n   got {!r:.2000}".format(
+        found[0][0], wire[:300], scenario, found[0][1], found[0][2])
+
+
+@pytest.mark.parametrize("part", range(10))
+def test_corpus_same_as_stdlib(part):
+    rng = random.Random(part)
+    for wire in CORPUS[part::10]:
+        _check(wire, *diff.scenario(rng))
+
+
+OVERRIDE_WIRES = [
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"POST //b HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /c HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+    b"BREW / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX: " + b"x" * 70000 + b"\r\n\r\n",
+    b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.x\r\n\r\n",
+    b"OPTIONS / HTTP/1.1\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("protocol_version", ["HTTP/1.1", "HTTP/1.0"])
+@pytest.mark.parametrize("override", diff.OVERRIDABLE)
+def test_each_override_called_as_the_stdlib_calls_it(protocol_version, override):
+    calls = []
+    for wire in OVERRIDE_WIRES:
+        calls += diff.outcome(MODULES[0][1], wire, protocol_version, (override,))["calls"]
+        _check(wire, protocol_version, (override,))
+    # The check has a subject (an HTTP/1.0 server never answers Expect).
+    assert calls or (override, protocol_version) == ("handle_expect_100", "HTTP/1.0")
+
+
+def test_a_difference_is_seen(monkeypatch):
+    """The comparison is live: a fast path that gets the path wrong fails it."""
+    wire = b"GET //x HTTP/1.1\r\nHost: y\r\n\r\n"
+    assert not diff.differences(wire, modules=MODULES)
+    fast = MODULES[1][1].BaseHTTPRequestHandler
+    original = fast.parse_request
+
+    def wrong(self):
+        result = original(self)
+        self.path = self.path + "?"
+        return result
+    monkeypatch.setattr(fast, "parse_request", wrong)
+    assert diff.differences(wire, modules=MODULES)
+
+
+@pytest.mark.parametrize("no_extensions", ["", "1"])
+def test_compiled_path_is_the_default_where_built(no_extensions):
+    """As the core: the compiled build where it is built, the pure one with
+    FASTSOCKSERVER_NO_EXTENSIONS; and install() puts that one's methods on
+    BaseHTTPRequestHandler."""
+    code = ("import fastsockserver; fastsockserver.install(); import http.server; "
+            "import inspect; from fastsockserver import _http_select as s; "
+            "m = http.server.BaseHTTPRequestHandler.send_response; "
+            "print(s.http_path.__name__, s.COMPILED, inspect.unwrap(m).__module__, "
+            "type(m).__name__)")
+    env = dict(os.environ, FASTSOCKSERVER_NO_EXTENSIONS=no_extensions)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    name, compiled, wrapped, kind = out.stdout.split()
+    assert wrapped == "http.server"
+    built = fastsockserver.COMPILED  # the core is built: so is the request path
+    if built and not no_extensions:
+        assert (name, compiled) == ("fastsockserver._http", "True")
+        assert kind == "cython_function_or_method"
+    else:
+        assert (name, compiled, kind) == ("fastsockserver._http_py", "False", "function")
