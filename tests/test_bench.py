@@ -174,9 +174,10 @@ def test_slowloris_small_run(tmp_path):
     stdlib = cases["slowloris"]["results"]["stdlib"]
     assert stdlib["server_limits"] == dict.fromkeys(
         ("max_threads", "first_byte_timeout", "headers_timeout", "idle_timeout"))
-    # a thread per connection it has taken in (most of the 210: its listen backlog
-    # is 5, and the kernel retries a connection the full backlog dropped later)
-    assert stdlib["summary"]["server_peak_threads"] > 2 * servers.SLOWLORIS_MAX_THREADS
+    # a thread per connection it has taken in (most of the 210 on a quiet machine: its
+    # listen backlog is 5, and the kernel retries a connection the full backlog dropped
+    # later; fewer, 107 seen, when the machine is busy): more than compiled's cap
+    assert stdlib["summary"]["server_peak_threads"] > servers.SLOWLORIS_MAX_THREADS
     assert stdlib["summary"]["rps"] > 0
     compiled = cases["slowloris"]["results"]["compiled"]
     limits = compiled["server_limits"]
