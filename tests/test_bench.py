@@ -1172,3 +1172,32 @@ def test_plot_says_where_it_wrote(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "chart written to {}".format(plot) in out.stderr.splitlines()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_neighbour_shares_the_servers_core_and_is_reported(tmp_path):
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to pin the server and the client")
+    path = tmp_path / "neighbour.json"
+    started = time.monotonic()
+    out = bench("--workloads", "echo/base", "--impls", "stdlib,compiled", "--reps", "1",
+                "--duration", "0.3", "--warmup", "0.1", "--neighbour", "-q",
+                "--json", str(path))
+    assert time.monotonic() - started < 60
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(path.read_text())
+    assert doc["settings"]["neighbour"] is True
+    results = doc["cases"][0]["results"]
+    for impl in ("stdlib", "compiled"):
+        rep = results[impl]["reps"][0]
+        # the neighbour computed on the server's core while the server served
+        # (shares only: how the core is split is what the run reports)
+        assert 0 < rep["neighbour_cpu_pct"] <= 105, rep
+        assert rep["server_cpu_pct"] > 0 and rep["requests"] > 0, rep
+        assert results[impl]["summary"]["neighbour_cpu_pct"] == rep["neighbour_cpu_pct"]
+        assert "{}: with the CPU-bound neighbour on its core the server used".format(
+            impl) in out.stdout
+    assert "--neighbour: a CPU-bound process shared the server's core" in out.stdout
+    # no neighbour process is left running
+    assert not [line for line in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+        if "while True" in line and "sched_setaffinity" in line]

@@ -130,6 +130,10 @@ def _parse(argv):
     parser.add_argument("--wrk", action="store_true",
                         help="also run wrk against the http case, as a cross-check")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores")
+    parser.add_argument("--neighbour", action="store_true",
+                        help="a CPU-bound process pinned to the server's core during each "
+                        "repetition (warm-up included), as on a shared machine: the server's "
+                        "CPU share and the neighbour's are reported (pinned servers only)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--rate", nargs="?", const=DEFAULT_RATE_FRACTIONS, metavar="FRACTIONS",
                         help="also an open-loop latency run per load case: after the usual "
@@ -532,7 +536,9 @@ def main(argv=None):
                         server_cpu=server_cpu, client_cpu=client_cpu, base_port=args.port,
                         slowloris_idle=args.slowloris_idle,
                         slowloris_trickle=args.slowloris_trickle, tls_stall=args.tls_stall,
-                        rate_fractions=args.rate)
+                        rate_fractions=args.rate, neighbour=args.neighbour)
+    if args.neighbour and server_cpu is None:
+        run.say("--neighbour: no server core is pinned (--no-pin, or one core): no neighbour")
     plan = [(case, _with_workers(case, [impl for impl in impls if impl in case.impls],
                                  args.workers, args.reuse_port)) for case in cases]
     certificates = None
@@ -567,6 +573,7 @@ def main(argv=None):
             "client_cpu": client_cpu, "argv": list(sys.argv[1:] if argv is None else argv),
             "slowloris_idle": args.slowloris_idle, "slowloris_trickle": args.slowloris_trickle,
             "tls_stall": args.tls_stall, "rate_fractions": list(args.rate),
+            "neighbour": args.neighbour and server_cpu is not None,
         },
         "cases": [],
         "messages": run.messages,

@@ -45,6 +45,7 @@ def summarize_load(reps):
         "lat_max_ms": max(lat_max) if lat_max else None,
         "server_us_per_req": _median(r["server_us_per_req"] for r in reps),
         "server_cpu_pct": _median(r["server_cpu_pct"] for r in reps),
+        "neighbour_cpu_pct": _median(r.get("neighbour_cpu_pct") for r in reps),
         "server_rss_mib": max(r["server_rss_mib"] for r in reps),
         "server_peak_threads": max(r.get("server_peak_threads") or 0 for r in reps),
         "server_children_rss_mib": max(r["server_children_rss_mib"] for r in reps),
@@ -252,6 +253,9 @@ def format_report(document):
     out.append("{} repetitions x {} s after {} s warm-up; medians (min-max); 'x stdlib' > 1 is "
                "better; srv us/req = server CPU per request".format(
                    settings["reps"], settings["duration"], settings["warmup"]))
+    if settings.get("neighbour"):
+        out.append("--neighbour: a CPU-bound process shared the server's core in every "
+                   "repetition")
     for case in document["cases"]:
         out.append("")
         out.append("{}: {}".format(case["case"], case["description"]))
@@ -303,6 +307,10 @@ def format_report(document):
             if entry.get("server_tracebacks"):
                 notes.append("{}: the server printed {} traceback(s)".format(
                     impl, entry["server_tracebacks"]))
+            if s.get("neighbour_cpu_pct") is not None:
+                notes.append("{}: with the CPU-bound neighbour on its core the server used "
+                             "{:.0f}% of the core, the neighbour {:.0f}%".format(
+                                 impl, s["server_cpu_pct"], s["neighbour_cpu_pct"]))
             if case["case"] == "overload":
                 notes.append("{}: at most {} server threads".format(
                     impl, s["server_peak_threads"]))

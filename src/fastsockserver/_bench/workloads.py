@@ -4,6 +4,7 @@ A workload (``echo``) has one or more cases (``echo/stream``, ``echo/base``);
 each case names a server kind (see ``servers.py``), a load-generator mode and
 the message, and the implementations it applies to.
 """
+import contextlib
 import json
 import os
 import selectors
@@ -307,6 +308,7 @@ class ServerProcess(ChildProcess):
         if workers > 1:
             extra = [*extra, "--workers", str(workers)] + (["--reuse-port"] if reuse_port else [])
         self.port = None
+        self.cpu = cpu   # the core it is pinned to (None: every core)
         self.info = {}
         env = dict(os.environ)
         env.pop(ENV_VAR, None)
@@ -376,6 +378,8 @@ class Settings:
     tls_dir: str = None   # the certificates of the tls cases (tlsclients.make_certificates)
     # --rate: the open loop's arrival rates, as fractions of each server's maximum
     rate_fractions: tuple = ()
+    # --neighbour: a CPU-bound process pinned to the server's core in each repetition
+    neighbour: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -424,6 +428,54 @@ def _busy_pct(before, after, cpu):
     return 100.0 * busy / total if total > 0 else None
 
 
+# --neighbour: a process that only computes, pinned to the server's core (a
+# service's CPU is shared with other work). The server's CPU share against it
+# is server_cpu_pct; its own is neighbour_cpu_pct.
+NEIGHBOUR_CODE = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\n" \
+    "sys.stdout.write('ready\\n')\nsys.stdout.flush()\nwhile True:\n    pass\n"
+
+
+class Neighbour:
+    """The --neighbour process of one repetition (a context manager); ``cpu_seconds()``
+    reads its CPU time (None where /proc is not readable)."""
+
+    def __init__(self, cpu):
+        self.proc = subprocess.Popen([sys.executable, "-c", NEIGHBOUR_CODE, str(cpu)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     close_fds=True)
+        self.proc.stdout.readline()   # pinned: it computes from here on
+
+    def cpu_seconds(self):
+        try:   # its run time in ns (precise; /proc/PID/stat counts ticks)
+            with open("/proc/{}/schedstat".format(self.proc.pid)) as f:
+                return int(f.read().split()[0]) * 1e-9
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _neighbour(server, settings):
+    """A Neighbour for this repetition, or a context that does nothing."""
+    if settings.neighbour and server.cpu is not None:
+        return Neighbour(server.cpu)
+    return contextlib.nullcontext()
+
+
+def _neighbour_cpu(neighbour, start, result):
+    """The neighbour's CPU share over the measured part (None without one)."""
+    if start is None:
+        return None
+    end = neighbour.cpu_seconds()
+    return 100.0 * (end - start) / result["elapsed"] if end is not None else None
+
+
 def new_loadgen(case, server, settings):
     if case.tls:
         from .tlsclients import TlsLoadGen
@@ -448,12 +500,15 @@ def measure(case, server, settings, lg=None):
     if own:
         lg = new_loadgen(case, server, settings)
     try:
-        lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
-        server.request("mark")
-        before = core_times()
-        result = lg.run(settings.duration)
-        after = core_times()
-        stats = server.request("stats")
+        with _neighbour(server, settings) as neighbour:
+            lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
+            server.request("mark")
+            start = neighbour.cpu_seconds() if neighbour is not None else None
+            before = core_times()
+            result = lg.run(settings.duration)
+            after = core_times()
+            result["neighbour_cpu_pct"] = _neighbour_cpu(neighbour, start, result)
+            stats = server.request("stats")
         lg.drain(min(settings.timeout, 2.0))
     finally:
         if own:
@@ -470,13 +525,16 @@ def measure_open(case, server, settings, rate, lg=None):
     if own:
         lg = new_loadgen(case, server, settings)
     try:
-        if rate * settings.warmup >= 1:
-            lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
-        server.request("mark")
-        before = core_times()
-        result = lg.run_open(rate, settings.duration, max_wait=settings.timeout)
-        after = core_times()
-        stats = server.request("stats")
+        with _neighbour(server, settings) as neighbour:
+            if rate * settings.warmup >= 1:
+                lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
+            server.request("mark")
+            start = neighbour.cpu_seconds() if neighbour is not None else None
+            before = core_times()
+            result = lg.run_open(rate, settings.duration, max_wait=settings.timeout)
+            after = core_times()
+            result["neighbour_cpu_pct"] = _neighbour_cpu(neighbour, start, result)
+            stats = server.request("stats")
         lg.drain(min(settings.timeout, 2.0))
     finally:
         if own:
@@ -521,12 +579,13 @@ CONTENTION_POINTS = 25.0
 
 
 def _contended(result):
-    """True when a pinned core was busier than our process on it by CONTENTION_POINTS."""
+    """True when a pinned core was busier than our process on it by CONTENTION_POINTS
+    (on the server's core: our process and the --neighbour)."""
     server_busy = result["server_core_busy_pct"]
     client_busy = result["client_core_busy_pct"]
+    ours = result["server_cpu_pct"] + (result.get("neighbour_cpu_pct") or 0.0)
     return bool(
-        (server_busy is not None
-         and server_busy - result["server_cpu_pct"] > CONTENTION_POINTS)
+        (server_busy is not None and server_busy - ours > CONTENTION_POINTS)
         or (client_busy is not None
             and client_busy - result["client_cpu_pct"] > CONTENTION_POINTS))
 
