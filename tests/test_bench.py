@@ -985,8 +985,10 @@ def test_open_loop_counts_latency_from_the_due_time_behind_a_slow_server():
     assert result["requests"] + result["errors_total"] + result["unfinished"] == 100, result
     assert result["unfinished"] > 0   # the server can answer ~65 in 1.3 s, at best
     assert result["samples"] == result["requests"] + result["unfinished"]
-    # at least half went out late: the one connection was busy at their due time
-    assert result["late_sends"] >= 50 and result["send_lag_max_ms"] >= 200
+    # at least half went out late, or not at all: the one connection was busy at their
+    # due time (on a busy machine the server answers fewer: more never go out)
+    assert result["late_sends"] + result["unfinished"] >= 50, result
+    assert result["send_lag_max_ms"] >= 200
     # ... the server's doing, not the load generator's: it sends as soon as a slot is free
     assert result["loadgen_late_sends"] * 2 < result["late_sends"], result
     assert result["loadgen_lag_max_ms"] < result["send_lag_max_ms"]

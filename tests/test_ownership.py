@@ -16,6 +16,7 @@ import hashlib
 import os
 import signal
 import socket
+import sys
 import textwrap
 import threading
 import time
@@ -406,7 +407,13 @@ print(json.dumps({{"interrupts": interrupts, "active": state.active, "running": 
 '''
 
 
-@pytest.mark.parametrize("name", ["py", pytest.param("c", marks=pytest.mark.c_extension)])
+@pytest.mark.parametrize("name", [
+    pytest.param("py", marks=pytest.mark.skipif(
+        sys.version_info < (3, 10), reason="Python 3.9's with statement can lose a lock's "
+        "release to a signal that lands between __enter__ and the block (bpo-29988): the "
+        "pure core's locks can then deadlock its own thread; the compiled core's are not "
+        "Python code")),
+    pytest.param("c", marks=pytest.mark.c_extension)])
 def test_keyboard_interrupts_across_dispatch_leave_active_exact(name, request):
     from support import import_line, require_c
     require_c(request, name)
