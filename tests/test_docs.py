@@ -138,8 +138,11 @@ def _serve_example(example, tmp_path):
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     args = [sys.executable, str(script)] + ([str(port)] if argv_port else [])
+    # SIGINT as a terminal gives it: a test run started in the background of a
+    # non-interactive shell has it ignored, and the example would inherit that.
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=str(tmp_path), env=_env())
+                              cwd=str(tmp_path), env=_env(),
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + RUN_SECONDS
         while True:
