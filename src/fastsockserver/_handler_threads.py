@@ -84,8 +84,9 @@ class _Worker:
         job = self.job
         while job is not None:
             self.job = None
+            after = None
             try:
-                job[0](*job[1])
+                after = job[0](*job[1])
             except BaseException:
                 # Reported as an uncaught exception of a per-request thread
                 # would be (the default hook ignores SystemExit); the worker
@@ -96,7 +97,7 @@ class _Worker:
                 except BaseException:
                     sys.excepthook(*sys.exc_info())
             job = None  # drop the request before waiting
-            job = self.pool._wait_for_job(self)
+            job = self.pool._wait_for_job(self, after)
 
 
 class WorkerPool:
@@ -130,13 +131,20 @@ class WorkerPool:
         worker.thread.start()
         return worker.thread
 
-    def _wait_for_job(self, worker):
-        """Park ``worker`` until a job (returned) or retirement (None)."""
+    def _wait_for_job(self, worker, after=None):
+        """Park ``worker`` until a job (returned) or retirement (None). ``after``:
+        what the last job returned, called once the worker is idle (a request's
+        slot goes back only when this thread can take the next request: at
+        max_threads the loop then reuses it, not starts another)."""
         if self._closed or self.generation != WorkerPool.process_generation:
             # In a fork()ed child the thread ends with its request, as the
             # stdlib's would: parked, it would keep the child alive.
+            if after is not None:
+                after()
             return None
         self._idle.append(worker)
+        if after is not None:
+            after()
         if self._closed:
             # close() ran while we were joining the idle list: it may have
             # missed us, so leave unless submit() took us meanwhile.
@@ -193,14 +201,25 @@ def serving_ends(server, state, process):
 
 
 def run_request(server, ticket, request, client_address):
-    """process_request_thread under ``ticket`` (reserved by the dispatcher):
-    claimed first, released once the request ends."""
+    """process_request_thread under ``ticket`` (reserved by the dispatcher),
+    claimed first. Returns the ticket's release, for the pool to call once this
+    thread is idle again; released here if the request ends in an exception
+    that leaves the thread."""
     if not ticket.claim():
-        return  # the dispatcher gave it up (interrupted): the request is its
+        return None  # the dispatcher gave it up (interrupted): the request is its
     try:
         server.process_request_thread(request, client_address)
-    finally:
+    except BaseException:
         ticket.release()
+        raise
+    return ticket.release
+
+
+def run_request_alone(server, ticket, request, client_address):
+    """run_request on a thread of its own (reuse_threads False): released at its end."""
+    release = run_request(server, ticket, request, client_address)
+    if release is not None:
+        release()
 
 
 def run_then_take_pending(server, ticket, request, client_address):

@@ -896,7 +896,7 @@ class ThreadingMixIn:
         self._dispatch_ticket = ticket = core.Ticket(state)
         ticket.reserve()
         if not self.reuse_threads:
-            t = threading.Thread(target=_handler_threads.run_request,
+            t = threading.Thread(target=_handler_threads.run_request_alone,
                                  args=(self, ticket, request, client_address))
             t.daemon = self.daemon_threads
             self._threads.append(t)
