@@ -15,15 +15,17 @@ with its reason, and pytest lists the skips at the end.
 
 The full run: for each interpreter a fresh venv, ``pip install .[test]`` with the
 compiled core required (a failed compile fails the run), then pytest on that
-run's SCOPE (see PLAN below: the whole suite on the oldest and newest Python and
+run's scope (SCOPES below: the whole suite on the oldest and newest Python and
 the free-threaded one; the drop-in contract on the others; the install without
-a compiler; the core's own tests on the portable build). Interpreters are
+a compiler, with the sdist test; the core's own tests on the portable build). Interpreters are
 looked up as pythonX.Y (X.Yt: free-threaded) on PATH and under ~/.pyenv/versions
 (or $PYENV_ROOT/versions). Command line tools the tests drive (TOOLS: openssl,
 haproxy, systemd-socket-activate) are installed with apt-get when missing, and
 the run requires them (FASTSOCKSERVER_REQUIRE_TOOLS=1: a missing one fails its
-tests instead of skipping them). The next run's venv is installed while the
-current one's tests run; pytest's output is printed as it comes.
+tests instead of skipping them). Two runs go on at once (--lanes), each lane
+taking the longest run still waiting and installing the next one it takes while
+the current one's tests run; pytest's output is printed as it comes, each line
+after its run's [version mode].
 
 FREE_THREADED ("3.13t") is a free-threaded CPython 3.13 run with the GIL off
 (PYTHON_GIL unset: a module that did not declare itself safe would switch it
@@ -151,7 +153,8 @@ SCOPES = {
         "tests/test_sourcecode.py",
     ],
     "the install without a compiler": [
-        "tests/test_implementation.py", "tests/test_build.py", "tests/test_api_parity.py",
+        "tests/test_implementation.py", "tests/test_build.py", "tests/test_sdist.py",
+        "tests/test_api_parity.py",
         "tests/test_parity_serving.py", "tests/test_install.py", "tests/test_cpython_suites.py",
         "tests/test_bench.py",
     ],
@@ -286,9 +289,10 @@ def pytest_command(run_, pytest_args):
     if run_.fuzzing:
         env[FUZZ_SECONDS_VAR] = os.environ.get(FUZZ_SECONDS_VAR, "20")
     vpython = run_.vpython
-    if run_.scope == WHOLE_SUITE and not run_.docs:
+    if run_.scope == WHOLE_SUITE:
         # Built, installed without a compiler and tested from the unpacked sdist: what
-        # the package is does not depend on the interpreter, so on the newest one only.
+        # the package is does not depend on the interpreter, so once, with the install
+        # without a compiler (PURE_SCOPE).
         pytest_args = ["--ignore=tests/test_sdist.py", *pytest_args]
     if run_.mode == "asan":
         run_.reports = os.path.join(run_.venv, "sanitizer-reports")
@@ -445,10 +449,10 @@ def find_free_threaded():
     return find_python(FREE_THREADED) or free_threaded_python.free_threaded_python()
 
 
-# Rough minutes of each kind of run on 2 quiet cores, to share the runs between the
-# two lanes (see run_all).
-MINUTES = {WHOLE_SUITE: 8, MIDDLE_SCOPE: 2.5, PURE_SCOPE: 1, PORTABLE_SCOPE: 3}
-FREE_THREADED_MINUTES = 10  # the whole suite, slower with the GIL off
+# Minutes each kind of run took in CI's last full run (2 lanes on 2 cores), to start
+# the longest first (see run_all): the oldest Python's whole suite fuzzes too.
+MINUTES = {WHOLE_SUITE: 12, MIDDLE_SCOPE: 3, PURE_SCOPE: 2, PORTABLE_SCOPE: 4}
+FREE_THREADED_MINUTES = 13  # the whole suite with the GIL off
 
 
 def minutes(run_):
@@ -482,46 +486,46 @@ def plan_runs(options, found, free_threaded):
     return runs
 
 
-def lanes_of(runs, count):
-    """``runs`` shared between ``count`` lanes, longest first to the least loaded
-    (each lane keeps the runs' order among its own)."""
-    lanes = [[] for _ in range(count)]
-    load = [0.0] * count
-    for run_ in sorted(runs, key=lambda r: -minutes(r)):
-        lane = load.index(min(load))
-        lanes[lane].append(run_)
-        load[lane] += minutes(run_)
-    return [sorted(lane, key=runs.index) for lane in lanes if lane]
-
-
-def run_lane(lane, pytest_args, results):
-    """Each run of ``lane`` in turn, the next one's install going on meanwhile."""
-    installing = None  # the next run's install, going on while this one's tests run
-    for i, run_ in enumerate(lane):
+def run_lane(queue, take, pytest_args, results):
+    """Runs taken from ``queue`` in turn until it is empty; the next one taken (and
+    installed) while the current one's tests run."""
+    run_ = take(queue)
+    if run_ is None:
+        return
+    install(run_)
+    while run_ is not None:
         start = time.monotonic()
-        if installing is None:
-            install(run_)
-        else:
-            installing.join()
+        following = take(queue)
         installing = None
-        if i + 1 < len(lane):
-            installing = threading.Thread(target=install, args=(lane[i + 1],), daemon=True)
+        if following is not None:
+            installing = threading.Thread(target=install, args=(following,), daemon=True)
             installing.start()
         tag = "[{} {}] ".format(run_.version, run_.mode)
         say(tag, "=" * 60 + "\n" + run_.name + "\n" + "=" * 60)
         ok, summary = test_installed(run_, pytest_args, tag)
-        results.append((run_, ok, summary, time.monotonic() - start))
-        say(tag, "{} in {:.0f} s: {}".format("ok" if ok else "FAILED",
-                                             time.monotonic() - start, summary))
+        seconds = time.monotonic() - start + run_.install_seconds
+        results.append((run_, ok, summary, seconds))
+        say(tag, "{} in {:.0f} s (install {:.0f} s): {}".format(
+            "ok" if ok else "FAILED", seconds, run_.install_seconds, summary))
+        if installing is not None:
+            installing.join()
+        run_ = following
 
 
 def run_all(runs, pytest_args, lanes=1):
-    """The runs in ``lanes`` lanes at once (the suite's waits are bounded and
-    measure what does not depend on load: two runs share 2 cores); [(run, ok,
-    summary, seconds)] in the runs' order."""
+    """The runs, ``lanes`` at once, each lane taking the longest run still waiting
+    (the suite's waits are bounded and measure what does not depend on load: two
+    runs share 2 cores); [(run, ok, summary, seconds)] in the runs' order."""
+    queue = sorted(runs, key=lambda r: -minutes(r))
+    lock = threading.Lock()
+
+    def take(queue):
+        with lock:
+            return queue.pop(0) if queue else None
+
     results = []
-    threads = [threading.Thread(target=run_lane, args=(lane, pytest_args, results))
-               for lane in lanes_of(runs, lanes)]
+    threads = [threading.Thread(target=run_lane, args=(queue, take, pytest_args, results))
+               for _ in range(max(1, lanes))]
     for thread in threads:
         thread.start()
     for thread in threads:
