@@ -507,24 +507,10 @@ def measure(case, server, settings, lg=None):
     open between repetitions, so connection set-up is paid once); else a new one is made
     and closed.
     """
-    own = lg is None
-    if own:
-        lg = new_loadgen(case, server, settings)
-    try:
-        with _neighbour(server, settings) as neighbour:
-            lg.warm_up(settings.warmup, settings.warmup + settings.timeout)
-            server.request("mark")
-            start = _neighbour_start(neighbour)
-            before = core_times()
-            result = lg.run(settings.duration)
-            after = core_times()
-            result["neighbour_cpu_pct"] = _neighbour_cpu(neighbour, start, result)
-            stats = server.request("stats")
-        lg.drain(min(settings.timeout, 2.0))
-    finally:
-        if own:
-            lg.close()
-    return _add_server_figures(result, stats, before, after, settings)
+    return _repetition(
+        case, server, settings, lg,
+        lambda lg: lg.warm_up(settings.warmup, settings.warmup + settings.timeout),
+        lambda lg: lg.run(settings.duration))
 
 
 def measure_open(case, server, settings, rate, lg=None):
@@ -532,17 +518,28 @@ def measure_open(case, server, settings, rate, lg=None):
     unmeasured --warmup at the same rate, then --duration of schedule and up to
     --timeout more for the last requests. The figures of measure(), and the open
     loop's (offered_rate, late_sends, unfinished, ...)."""
+    def warm_up(lg):
+        if rate * settings.warmup >= 1:
+            lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
+
+    return _repetition(
+        case, server, settings, lg, warm_up,
+        lambda lg: lg.run_open(rate, settings.duration, max_wait=settings.timeout))
+
+
+def _repetition(case, server, settings, lg, warm_up, run):
+    """measure()'s and measure_open()'s repetition: ``warm_up(lg)`` unmeasured, then
+    ``run(lg)`` measured, with the server's figures (and the --neighbour's) over it."""
     own = lg is None
     if own:
         lg = new_loadgen(case, server, settings)
     try:
         with _neighbour(server, settings) as neighbour:
-            if rate * settings.warmup >= 1:
-                lg.run_open(rate, settings.warmup, max_wait=settings.timeout, record=False)
+            warm_up(lg)
             server.request("mark")
             start = _neighbour_start(neighbour)
             before = core_times()
-            result = lg.run_open(rate, settings.duration, max_wait=settings.timeout)
+            result = run(lg)
             after = core_times()
             result["neighbour_cpu_pct"] = _neighbour_cpu(neighbour, start, result)
             stats = server.request("stats")
