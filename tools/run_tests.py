@@ -190,6 +190,7 @@ class Run:
         self.install_log = []
         self.install_error = None
         self.install_seconds = 0.0
+        self.failures = []      # pytest's FAILED/ERROR lines
 
     @property
     def name(self):
@@ -348,6 +349,9 @@ def test_installed(run_, pytest_args, tag=""):
         say(tag, line.rstrip("\n"))
         if line.strip():
             last = line.strip()
+        if line.startswith(("FAILED ", "ERROR ")):
+            # Repeated under the final table: CI keeps only the end of the output.
+            run_.failures.append(line.strip())
     proc.wait()
     summary = last
     if run_.reports is not None:
@@ -550,6 +554,9 @@ def report(results, fuzzed, runs, started):
             failed += 1  # an install failure or crash counts as a failure
     print("total: {} passed, {} failed; {:.0f} s".format(
         passed, failed, time.monotonic() - started))
+    for run_, ok, _, _ in results:
+        for failure in run_.failures:
+            print("[{} {}] {}".format(run_.version, run_.mode, failure))
     tried = [r.version for r in runs if r.fuzz]
     if fuzzed:
         print("fuzz targets: run on Python {}".format(fuzzed[0]))

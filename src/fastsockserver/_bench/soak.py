@@ -260,9 +260,11 @@ class SoakServers:
     def heap(self):
         """What a growing RSS could be: Python's allocated blocks, objects the
         collector tracks, sessions in the TLS context's cache."""
+        from fastsockserver import _handler_threads
         figures = {"python_blocks": sys.getallocatedblocks(),
                    "gc_objects": len(gc.get_objects()),
-                   "tls_sessions": self.servers["tls"].ssl_context.session_stats()["number"]}
+                   "tls_sessions": self.servers["tls"].ssl_context.session_stats()["number"],
+                   "threads_started": _handler_threads.WorkerPool.threads_started}
         figures.update(_malloc_figures())
         return figures
 
@@ -982,9 +984,11 @@ def format_report(document):
     if len(heap) >= 2:   # what RSS is made of, after the warm-up: informational
         first, last = heap[0], heap[-1]
         lines.append("  after the warm-up (at {:.0f} s, then {:.0f} s): Python's allocated blocks "
-                     "{:,} -> {:,}, objects tracked {:,} -> {:,}{}".format(
+                     "{:,} -> {:,}, objects tracked {:,} -> {:,}, handler threads started "
+                     "{:,} -> {:,}{}".format(
                          first["t"], last["t"], first["python_blocks"], last["python_blocks"],
                          first["gc_objects"], last["gc_objects"],
+                         first.get("threads_started", 0), last.get("threads_started", 0),
                          ", malloc in use {:,} -> {:,} KiB, held {:,} -> {:,} KiB".format(
                              first["malloc_in_use"] // 1024, last["malloc_in_use"] // 1024,
                              first["malloc_held"] // 1024, last["malloc_held"] // 1024)
