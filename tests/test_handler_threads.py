@@ -234,41 +234,6 @@ def test_idle_threads_retire(fast_impl, monkeypatch):
         serving.stop()
 
 
-def test_bursts_under_load_reuse_threads(fast_impl, monkeypatch):
-    """While a request is in progress, threads idle for IDLE_SECONDS stay as long
-    as the pool grew within KEEP_AFTER_GROWTH_SECONDS: bursts spaced wider than
-    IDLE_SECONDS reuse them (thread churn grows a free-threaded server's RSS);
-    once the pool has not grown for that long, the idle ones retire."""
-    pool_module = sys.modules[fast_impl.__name__ + "._handler_threads"]
-    monkeypatch.setattr(pool_module, "IDLE_SECONDS", 0.1)
-    monkeypatch.setattr(pool_module, "KEEP_AFTER_GROWTH_SECONDS", 30.0)
-    server, seen = recording_server(fast_impl)
-    serving = Serving(server)
-    busy = socket.create_connection(server.server_address, timeout=WAIT)
-    try:
-        assert wait_for(lambda: len(seen) == 1)  # its handler waits for a line: load
-        for burst in range(1, 5):
-            clients = [socket.create_connection(server.server_address, timeout=WAIT)
-                       for _ in range(3)]
-            assert wait_for(lambda: len(seen) == 1 + 3 * burst)  # three at once
-            for client in clients:
-                client.sendall(b"x\n")
-                assert client.recv(10) == b"x\n"
-                client.close()
-            time.sleep(0.4)  # the burst's threads idle for 4 x IDLE_SECONDS
-        burst_threads = {t for t in seen[1:]}
-        assert len(burst_threads) == 3, "bursts started {} threads".format(len(burst_threads))
-        monkeypatch.setattr(pool_module, "KEEP_AFTER_GROWTH_SECONDS", 0.2)
-        assert wait_for(lambda: not any(t.is_alive() for t in burst_threads)), \
-            "idle threads did not retire once the pool stopped growing"
-        assert seen[0].is_alive()  # the busy one
-        busy.sendall(b"y\n")
-        assert busy.recv(10) == b"y\n"
-    finally:
-        busy.close()
-        serving.stop()
-
-
 EXIT_SCRIPT = r"""
 import socket, sys, threading, time
 {import_line}

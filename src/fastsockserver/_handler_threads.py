@@ -3,11 +3,9 @@
 Starting a thread costs ~70 us of the ~200 us the stdlib spends per
 connection. A pool keeps finished threads waiting for the next request, and
 starts a new one whenever none is idle: concurrency is never capped, so a
-request never waits for another request's handler. A thread idle for
-``IDLE_SECONDS`` retires when every thread of its pool is idle, or when the
-pool has not had to grow for ``KEEP_AFTER_GROWTH_SECONDS``: load that comes in
-bursts reuses threads rather than ending and starting them. ``close()``
-retires all idle threads and makes busy ones retire when their request ends.
+request never waits for another request's handler. Idle threads retire
+after ``IDLE_SECONDS``; ``close()`` retires all idle threads and makes busy
+ones retire when their request ends.
 
 Where the plan has ``handlers_take`` (see _plan), a handler thread whose
 request is done takes the next one itself (the core's ``take_pending``),
@@ -22,16 +20,11 @@ import os
 import socket
 import sys
 import threading
-import time
 import weakref
 
 from ._core_select import core
 
 IDLE_SECONDS = 5.0
-# Under load, a pool that had to grow keeps its size this long. Thread churn is
-# what grew a free-threaded server's RSS in the soak (+4.4 % in 10 minutes): each
-# thread's allocator heaps are abandoned when it ends, and new threads make new ones.
-KEEP_AFTER_GROWTH_SECONDS = 60.0
 
 
 # Idle non-daemon threads would keep the interpreter from exiting: at exit,
@@ -114,16 +107,14 @@ class WorkerPool:
     # fork do not exist there. Comparing it with ``generation`` saves a
     # getpid() system call per request.
     process_generation = 0
-    # Threads started by every pool of this process (read by the soak: RSS follows
-    # thread churn on a free-threaded build).
+    # Threads started by every pool of this process, read by the soak (approximate
+    # with the GIL off: informational).
     threads_started = 0
 
     def __init__(self, daemon):
         self.daemon = daemon
         self.generation = WorkerPool.process_generation
         self._idle = []  # a stack: the most recently idle (cache-warm) thread first
-        self._workers = []  # every live thread's _Worker, idle or busy
-        self._grew_at = -KEEP_AFTER_GROWTH_SECONDS  # time.monotonic() of the last start
         self._closed = False
         if not daemon:
             _live_non_daemon_pools.add(self)
@@ -140,9 +131,7 @@ class WorkerPool:
             worker.wakeup.release()
             return None
         worker = _Worker(self, job, self.daemon)
-        WorkerPool.threads_started += 1  # approximate with the GIL off: informational
-        self._grew_at = time.monotonic()
-        self._workers.append(worker)
+        WorkerPool.threads_started += 1
         worker.thread.start()
         return worker.thread
 
@@ -168,27 +157,15 @@ class WorkerPool:
         while True:
             if worker.wakeup.acquire(timeout=IDLE_SECONDS):
                 return worker.job
-            if not self._may_shrink():
-                continue
             if self._retire(worker):
                 return None
             # submit() popped us after the timeout and is about to release.
-
-    def _may_shrink(self):
-        """Whether a thread idle for IDLE_SECONDS may end now (a hint: the lists
-        may change meanwhile, which only makes a retirement a little early or late)."""
-        return (len(self._idle) >= len(self._workers)
-                or time.monotonic() - self._grew_at >= KEEP_AFTER_GROWTH_SECONDS)
 
     def _retire(self, worker):
         try:
             self._idle.remove(worker)
         except ValueError:
             return False  # submit() or close() took it: a release is coming
-        try:
-            self._workers.remove(worker)
-        except ValueError:  # pragma: no cover - only retire() removes it
-            pass
         return True
 
     def close(self):
