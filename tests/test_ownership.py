@@ -606,4 +606,10 @@ def test_the_hierarchy_does_not_import_the_service_layer():
                 imported.update(alias.name for alias in node.names if not node.module)
         assert not imported & {"_service", "_workers", "_server"} - {name[:-3]}, (
             name, imported)
+    # Within the service layer, one direction too: _workers (serve() and worker
+    # processes) uses _service (one process's drain on signals), not the reverse.
+    with open(os.path.join(package, "_service.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "_workers"]
 

@@ -35,7 +35,7 @@ from ._server import (
     _SocketWriter,
     _Threads,
 )
-from ._service import serve
+from ._workers import serve
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,6 @@
-"""Running a server as a service: SIGTERM or SIGINT drains it (serve, run --drain-timeout)."""
+"""Running a server as a service in this process: SIGTERM or SIGINT drains it
+(serve_here, run --drain-timeout). fastsockserver.serve() is in _workers, which
+uses this module (and this one imports nothing of the service layer)."""
 import os
 import signal
 import sys
@@ -13,32 +15,6 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT") if hasat
 
 class _StopNow(BaseException):
     """A second signal while draining."""
-
-
-def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None, reuse_port=False):
-    """Serve ``server`` in this (the main) thread until SIGTERM or SIGINT, then drain it.
-
-    The first signal begins ``server.drain(drain_timeout)``: no new
-    connections are taken, requests in progress finish, idle keep-alive
-    connections end. A second signal stops at once: the connections still
-    open are shut. Then ``server.server_close()`` (without waiting for
-    handlers that outlived the drain). Returns True when every handler ended
-    within ``drain_timeout``; a ``shutdown()`` from elsewhere returns True
-    after server_close(). The previous signal handlers are restored.
-
-    ``workers=N`` (N > 1): N forked worker processes serve the listening
-    socket, this process supervises them (see the README); True when every
-    worker drained within ``drain_timeout``. ``reuse_port``: each worker
-    serves a SO_REUSEPORT listening socket of its own (TCP; see the README).
-    """
-    if workers is not None and workers != 1:
-        from ._workers import Supervisor
-        try:
-            return Supervisor(server, workers, drain_timeout, poll_interval,
-                              reuse_port=reuse_port).run()
-        finally:
-            server.server_close()
-    return serve_here(server, drain_timeout, poll_interval)
 
 
 def serve_here(server, drain_timeout, poll_interval, signals=SIGNALS, close=True,

@@ -1,4 +1,4 @@
-"""Worker processes: ``serve(server, workers=N)`` and ``run --workers N``.
+"""``serve()``, and its worker processes: ``serve(server, workers=N)`` and ``run --workers N``.
 
 The parent has bound and listens (the server's constructor did); it never
 accepts. It forks N workers that each run ``serve_forever()`` on the one
@@ -65,6 +65,31 @@ def _describe(status):
 def threads_besides_main():
     main = threading.main_thread()
     return [thread for thread in threading.enumerate() if thread is not main]
+
+
+def serve(server, *, drain_timeout=30.0, poll_interval=0.5, workers=None, reuse_port=False):
+    """Serve ``server`` in this (the main) thread until SIGTERM or SIGINT, then drain it.
+
+    The first signal begins ``server.drain(drain_timeout)``: no new
+    connections are taken, requests in progress finish, idle keep-alive
+    connections end. A second signal stops at once: the connections still
+    open are shut. Then ``server.server_close()`` (without waiting for
+    handlers that outlived the drain). Returns True when every handler ended
+    within ``drain_timeout``; a ``shutdown()`` from elsewhere returns True
+    after server_close(). The previous signal handlers are restored.
+
+    ``workers=N`` (N > 1): N forked worker processes serve the listening
+    socket, this process supervises them (see the README); True when every
+    worker drained within ``drain_timeout``. ``reuse_port``: each worker
+    serves a SO_REUSEPORT listening socket of its own (TCP; see the README).
+    """
+    if workers is not None and workers != 1:
+        try:
+            return Supervisor(server, workers, drain_timeout, poll_interval,
+                              reuse_port=reuse_port).run()
+        finally:
+            server.server_close()
+    return serve_here(server, drain_timeout, poll_interval)
 
 
 class Supervisor:
