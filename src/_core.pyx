@@ -280,7 +280,10 @@ cdef extern from *:
 def drain_wait_fd(ServingState state not None):
     """The descriptor readable once the server drains (made on first use; -2
     once closed_drain_fd was called)."""
-    if state.drain_fd == -1:
+    cdef int drain_fd
+    with cython.critical_section(state):  # close_drain_fd may write it meanwhile
+        drain_fd = state.drain_fd
+    if drain_fd == -1:
         read_fd, write_fd = _os_pipe()  # close-on-exec
         with cython.critical_section(state):
             if state.drain_fd == -1:
@@ -288,10 +291,11 @@ def drain_wait_fd(ServingState state not None):
                 read_fd = write_fd = -1
                 if state.draining:
                     c_write(state.drain_write_fd, b"d", 1)
+            drain_fd = state.drain_fd
         if read_fd >= 0:  # another thread made it meanwhile
             close(read_fd)
             close(write_fd)
-    return state.drain_fd
+    return drain_fd
 
 
 def close_drain_fd(ServingState state not None):
@@ -1235,7 +1239,8 @@ cdef bint _ends_between_requests(raw, int fd, bint through_object=False) except 
     state = raw._state
     cdef ServingState own = state if isinstance(state, ServingState) else None
     if own is not None:
-        drain_fd = own.drain_fd
+        with cython.critical_section(own):  # (server_close() may close it meanwhile)
+            drain_fd = own.drain_fd
     timeout = raw._idle_timeout
     sock = raw._sock
     if sock is None:
