@@ -143,6 +143,10 @@ class PlainParser:
 _MARGIN = 1e-6
 
 
+class _Kept:
+    """kept_for_the_second's text, with what it holds for."""
+
+
 def kept_for_the_second(original, text_at, still_valid, reads):
     """``original``, a handler method that formats the current time, with its
     text kept for the rest of that second.
@@ -159,12 +163,16 @@ def kept_for_the_second(original, text_at, still_valid, reads):
     """
     reads = tuple((namespace, name, namespace.get(name)) for namespace, name in reads)
     check = None if still_valid is always_valid else still_valid
-    # (low, high, zone, text, detail): the text holds for low <= clock < high
-    # (its second, less _MARGIN at each end); replaced as one object.
-    kept = (1.0, 0.0, None, None, None)
+    # kept.now: (low, high, zone, text, detail), the text holds for low <=
+    # clock < high (its second, less _MARGIN at each end); replaced as one
+    # object. An attribute in an instance's dict, not a closure variable:
+    # compiled, a closure variable is a bare field that one thread may read
+    # while another replaces (and frees) it with the GIL off (ThreadSanitizer
+    # saw it); the dict's reads and writes are safe there.
+    kept = _Kept()
+    kept.now = (1.0, 0.0, None, None, None)
 
     def method(self, *args, **kwargs):
-        nonlocal kept
         if args or kwargs:
             return original(self, *args, **kwargs)
         for namespace, name, value in reads:
@@ -173,7 +181,7 @@ def kept_for_the_second(original, text_at, still_valid, reads):
         now = time.time()
         if type(now) is not float:  # time.time replaced (by a test double, say)
             return text_at(self, now)[0]
-        low, high, zone, text, detail = kept
+        low, high, zone, text, detail = kept.now
         if (low <= now < high and zone is time.tzname
                 and (check is None or check(self, detail))):
             return text
@@ -181,7 +189,7 @@ def kept_for_the_second(original, text_at, still_valid, reads):
         text, detail = text_at(self, now)
         second = now - now % 1.0
         if second + _MARGIN <= now < second + 1.0 - _MARGIN:
-            kept = (second + _MARGIN, second + 1.0 - _MARGIN, zone, text, detail)
+            kept.now = (second + _MARGIN, second + 1.0 - _MARGIN, zone, text, detail)
         return text
 
     functools.update_wrapper(method, original)  # __wrapped__: the stdlib's
