@@ -123,7 +123,7 @@ def test_child_forked_in_a_handler_ends_with_its_request(impl, harness):
     assert done, "the child was still alive after {} s".format(WAIT)
 
 
-def recording_server(mod, reuse_threads=True):
+def recording_server(mod, reuse_threads=True, address=("127.0.0.1", 0), bind=True):
     seen = []
 
     class Handler(mod.StreamRequestHandler):
@@ -134,7 +134,7 @@ def recording_server(mod, reuse_threads=True):
     class Server(mod.ThreadingTCPServer):
         pass
     Server.reuse_threads = reuse_threads
-    return Server(("127.0.0.1", 0), Handler), seen
+    return Server(address, Handler, bind_and_activate=bind), seen
 
 
 def test_threads_are_reused(fast_impl):
@@ -236,6 +236,73 @@ def test_idle_threads_retire(fast_impl, monkeypatch):
         assert echo_once(server.server_address) == b"ping\n"  # a new one is started
     finally:
         serving.stop()
+
+
+def _drain_and_close(server, thread):
+    """A restart's first half: drain, keep the listener, close. Returns the
+    listening socket and how long server_close() took."""
+    assert server.drain(WAIT) is True
+    thread.join(WAIT)
+    listener = server.socket.detach()
+    start = time.monotonic()
+    server.server_close()
+    return listener, time.monotonic() - start
+
+
+def _serve(server):
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    return thread
+
+
+def test_a_drained_servers_idle_threads_serve_its_successor(fast_impl):
+    """A restart in one process (drain(), server_close(), a new server on the same
+    listener): the new server's requests go to the idle handler threads of the
+    old one, not to new threads (with the GIL off, new threads would leave the
+    old ones' allocator pages behind: RSS steps up at each restart).
+    server_close() does not wait for them: their requests are done."""
+    old, seen_old = recording_server(fast_impl)
+    loop = _serve(old)
+    assert echo_once(old.server_address) == b"ping\n"
+    assert wait_for(lambda: old.stats()["active"] == 0)
+    listener, close_seconds = _drain_and_close(old, loop)
+    assert close_seconds < 1.0
+    worker = seen_old[0]
+    assert worker.is_alive()  # left for a successor
+    new, seen_new = recording_server(fast_impl, address=old.server_address, bind=False)
+    fast_impl.adopt_socket(new, listener)
+    loop = _serve(new)
+    try:
+        assert echo_once(new.server_address) == b"ping\n"
+    finally:
+        new.shutdown()
+        loop.join(WAIT)
+        new.server_close()  # not drained: its idle threads retire, joined here
+    assert seen_new == [worker]
+    worker.join(WAIT)
+    assert not worker.is_alive()
+
+
+def test_threads_left_without_a_successor_retire(fast_impl, monkeypatch):
+    """Threads a drained server left retire after IDLE_SECONDS (shortened here)
+    when no server takes them; one closed without a drain leaves none."""
+    pool_module = sys.modules[fast_impl.__name__ + "._handler_threads"]
+    monkeypatch.setattr(pool_module, "IDLE_SECONDS", 0.2)
+    for drained in (True, False):
+        server, seen = recording_server(fast_impl)
+        loop = _serve(server)
+        assert echo_once(server.server_address) == b"ping\n"
+        assert wait_for(lambda: server.stats()["active"] == 0)
+        if drained:
+            listener, _ = _drain_and_close(server, loop)
+            os.close(listener)
+        else:
+            server.shutdown()
+            loop.join(WAIT)
+            server.server_close()
+            assert not seen[0].is_alive()  # joined by server_close(), as before
+        seen[0].join(WAIT)
+        assert not seen[0].is_alive(), "a left thread did not retire"
 
 
 EXIT_SCRIPT = r"""

@@ -18,6 +18,7 @@ from support import (
     datagram_echo,
     ipv6_available,
     needs_fork,
+    races_on_purpose,
     roundtrip,
     stream_echo,
     wait_for,
@@ -388,6 +389,7 @@ def test_compiled_loop_waits_with_epoll_on_its_own_receive_path(fast_impl, harne
     assert len(during) - len(before) == expected
 
 
+@races_on_purpose
 @pytest.mark.parametrize("name", ["TCPServer", "ThreadingTCPServer", "UDPServer"])
 def test_server_close_while_serving_then_shutdown(impl, harness, name):
     """Closing the listener under serve_forever neither raises out of it nor

@@ -5,7 +5,8 @@ connection. A pool keeps finished threads waiting for the next request, and
 starts a new one whenever none is idle: concurrency is never capped, so a
 request never waits for another request's handler. Idle threads retire
 after ``IDLE_SECONDS``; ``close()`` retires all idle threads and makes busy
-ones retire when their request ends.
+ones retire when their request ends, or, for a drained server, leaves the idle
+ones to the next pool of the process that needs a thread (a restart).
 
 Where the plan has ``handlers_take`` (see _plan), a handler thread whose
 request is done takes the next one itself (the core's ``take_pending``),
@@ -120,7 +121,9 @@ class WorkerPool:
             _live_non_daemon_pools.add(self)
 
     def submit(self, function, args):
-        """Hand ``function(*args)`` to a thread; returns the Thread if a new one was started."""
+        """Hand ``function(*args)`` to a thread: an idle one of this pool, else one a
+        drained server left (``close(leave=True)``), else a new one. Returns the
+        Thread unless it was this pool's already (the server joins it at close)."""
         job = (function, args)
         while True:
             try:
@@ -130,6 +133,12 @@ class WorkerPool:
             worker.job = job
             worker.wakeup.release()
             return None
+        worker = _left_threads(self.daemon)._take()
+        if worker is not None:
+            worker.pool = self
+            worker.job = job
+            worker.wakeup.release()
+            return worker.thread
         worker = _Worker(self, job, self.daemon)
         WorkerPool.threads_started += 1
         worker.thread.start()
@@ -157,7 +166,8 @@ class WorkerPool:
         while True:
             if worker.wakeup.acquire(timeout=IDLE_SECONDS):
                 return worker.job
-            if self._retire(worker):
+            # (worker.pool: close(leave=True) may have moved it to the left threads)
+            if worker.pool._retire(worker):
                 return None
             # submit() popped us after the timeout and is about to release.
 
@@ -168,16 +178,47 @@ class WorkerPool:
             return False  # submit() or close() took it: a release is coming
         return True
 
-    def close(self):
-        """Retire idle threads now, busy ones when their request ends."""
+    def _take(self):
+        try:
+            return self._idle.pop()  # ours now: its _retire() fails, a release is coming
+        except IndexError:
+            return None
+
+    def close(self, leave=False):
+        """Retire idle threads now, busy ones when their request ends. With
+        ``leave``, idle threads are left to the next pool of this process that
+        needs one (they retire after IDLE_SECONDS if none does): returns their
+        Thread objects, whose requests are done."""
         self._closed = True
+        left = []
+        successors = _left_threads(self.daemon) if leave else None
         while True:
             try:
                 worker = self._idle.pop()
             except IndexError:
-                return
+                return left
+            if successors is not None and not successors._closed:
+                worker.pool = successors
+                successors._idle.append(worker)
+                left.append(worker.thread)
+                continue
             worker.job = None
             worker.wakeup.release()
+
+
+# Idle handler threads a drained server's close() left for a successor, by daemon
+# flag: a server restarted in this process (drain(), server_close(), a new server
+# on the same listener) reuses them instead of starting as many new ones. With
+# the GIL off, each new thread takes fresh allocator pages while those of the
+# threads that ended stay in part in use: restarts would step RSS up.
+_left = {}
+
+
+def _left_threads(daemon):
+    pool = _left.get(daemon)
+    if pool is None or pool.generation != WorkerPool.process_generation:
+        pool = _left[daemon] = WorkerPool(daemon)  # (a fork()ed child's are not here)
+    return pool
 
 
 def serving_begins(state):

@@ -923,7 +923,11 @@ class ThreadingMixIn:
         pool = self.__pool
         if pool is not None:
             self.__pool = None
-            pool.close()
+            # Drained: a restart, most likely; idle threads wait for the successor.
+            left = pool.close(leave=self._serving_state.draining)
+            threads = vars(self).get('_threads')
+            if left and isinstance(threads, _Threads):
+                threads[:] = [t for t in threads if t not in left]  # their requests are done
         self._threads.join()
 
 
