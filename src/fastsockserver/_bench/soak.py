@@ -32,6 +32,7 @@ import ctypes
 import gc
 import json
 import os
+import queue
 import random
 import re
 import resource
@@ -184,17 +185,48 @@ class SoakServers:
         self.makers = {"http": http_server, "echo": echo_server, "tls": tls_server,
                        "udp": udp_server}
         self.servers = {}
-        self.threads = {}
         self.retired_counts = {}   # the counters of the servers a restart replaced
+        # Each service has two threads for the whole soak, as a service's process
+        # would: one serves its servers in turn (after a restart, the new one),
+        # one drains on command. New threads at each restart would be this
+        # harness's churn, which with the GIL off steps RSS up, not the library's.
+        self.loop_ended = {}
+        self.to_serve = {name: queue.SimpleQueue() for name in self.makers}
+        self.to_drain = {name: queue.SimpleQueue() for name in self.makers}
+        self.drained = queue.SimpleQueue()
+        self.threads = []
+        for name in self.makers:
+            self.threads += [
+                threading.Thread(target=self._serving, args=(name,), name="serve-" + name),
+                threading.Thread(target=self._draining, args=(name,), name="drain-" + name)]
+        for thread in self.threads:
+            thread.start()
         for name, make in self.makers.items():
             self._start(name, make((HOST, 0), True))
 
     def _start(self, name, server):
         server.max_threads = MAX_THREADS
         self.servers[name] = server
-        thread = threading.Thread(target=server.serve_forever, name="serve-" + name)
-        thread.start()
-        self.threads[name] = thread
+        self.loop_ended[name] = ended = threading.Event()
+        self.to_serve[name].put((server, ended))
+
+    def _serving(self, name):
+        while True:
+            item = self.to_serve[name].get()
+            if item is None:
+                return
+            server, ended = item
+            try:
+                server.serve_forever()
+            finally:
+                ended.set()
+
+    def _draining(self, name):
+        while True:
+            server = self.to_drain[name].get()
+            if server is None:
+                return
+            self.drained.put((name, server.drain(DRAIN_TIMEOUT)))
 
     def ports(self):
         return {name: server.server_address[1] for name, server in self.servers.items()}
@@ -202,19 +234,12 @@ class SoakServers:
     def restart(self):
         """Drain every server; new ones take over their listening sockets."""
         started = time.monotonic()
-        drained = {}
-
-        def drain(name):
-            drained[name] = self.servers[name].drain(DRAIN_TIMEOUT)
-
-        drainers = [threading.Thread(target=drain, args=(name,)) for name in self.servers]
-        for thread in drainers:
-            thread.start()
-        for thread in drainers:
-            thread.join()
+        for name, server in self.servers.items():
+            self.to_drain[name].put(server)
+        drained = dict(self.drained.get() for _ in self.servers)
         for name in list(self.servers):
             old = self.servers[name]
-            self.threads[name].join()
+            self.loop_ended[name].wait()
             listener = old.socket.detach()   # kept open: the backlog stays for the new server
             old.server_close()               # (joins its handler threads)
             retired = self.retired_counts.setdefault(name, {})
@@ -271,8 +296,13 @@ class SoakServers:
     def close(self):
         for name, server in self.servers.items():
             server.shutdown()
-            self.threads[name].join()
+            self.loop_ended[name].wait()
             server.server_close()
+        for name in self.servers:
+            self.to_serve[name].put(None)
+            self.to_drain[name].put(None)
+        for thread in self.threads:
+            thread.join()
 
 
 class _MallInfo2(ctypes.Structure):
