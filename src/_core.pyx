@@ -1098,18 +1098,47 @@ cdef bint _decrypted_pending(sock) except -1:
 cdef object _SSLSocket = None, _SSLError = None, _SSL_ERROR_EOF = None
 
 
+# Set once, by the first thread to read from a socket after ``ssl`` is imported;
+# read by every thread's reads after that. With the GIL off, threads may do both
+# at once: set under _TLS_NAMES_GUARD's section, then published by a release
+# store of the flag that the readers load with acquire (ThreadSanitizer found
+# the plain check racing the writes).
+cdef object _TLS_NAMES_GUARD = object()
+cdef extern from *:
+    """
+    static int fss_tls_names_set = 0;
+    static int fss_get_tls_names_set(void) {
+        return __atomic_load_n(&fss_tls_names_set, __ATOMIC_ACQUIRE);
+    }
+    static void fss_publish_tls_names(void) {
+        __atomic_store_n(&fss_tls_names_set, 1, __ATOMIC_RELEASE);
+    }
+    """
+    bint _tls_names_set "fss_get_tls_names_set"() noexcept nogil
+    void _publish_tls_names "fss_publish_tls_names"() noexcept nogil
+
+
+cdef bint _set_tls_names() except -1:
+    """Reads ssl's names once it is imported; False if it is not."""
+    global _SSLSocket, _SSLError, _SSL_ERROR_EOF
+    ssl = _sys_modules.get("ssl")
+    if ssl is None:
+        return False
+    error, error_eof, ssl_socket = ssl.SSLError, ssl.SSL_ERROR_EOF, ssl.SSLSocket
+    with cython.critical_section(_TLS_NAMES_GUARD):
+        if not _tls_names_set():
+            _SSLError, _SSL_ERROR_EOF, _SSLSocket = error, error_eof, ssl_socket
+            _publish_tls_names()
+    return True
+
+
 cdef object _tls_object(sock):
     """The _ssl._SSLSocket under an ssl.SSLSocket (exactly that class, not
     unwrapped), whose read/write rfile and wfile call directly: the stdlib's
     calls through SocketIO.readinto, recv_into, read (sendall, send) add only
     Python frames around them. None: take the stdlib's path."""
-    global _SSLSocket, _SSLError, _SSL_ERROR_EOF
-    if _SSLSocket is None:
-        ssl = _sys_modules.get("ssl")
-        if ssl is None:
-            return None
-        _SSLError, _SSL_ERROR_EOF = ssl.SSLError, ssl.SSL_ERROR_EOF
-        _SSLSocket = ssl.SSLSocket
+    if not _tls_names_set() and not _set_tls_names():
+        return None
     if type(sock) is not _SSLSocket:
         return None
     return sock._sslobj
