@@ -16,7 +16,6 @@ import fastsockserver
 from fastsockserver import _env
 from support import TSAN_RUN, Harness, load_pure_copy
 
-
 # Under ThreadSanitizer (tools/run_tests.py --only tsan) the tests of the stdlib and of
 # the pure-Python copy are left out: they run no C of ours (CPython's own CI runs its
 # tests under TSan), and the instrumented interpreter runs them 5-15 times slower.
