@@ -80,6 +80,12 @@ fork_then_threads = pytest.mark.skipif(
 # while another serves on it; the stdlib has it too): TSan reports exactly that race.
 races_on_purpose = pytest.mark.skipif(
     TSAN_RUN, reason="the test's subject is a race the caller makes, which TSan reports")
+# A test whose subject is a time (a latency, a worker that dies within a second): an
+# instrumented interpreter runs 5-15x slower, so the time no longer means it.
+timing_is_the_subject = pytest.mark.skipif(
+    SANITIZED, reason="the test's subject is a time, which a sanitizer's slowdown changes")
+# Wall-clock bounds of a whole bench run are multiplied by this under a sanitizer.
+WALL_SCALE = 4 if SANITIZED else 1
 
 
 # --------------------------------------------------------------- the pure-Python copy, waits

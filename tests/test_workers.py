@@ -21,6 +21,7 @@ from support import (
     free_port,
     require_tool,
     subprocess_env,
+    timing_is_the_subject,
     wait_for,
 )
 
@@ -206,6 +207,7 @@ def test_stats_roll_up_while_serving(fast_impl, reuse_port):
         assert proc.returncode == 0, err
 
 
+@timing_is_the_subject  # a quick death is one within QUICK_DEATH (1 s) of the fork
 def test_a_worker_that_crashes_at_start_is_restarted_with_back_off(fast_impl, tmp_path):
     crash_log = tmp_path / "forks"
     with supervised(fast_impl, env={"CRASH_LOG": str(crash_log)}) as (proc, port):
