@@ -16,6 +16,7 @@ import threading
 import weakref
 from time import monotonic
 
+from ._at_fork import forget_in_child
 from ._core_api import (
     BACKOFF_FIRST,
     BACKOFF_MAX,
@@ -74,6 +75,7 @@ class ServingState:
         # (_after_fork_in_child): a thread of the parent may have held it.
         self._lock = threading.Lock()
         _states.add(self)
+        forget_in_child(_after_fork_in_child)
 
     def __del__(self):
         close_drain_fd(self)  # (server_close() does it first, normally)
@@ -96,10 +98,6 @@ _states = weakref.WeakSet()
 def _after_fork_in_child():
     for state in list(_states):
         state._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def drain_wait_fd(state):

@@ -17,12 +17,12 @@ loop then gives a request to a thread already on its way to take one
 """
 import _thread
 import collections
-import os
 import socket
 import sys
 import threading
 import weakref
 
+from ._at_fork import forget_in_child
 from ._core_select import core
 
 IDLE_SECONDS = 5.0
@@ -65,10 +65,6 @@ def _after_fork_in_child():
             if isinstance(request, socket.socket):  # not a datagram's (data, listener)
                 request.close()
     _states_with_takers.clear()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; where there is no fork, nothing to do
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Worker:
@@ -119,6 +115,7 @@ class WorkerPool:
         self._closed = False
         if not daemon:
             _live_non_daemon_pools.add(self)
+        forget_in_child(_after_fork_in_child)  # a child has none of its threads
 
     def submit(self, function, args):
         """Hand ``function(*args)`` to a thread: an idle one of this pool, else one a
@@ -225,6 +222,7 @@ def serving_begins(state):
     """serve_forever() starts with handlers taking: requests may be queued for takers."""
     state.handoff = collections.deque()
     _states_with_takers.add(state)
+    forget_in_child(_after_fork_in_child)
 
 
 def serving_ends(server, state, process):

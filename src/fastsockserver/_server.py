@@ -54,6 +54,7 @@ import time
 import weakref
 
 from . import _handler_threads
+from ._at_fork import forget_in_child
 from ._child_counts import COUNTS as CHILD_COUNTS
 from ._child_counts import ChildCounts, counts_of
 from ._core_api import LAST_CALL, NEW_CONNECTION_GRACE
@@ -169,6 +170,7 @@ class _Waker:
         self._writers = 0
         self._closing = False
         _wakers.add(self)
+        forget_in_child(_after_fork_in_child)
 
     def open(self):
         """Create the pipe; returns the descriptor to wait on."""
@@ -231,10 +233,6 @@ _wakers = weakref.WeakSet()
 def _after_fork_in_child():
     for waker in list(_wakers):
         waker._forget_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BaseServer:
