@@ -8,7 +8,6 @@ time (setup.py records why, in ``_build_failures.txt``) is announced once
 with a ``RuntimeWarning`` on import: pip does not show a successful build's
 output, so this is where a user learns it.
 """
-import importlib.util
 import os
 import warnings
 
@@ -39,6 +38,7 @@ def why_not_compiled(error):
     if failed is not None:
         return "its compile failed when this package was installed ({}); {}".format(
             failed, REINSTALL)
+    import importlib.util  # (only to explain a failure)
     if importlib.util.find_spec(CORE_NAME) is None:
         # Python's own message here is about a "circular import": the module is
         # simply absent from the package.

@@ -2,8 +2,6 @@
 import sys
 import warnings
 
-from ._http_patches import patch_http_modules
-
 
 def _stdlib_socketserver_users(stdlib_module):
     """Names of loaded modules that hold the stdlib module or subclass its classes."""
@@ -49,6 +47,7 @@ def install():
     if previous is fast:
         return
     sys.modules["socketserver"] = fast
+    from ._http_patches import patch_http_modules  # (re, the parsers: not on import)
     patch_http_modules()
     if previous is None:
         return

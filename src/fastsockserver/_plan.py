@@ -6,8 +6,8 @@ nor assigned on the instance. Everything else runs where the stdlib runs
 it, through the slow path. Each later capability (limits, drain, TLS) adds
 its field to ServingPlan and its rule here, and nowhere else.
 """
+import collections
 import socket
-from typing import NamedTuple, Optional
 
 from . import _waiting_room
 from ._core_api import HANDLERS_TAKE, MAX_BATCH, RECEIVES
@@ -16,24 +16,27 @@ _CORE_FAMILIES = tuple(getattr(socket, name) for name in ("AF_INET", "AF_INET6",
                        if hasattr(socket, name))
 
 
-class ServingPlan(NamedTuple):
-    """What the core does itself while serve_forever() runs."""
+# (collections.namedtuple, not typing.NamedTuple: `import fastsockserver` should not
+# cost typing's import, a third of the package's import time.)
+class ServingPlan(collections.namedtuple("ServingPlan", (
+        "fd", "listener", "batch", "handlers_take", "max_handlers", "first_byte_timeout"))):
+    """What the core does itself while serve_forever() runs.
 
-    fd: int
-    """The descriptor the loop waits on: ``server.fileno()``."""
-    listener: Optional[socket.socket]
-    """The socket the core accepts/receives on itself, handing each request to
-    ``_verify_and_process``; None: ``_handle_request_noblock()`` per wake-up."""
-    batch: int
-    """Requests taken per wake-up (1 where service_actions must run after each)."""
-    handlers_take: bool
-    """ThreadingMixIn's handler threads take the next waiting request themselves."""
-    max_handlers: int
-    """ThreadingMixIn.max_threads: no request is taken while that many are
-    handled (0: no limit)."""
-    first_byte_timeout: Optional[float]
-    """TCPServer.first_byte_timeout: new connections wait in the server's
-    waiting room until they speak (see _waiting_room); None: handed on at once."""
+    fd (int): the descriptor the loop waits on, ``server.fileno()``.
+    listener (socket or None): the socket the core accepts/receives on itself,
+    handing each request to ``_verify_and_process``; None: ``_handle_request_noblock()``
+    per wake-up.
+    batch (int): requests taken per wake-up (1 where service_actions must run after each).
+    handlers_take (bool): ThreadingMixIn's handler threads take the next waiting
+    request themselves.
+    max_handlers (int): ThreadingMixIn.max_threads: no request is taken while that
+    many are handled (0: no limit).
+    first_byte_timeout (float or None): TCPServer.first_byte_timeout: new connections
+    wait in the server's waiting room until they speak (see _waiting_room); None:
+    handed on at once.
+    """
+
+    __slots__ = ()
 
 
 def server_fd(server):

@@ -19,7 +19,6 @@ worker is awake takes a burst), so reuse_port is offered: its sockets belong
 to slots the parent keeps open, and a worker's replacement (SIGHUP, a death)
 serves the same one; only SIGTTOU closes a slot. (docs/workers.rst has figures.)
 """
-import json
 import os
 import select
 import signal
@@ -27,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 
 from ._service import SIGNALS, serve_here
 
@@ -163,6 +161,7 @@ class Supervisor:
         worker.buffer += chunk
         *lines, worker.buffer = worker.buffer.split(b"\n")
         for line in lines[-1:]:  # only the newest report matters
+            import json  # (not on `import fastsockserver`: most never run workers)
             worker.stats = json.loads(line)
             worker.ready = True
         return True
@@ -225,6 +224,7 @@ class Supervisor:
                 os.close(read_end)
                 status = self._worker_main(write_end, parent, slot)
             except BaseException:
+                import traceback
                 traceback.print_exc()
             finally:
                 os._exit(status)
@@ -413,6 +413,7 @@ class Supervisor:
 def _report(server, fd, parent, done):
     """A worker's thread: its stats() to the parent every REPORT_EVERY
     seconds and once at the end; SIGTERM to itself when the parent is gone."""
+    import json
     try:
         while True:
             finished = done.wait(REPORT_EVERY)
