@@ -112,3 +112,23 @@ def test_pure_and_compiled_expose_the_same_api():
         assert out.returncode == 0, out.stderr
         results.append(json.loads(out.stdout))
     assert results[0] == results[1]
+
+
+# Modules a server does not need until it uses what needs them: importing them on
+# `import fastsockserver` made it 3-4x slower to import than socketserver, and made
+# every ForkingMixIn child a copy of a larger process.
+IMPORTED_WHERE_USED = ("typing", "json", "re", "traceback", "importlib.util", "http.client",
+                       "email", "ssl")
+
+
+@pytest.mark.parametrize("no_extensions", ["", "1"], ids=["default", "pure"])
+def test_import_loads_no_module_a_server_may_not_use(no_extensions):
+    code = ("import sys; before = set(sys.modules); import fastsockserver; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    env = dict(os.environ, **{_env.ENV_VAR: no_extensions})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "fastsockserver._server" in loaded  # the probe itself works
+    assert not loaded & set(IMPORTED_WHERE_USED), sorted(loaded & set(IMPORTED_WHERE_USED))
