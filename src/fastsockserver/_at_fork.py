@@ -5,7 +5,9 @@ Each registry of process-wide objects (the pure core's states, the wakers, the s
 with handler threads taking requests) resets or drops them in a child with a hook of its
 own. A hook runs in every child the process ever forks, a ForkingMixIn's included, and
 every object it touches there is a page the child copies: so each is registered the
-first time its registry holds something, not on import.
+first time its registry is about to hold something, not on import. A hook runs
+twice in a child if an interrupt lands between its registration and its entry in
+_registered: each is idempotent.
 """
 import os
 import threading

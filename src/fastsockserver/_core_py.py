@@ -74,8 +74,8 @@ class ServingState:
         # (the compiled core: critical sections). Replaced in a fork()ed child
         # (_after_fork_in_child): a thread of the parent may have held it.
         self._lock = threading.Lock()
+        forget_in_child(_after_fork_in_child)  # (first: a fork after the add has it)
         _states.add(self)
-        forget_in_child(_after_fork_in_child)
 
     def __del__(self):
         close_drain_fd(self)  # (server_close() does it first, normally)

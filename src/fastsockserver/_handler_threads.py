@@ -113,9 +113,9 @@ class WorkerPool:
         self.generation = WorkerPool.process_generation
         self._idle = []  # a stack: the most recently idle (cache-warm) thread first
         self._closed = False
+        forget_in_child(_after_fork_in_child)  # a child has none of its threads
         if not daemon:
             _live_non_daemon_pools.add(self)
-        forget_in_child(_after_fork_in_child)  # a child has none of its threads
 
     def submit(self, function, args):
         """Hand ``function(*args)`` to a thread: an idle one of this pool, else one a
@@ -221,8 +221,8 @@ def _left_threads(daemon):
 def serving_begins(state):
     """serve_forever() starts with handlers taking: requests may be queued for takers."""
     state.handoff = collections.deque()
+    forget_in_child(_after_fork_in_child)  # (first: a fork after the add has it)
     _states_with_takers.add(state)
-    forget_in_child(_after_fork_in_child)
 
 
 def serving_ends(server, state, process):

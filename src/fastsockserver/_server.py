@@ -169,8 +169,8 @@ class _Waker:
         self._read_fd = self._write_fd = -1
         self._writers = 0
         self._closing = False
+        forget_in_child(_after_fork_in_child)  # (first: a fork after the add has it)
         _wakers.add(self)
-        forget_in_child(_after_fork_in_child)
 
     def open(self):
         """Create the pipe; returns the descriptor to wait on."""
