@@ -75,6 +75,7 @@ class QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
 
 wsgi = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=QuietHandler)
 out["wsgi_is_fast"] = isinstance(wsgi, fastsockserver.TCPServer)
+out["wsgi_environ_patched"] = hasattr(QuietHandler.get_environ, "__wrapped__")
 t = serving(wsgi)
 try:
     with urllib.request.urlopen("http://127.0.0.1:%d/y" % wsgi.server_address[1],
@@ -98,7 +99,8 @@ def test_install_then_stdlib_servers_use_fastsockserver(pure):
     assert result == {
         "socketserver": True, "http.server": True, "xmlrpc.server": True,
         "wsgiref": True, "http_base": True, "http_body": "hello /x",
-        "xmlrpc_add": 5, "wsgi_is_fast": True, "wsgi_body": "wsgi /y",
+        "xmlrpc_add": 5, "wsgi_is_fast": True, "wsgi_environ_patched": True,
+        "wsgi_body": "wsgi /y",
     }
 
 

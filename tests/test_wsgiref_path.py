@@ -3,12 +3,18 @@ pure and compiled) against the stdlib's: the same bytes written to stdout,
 the same error output and handler state, for a range of WSGI applications and
 handler variants; the head and first chunk leave in one write where the
 methods involved are the stdlib's own, each piece as the stdlib writes it
-otherwise."""
+otherwise. And wsgiref.simple_server's get_environ: the same environ, in the
+same order, for generated requests."""
+import email.parser
+import http.client
 import importlib.util
 import io
 import wsgiref.handlers
+import wsgiref.simple_server
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastsockserver import _http_patches, _http_py
 from fastsockserver._http_select import http_paths
@@ -147,3 +153,67 @@ def test_head_and_first_chunk_in_one_write(name):
     _, writes = run(module, app_one_chunk, {})
     assert len(stdlib_writes) == 5  # status, Date, Server, headers, body
     assert writes == [b"".join(stdlib_writes)]
+
+
+# ---------------------------------------------------------------- get_environ
+
+def _fresh_simple_server(name):
+    spec = importlib.util.spec_from_file_location(name, wsgiref.simple_server.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STDLIB_SERVER = _fresh_simple_server("wsgiref._simple_server_stdlib")
+PATCHED_SERVERS = []
+for _path in http_paths():
+    _module = _fresh_simple_server("wsgiref._simple_server_" + ("py" if _path is _http_py else "c"))
+    _http_patches.patch_wsgiref_simple_server(_module, _path)
+    assert hasattr(_module.WSGIRequestHandler.get_environ, "__wrapped__")
+    PATCHED_SERVERS.append(_module)
+
+
+class _Server:
+    base_environ = {"SERVER_NAME": "localhost", "GATEWAY_INTERFACE": "CGI/1.1",
+                    "SERVER_PORT": "8000", "REMOTE_HOST": "", "CONTENT_LENGTH": "",
+                    "SCRIPT_NAME": ""}
+
+
+class _OwnMessage(http.client.HTTPMessage):
+    pass
+
+
+def _environ(module, headers, path, host_name):
+    namespace = {}
+    if host_name:  # up to 3.12, REMOTE_HOST comes from address_string()
+        namespace["address_string"] = lambda self: "client.example"
+    handler_class = type("Handler", (module.WSGIRequestHandler,), namespace)
+    handler = handler_class.__new__(handler_class)
+    handler.server, handler.client_address = _Server(), ("127.0.0.1", 40000)
+    handler.request_version, handler.command, handler.path = "HTTP/1.1", "POST", path
+    handler.headers = headers
+    return list(handler.get_environ().items())
+
+
+_NAMES = st.sampled_from(["Host", "Content-Type", "content-type", "CONTENT-LENGTH",
+                          "Content-Length", "X-Dup", "x-dup", "Content_Type", "Http-X",
+                          "Remote-Addr", "Query-String", "Accept"])
+_VALUES = st.text(st.sampled_from(" \tab=;/%\xe9\xff0123456789"), max_size=8)
+_PATHS = st.sampled_from(["/", "/a%20b", "/a?x=1&y=%41", "/?", "/%e9?q", "/a?b?c", "/%zz"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=8), path=_PATHS,
+       host_name=st.booleans(), message_class=st.sampled_from(
+           [http.client.HTTPMessage, _OwnMessage]))
+def test_get_environ_same_as_stdlib(fields, path, host_name, message_class):
+    block = "".join("{}: {}\r\n".format(name, value) for name, value in fields) + "\r\n"
+    messages = [email.parser.Parser(_class=message_class).parsestr(block)]
+    if message_class is http.client.HTTPMessage:
+        plain = _http_py.plain_message(http.client, block.encode("iso-8859-1").splitlines(True))
+        if plain is not None:  # the message install()'s parse_headers makes of it
+            messages.append(plain)
+    for headers in messages:
+        expected = _environ(STDLIB_SERVER, headers, path, host_name)
+        for module in PATCHED_SERVERS:
+            assert _environ(module, headers, path, host_name) == expected

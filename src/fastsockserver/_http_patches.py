@@ -342,8 +342,35 @@ def patch_wsgiref_handlers(module, path=http_path):
         setattr(base, name, function)
 
 
+# wsgiref.simple_server's WSGIRequestHandler.get_environ, as in 3.9-3.12 (with
+# REMOTE_HOST from address_string()) and in 3.13: the names each form uses.
+_GET_ENVIRON_NAMES = tuple(
+    ("server", "base_environ", "copy", "request_version", "server_version", "command",
+     "path", "split", "urllib", "parse", "unquote") + remote_host
+    + ("client_address", "headers", "get", "get_content_type", "items", "replace", "upper",
+       "strip")
+    for remote_host in (("address_string",), ()))
+
+
+def patch_wsgiref_simple_server(module, path=http_path):
+    """Give wsgiref.simple_server ``module``'s WSGIRequestHandler a get_environ
+    that reads the headers once, where its own is the stdlib's (a known form)."""
+    handler_class = getattr(module, "WSGIRequestHandler", None)
+    get_environ = vars(handler_class).get("get_environ") if handler_class else None
+    client = sys.modules.get("http.client")
+    if client is None or not _own_function(get_environ, module, ("self",),
+                                           _GET_ENVIRON_NAMES, ("iso-8859-1",)):
+        return
+    fast = path.wsgi_get_environ(
+        module, get_environ, client.HTTPMessage, client.email.parser.compat32,
+        "address_string" in get_environ.__code__.co_names)
+    functools.update_wrapper(fast, get_environ)  # __wrapped__: the stdlib's
+    handler_class.get_environ = fast
+
+
 _PATCHES = {"http.client": patch_http_client, "http.server": patch_http_server,
-            "wsgiref.handlers": patch_wsgiref_handlers}
+            "wsgiref.handlers": patch_wsgiref_handlers,
+            "wsgiref.simple_server": patch_wsgiref_simple_server}
 
 
 class _PatchOnImport:

@@ -549,3 +549,67 @@ def wsgi_handler_methods(module, originals):
     methods = {"send_headers": send_headers, "write": write}
     own.update(methods)
     return methods
+
+
+def wsgi_get_environ(module, original, message_class, compat32, remote_host):
+    """WSGIRequestHandler.get_environ for wsgiref.simple_server ``module``: the
+    stdlib's (``original``; ``remote_host``: its form sets REMOTE_HOST from
+    address_string(), as up to 3.12), with the headers read in one pass over the
+    message's own list. The stdlib's get() and items() each go through every
+    header, lowering and sanitising it, three passes per request. Done so where
+    items() would give that list as it is: ``headers`` an exact
+    ``message_class`` (http.client's HTTPMessage) with the ``compat32`` policy,
+    every value an ASCII str (compat32's header_fetch_parse returns those
+    unchanged); otherwise, or before anything is set, the stdlib's."""
+    g = vars(module)
+
+    def get_environ(self):
+        headers = self.headers
+        if type(headers) is not message_class or headers.policy is not compat32:
+            return original(self)
+        pairs = headers._headers
+        content_type = length = None
+        for name, value in pairs:
+            if type(value) is not str or not value.isascii():
+                return original(self)
+            if content_type is None or length is None:
+                lowered = name.lower()
+                if content_type is None and lowered == 'content-type':
+                    content_type = value
+                elif length is None and lowered == 'content-length':
+                    length = value
+        env = self.server.base_environ.copy()
+        env['SERVER_PROTOCOL'] = self.request_version
+        env['SERVER_SOFTWARE'] = self.server_version
+        env['REQUEST_METHOD'] = self.command
+        if '?' in self.path:
+            path, query = self.path.split('?', 1)
+        else:
+            path, query = self.path, ''
+        env['PATH_INFO'] = g["urllib"].parse.unquote(path, 'iso-8859-1')
+        env['QUERY_STRING'] = query
+        if remote_host:
+            host = self.address_string()
+            if host != self.client_address[0]:
+                env['REMOTE_HOST'] = host
+        env['REMOTE_ADDR'] = self.client_address[0]
+        if content_type is None:
+            # get_content_type() of a message without the header
+            env['CONTENT_TYPE'] = headers.get_default_type()
+        else:
+            env['CONTENT_TYPE'] = content_type
+        if length:
+            env['CONTENT_LENGTH'] = length
+        for name, value in pairs:
+            key = name.replace('-', '_').upper()
+            value = value.strip()
+            if key in env:
+                continue  # skip content length, type, etc.
+            key = 'HTTP_' + key
+            if key in env:
+                env[key] += ',' + value  # comma-separate multiple headers
+            else:
+                env[key] = value
+        return env
+
+    return get_environ
