@@ -429,6 +429,42 @@ def test_keyboard_interrupts_across_dispatch_leave_active_exact(name, request):
     assert result["finished"] > 0, result
 
 
+def test_an_interrupt_in_serve_forevers_event_leaves_it_unlocked(fast_impl, harness):
+    """A KeyboardInterrupt on the first line of Condition.__exit__ (where a signal
+    can land) while serve_forever() clears or sets its "is shut down" event must
+    not leave the event's lock held: the next serve_forever() would wait in
+    clear() for ever, and shutdown() with it."""
+    server = harness.server(fast_impl.TCPServer, ("127.0.0.1", 0),
+                            fast_impl.BaseRequestHandler)
+    exit_code = threading.Condition.__exit__.__code__
+
+    def interrupt_in_exit(frame, event, arg):
+        if event == "call" and frame.f_code is exit_code:
+            raise KeyboardInterrupt
+        return None
+
+    stopper = threading.Timer(0.3, server.shutdown)
+    stopper.daemon = True
+    stopper.start()
+    sys.settrace(interrupt_in_exit)
+    try:
+        server.serve_forever(0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    stopper.join(WAIT)
+    assert not stopper.is_alive()  # shutdown() returned: the event's lock was free
+
+    again = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    again.start()
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    for thread in (again, stopper):
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
 # ------------------------------------------------------------------ 4. fork from a handler
 
 @needs_fork
