@@ -3,9 +3,10 @@ PYTHON ?= python3
 ASAN_PYTHON ?= 3.13
 FUZZ_SECONDS ?= 600
 SOAK_SECONDS ?= 600
-# `make tsan` runs the whole suite: every test that starts a thread is a threaded
-# test here (the loop, handler threads, drain, the service layer); only the tests of
-# threads in a child fork()ed from a threaded process are skipped (TSan cannot follow).
+# `make tsan` runs the whole suite's compiled variants (the stdlib's and the pure
+# copy's run no C of ours): every test that starts a thread is a threaded test here.
+# Skipped there (tests/support.py): threads in a child fork()ed from a threaded
+# process (TSan cannot follow), races a test makes on purpose, times as a subject.
 TSAN_TESTS ?= tests
 
 .PHONY: build annotate debug asan tsan portable test test-all lint fuzz soak bench info docs clean
