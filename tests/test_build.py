@@ -14,13 +14,14 @@ import sys
 import zipfile
 
 import pytest
+import run_tests  # tools/, on the path once conftest.py has imported support
 
 import fastsockserver
 from fastsockserver import _env
 from support import PORTABLE_RUN, TSAN_RUN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md"]
+SOURCES = run_tests.BUILD_INPUTS
 
 
 def _python(*args, env=None, cwd=None, timeout=60):
@@ -125,6 +126,37 @@ def test_core_builds_without_the_load_generator(tmp_path):
                     env=env, cwd=str(tmp_path))
     assert bench.returncode == 1
     assert "the load generator is absent" in bench.stderr
+
+
+def test_each_install_of_the_full_run_builds_in_a_tree_of_its_own(tmp_path, monkeypatch):
+    """Two lanes install at once: each pip builds in a copy of the sources under its
+    own venv, never in this tree (where a portable and a Linux build on one Python
+    took each other's module), and the copy holds no build output."""
+    commands = []
+
+    class Done:
+        returncode = 0
+        stdout = ""
+
+    monkeypatch.setattr(run_tests, "run", lambda cmd, env=None, log=None: (
+        commands.append(cmd), Done())[1])
+    runs = []
+    for mode in ("compiled", run_tests.PORTABLE_CORE):
+        run_ = run_tests.Run("3.13", sys.executable, mode)
+        run_.venv = str(tmp_path / mode)
+        run_tests.install(run_)
+        assert run_.install_error is None
+        runs.append(run_)
+    installs = [cmd[-1] for cmd in commands if cmd[-1].endswith("]")]
+    sources = [os.path.join(run_.venv, "source") for run_ in runs]
+    assert [target.split("[")[0] for target in installs] == sources
+    for source in sources:
+        for name in SOURCES:
+            assert os.path.exists(os.path.join(source, name)), name
+        built = [os.path.join(top, name) for top, dirs, names in os.walk(source)
+                 for name in names + dirs
+                 if name.endswith((".so", ".c", ".egg-info")) or name == "__pycache__"]
+        assert built == []
 
 
 @pytest.mark.skipif(not os.environ.get("SANITIZER_PRELOAD"),

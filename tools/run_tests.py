@@ -13,7 +13,8 @@ system-wide and root is not needed: a test whose real component (haproxy,
 systemd-socket-activate, openssl, a free-threaded CPython) is absent is skipped
 with its reason, and pytest lists the skips at the end.
 
-The full run: for each interpreter a fresh venv, ``pip install .[test]`` with the
+The full run: for each interpreter a fresh venv, ``pip install .[test]`` (built in a copy of the
+sources under the venv: two lanes install at once) with the
 compiled core required (a failed compile fails the run), then pytest on that
 run's scope (SCOPES below: the whole suite on the oldest and newest Python and
 the free-threaded one; the drop-in contract on the others; the install without
@@ -243,6 +244,29 @@ def _install_env(run_):
     return env
 
 
+# What a wheel is built from (setup.py, pyproject.toml and what they name).
+BUILD_INPUTS = ["src", "setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE"]
+
+
+def build_source(run_):
+    """A private copy of BUILD_INPUTS for ``run_``'s install to build in.
+
+    pip builds a local project in its own tree, and setuptools and Cython write
+    build/ there: two installs at once in one tree (the lanes') read each other's
+    half-written files, and on one Python each can take the other's module
+    (measured: a portable core in the compiled run, and a failed install)."""
+    source = os.path.join(run_.venv, "source")
+    for name in BUILD_INPUTS:
+        path = os.path.join(ROOT, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(source, name), ignore=shutil.ignore_patterns(
+                "__pycache__", "*.so", "*.c", "*.html", "*.egg-info", "_build_failures.txt"))
+        else:
+            os.makedirs(source, exist_ok=True)
+            shutil.copy(path, source)
+    return source
+
+
 def install(run_):
     """Make ``run_``'s venv and install the package into it; its output is kept
     in ``run_.install_log`` (this may run while another run's tests print)."""
@@ -251,6 +275,7 @@ def install(run_):
     shutil.rmtree(run_.venv, ignore_errors=True)
     run_.env = env = _install_env(run_)
     vpython = run_.vpython
+    source = build_source(run_)
     steps = [
         [run_.python, "-m", "venv", run_.venv],
         [vpython, "-m", "pip", "install", "-q", "--upgrade", "pip"],
@@ -263,14 +288,15 @@ def install(run_):
         # --prefer-binary: an older atheris wheel (2.3.0 on 3.9), not a newer
         # sdist that needs a libFuzzer-enabled clang to build.
         steps.append([vpython, "-m", "pip", "install", "-q", "--prefer-binary", *binary,
-                      ".[{},fuzz]".format(extras)])
+                      "{}[{},fuzz]".format(source, extras)])
     else:
         steps.append([vpython, "-m", "pip", "install", "-q", *binary,
-                      ".[{}]".format(extras)])
+                      "{}[{}]".format(source, extras)])
     for step in steps:
         proc = run(step, env=env, log=log)
         if proc.returncode != 0 and run_.fuzz and step is steps[-1]:
-            proc = run(step[:-1] + [".[{}]".format(extras)], env=env, log=log)  # no atheris
+            proc = run(step[:-1] + ["{}[{}]".format(source, extras)], env=env,
+                       log=log)  # no atheris
         if proc.returncode != 0:
             run_.install_error = "install failed" + _reports_found(run_.reports)
             break
