@@ -465,6 +465,42 @@ def test_an_interrupt_in_serve_forevers_event_leaves_it_unlocked(fast_impl, harn
         assert not thread.is_alive()
 
 
+@pytest.mark.parametrize("where", ["Condition.__enter__ returns", "Condition.__exit__ starts"])
+def test_an_interrupt_in_shutdowns_wait_leaves_the_event_unlocked(fast_impl, harness, where):
+    """A KeyboardInterrupt in shutdown()'s wait for the loop (Ctrl-C while a main
+    thread stops its server), where Condition's Python __enter__ has taken the
+    event's lock or its __exit__ has not yet let it go: the lock must not stay
+    held, or serve_forever() waits for ever to say it is shut down."""
+    server = harness.server(fast_impl.TCPServer, ("127.0.0.1", 0),
+                            fast_impl.BaseRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    serving.start()
+    enter_code = threading.Condition.__enter__.__code__
+    exit_code = threading.Condition.__exit__.__code__
+
+    def interrupt(frame, event, arg):
+        if where.endswith("returns") and frame.f_code is enter_code:
+            def on_return(frame, event, arg):
+                if event == "return":
+                    raise KeyboardInterrupt
+                return on_return
+            return on_return
+        if event == "call" and frame.f_code is exit_code:
+            raise KeyboardInterrupt
+        return None
+
+    sys.settrace(interrupt)
+    try:
+        server.shutdown()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    serving.join(WAIT)
+    assert not serving.is_alive()  # it set the event: the lock was free
+    server.shutdown()  # returns at once: the loop said it is shut down
+
+
 # ------------------------------------------------------------------ 4. fork from a handler
 
 @needs_fork

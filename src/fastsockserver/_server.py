@@ -237,8 +237,15 @@ class _ShutDownEvent(threading.Event):
     a KeyboardInterrupt landing on their first lines left the lock held, so the
     next serve_forever() of a server restarted after Ctrl-C waited for ever in
     clear() (1 in a few hundred interrupts under ThreadSanitizer's slower
-    interpreter; the stdlib's serve_forever has the same exposure). wait() is
-    Event's own."""
+    interpreter; the stdlib's serve_forever has the same exposure). shutdown()'s
+    wait() too, or a Ctrl-C there left serve_forever() unable to set it."""
+
+    def wait(self, timeout=None):
+        cond = self._cond
+        with cond._lock:
+            # Condition.wait releases and retakes the lock itself, and an
+            # interrupt in it leaves through this with, which lets it go.
+            return self._flag or cond.wait(timeout)
 
     def set(self):
         cond = self._cond
