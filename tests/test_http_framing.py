@@ -161,6 +161,7 @@ def handler_class(module, **attributes):
     class Handler(module.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         records = []  # (kind, text) in order, across connections
+        body_read = 2  # halves of the body read: 2, 1 or 0
         lock = threading.Lock()
 
         def record(self, kind, text):
@@ -173,7 +174,7 @@ def handler_class(module, **attributes):
                 length = max(0, min(int(self.headers.get("Content-Length", 0)), 1 << 17))
             except ValueError:
                 length = 0
-            body = self.rfile.read(length) if length else b""
+            body = self.rfile.read(length * self.body_read // 2) if length else b""
             text = repr((self.command, self.path, self.request_version,
                          self.headers.items(), body)).encode("latin-1", "replace")
             self.send_response(200)
@@ -452,6 +453,45 @@ def test_pipelined_smuggling_reaches_the_handler_only_with_strict_off(fast_impl,
     assert on[0].startswith(b"HTTP/1.1 400 Bad request framing (")
     assert on[0].count(b"HTTP/1.1 ") == 1  # one response: the 400
     assert server.stats()["framing_rejections"] == 1
+
+
+# ---------------------------------------------------------------- a body left unread
+
+NEXT = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+CL_0 = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED
+
+
+@pytest.mark.parametrize("body_read", [0, 1])
+def test_a_body_left_unread_is_not_taken_for_the_next_request(fast_impl, harness, body_read):
+    """CL.0: a handler that reads none or part of a request's body (a do_POST
+    or do_GET that ignores it); with strict_framing the rest is not read as
+    a request: the connection ends after the one answer, nothing more is
+    handled or sent, and the refusal is counted and logged."""
+    cases = [Case(wire=CL_0 + NEXT, reason=None)]
+    module = http_server_module(fast_impl)
+    (off,), _ = replay(harness, module, cases, body_read=body_read)
+    if body_read == 0:
+        assert "GET /smuggled HTTP/1.1" in handled(off[1])  # the attack works on the stdlib's rules
+    (on,), server = replay(harness, module, cases, half_close=lambda case: False,
+                           strict_framing=True, body_read=body_read)
+    assert handled(on[1]) == ["POST / HTTP/1.1"]
+    assert on[0].count(b"HTTP/1.1 ") == 1 and on[0].startswith(b"HTTP/1.1 200 ")
+    unread = len(SMUGGLED) - len(SMUGGLED) * body_read // 2
+    assert ("log", "127.0.0.1 Request body left unread (%d bytes): connection closed"
+            % unread) in on[1]
+    assert server.stats()["framing_rejections"] == 1
+
+
+def test_a_body_read_whole_keeps_the_connection(fast_impl, harness):
+    last = NEXT.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    # (a body longer than rfile's buffer: read with more than one recv)
+    big = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50000\r\n\r\n" + b"x" * 50000
+    cases = [Case(wire=CL_0 + big + last, reason=None)]
+    (on,), server = replay(harness, http_server_module(fast_impl), cases,
+                           half_close=lambda case: False, strict_framing=True)
+    assert handled(on[1]) == ["POST / HTTP/1.1", "POST / HTTP/1.1", "GET /next HTTP/1.1"]
+    assert on[0].count(b"HTTP/1.1 200 ") == 3
+    assert server.stats()["framing_rejections"] == 0
 
 
 # ---------------------------------------------------------------- the handler's choices

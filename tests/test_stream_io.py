@@ -18,6 +18,8 @@ read1/peek/readinto1 results can be compared exactly. Without that
 import array
 import errno
 import fcntl
+import importlib
+import io
 import os
 import platform
 import socket
@@ -30,7 +32,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastsockserver
@@ -1206,3 +1208,54 @@ def test_fuzz_reader_short_run():
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "200 iterations" in proc.stdout
+
+
+# --------------------------------------------------------------- the reader's position
+
+position_operations = st.lists(st.tuples(
+    st.sampled_from(["read", "read1", "peek", "readinto", "readinto1", "readline"]),
+    st.one_of(st.integers(0, 12), st.integers(0, 300), st.integers(0, 70000))), max_size=12)
+
+
+@settings(max_examples=60, **HYP)
+@given(payload=payloads, ops=position_operations)
+@example(payload=b"line\n" * 12000, ops=[("read", 20000), ("readline", 70000), ("read1", 300),
+                                         ("peek", 12), ("readinto", 9000), ("read", 70000)])
+def test_reader_position_counts_what_the_handler_read(fast_impl, payload, ops):
+    """_stream_io.reader_position (strict framing's measure of a body left
+    unread): the difference of two is what the reads between them returned,
+    whatever BufferedReader kept in its buffer, from counting's first call on
+    (a read before it fills the buffer first)."""
+    stream_io = importlib.import_module(fast_impl.__name__ + "._stream_io")
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(payload[:65536] + b"\n")  # (fits the socket buffer: no wait)
+        right.shutdown(socket.SHUT_WR)  # no read waits: the end is there
+        rfile = stream_io.make_reader(left)
+        try:
+            consumed = len(rfile.readline(5))
+            start = stream_io.reader_position(rfile)
+            consumed = 0
+            for name, n in ops:
+                if name in ("readinto", "readinto1"):
+                    got = getattr(rfile, name)(bytearray(n))
+                elif name == "peek":
+                    rfile.peek(n)
+                    got = 0
+                else:
+                    got = len(getattr(rfile, name)(n))
+                consumed += got
+                assert stream_io.reader_position(rfile) - start == consumed
+        finally:
+            rfile.close()
+        assert stream_io.reader_position(rfile) is None  # closed
+
+
+def test_reader_position_is_none_for_another_rfile(fast_impl):
+    stream_io = importlib.import_module(fast_impl.__name__ + "._stream_io")
+    left, right = socket.socketpair()
+    with left, right:
+        rfile = left.makefile("rb")
+        with rfile:
+            assert stream_io.reader_position(rfile) is None
+        assert stream_io.reader_position(io.BufferedReader(io.BytesIO(b"ab"))) is None

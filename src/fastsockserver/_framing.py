@@ -18,13 +18,15 @@ lines. Call order: handle_one_request() -> parse_request() (the wrapper) ->
 the stdlib's parse_request() -> http.client.parse_headers() -> check_head()
 -> framing_violation(); a refusal is raised there, before the stdlib's
 parse_request reads Connection or answers ``Expect: 100-continue``, and the
-wrapper sends the 400.
+wrapper sends the 400. The wrapper also ends a connection whose last body the
+handler left unread (note_body_end, body_left_unread).
 """
 import functools
 import re
 import threading
 
 from ._core_select import core
+from ._stream_io import reader_position
 
 # RFC 9110 §5.6.2 token characters (a field name, a transfer coding).
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -196,6 +198,9 @@ def checking_framing(parse_request):
     def checked_parse_request(self):
         if not self.strict_framing:
             return parse_request(self)
+        unread = body_left_unread(self)
+        if unread:
+            return end_unanswered(self, unread)
         previous = getattr(_current, "checking", None)
         checking = _current.checking = [self, False]
         try:
@@ -208,11 +213,58 @@ def checking_framing(parse_request):
             # The headers were read by a parse_headers that is not
             # install()'s (replaced by someone else): unchecked, so refused.
             return refuse(self, "head not read by install()'s parse_headers")
+        if parsed:
+            note_body_end(self)
         return parsed
 
     functools.update_wrapper(checked_parse_request, parse_request)  # __wrapped__: the stdlib's
     checked_parse_request._fastsockserver_framing = True
     return checked_parse_request
+
+
+# A body the handler leaves unread (a do_GET that ignores one, the CL.0 form of
+# smuggling) would be read as the next request. Where the library's rfile
+# reads the connection (_stream_io.reader_position), a strict handler notes
+# where a request's Content-Length body ends; the next request line, if it
+# began before that, is body: the connection is closed without an answer
+# (an answer would be one more than the client asked for). A chunked body
+# (decodes_chunked) is the handler's to end; not checked.
+
+def note_body_end(handler):
+    handler._framing_body_end = None
+    headers = getattr(handler, "headers", None)
+    length = None if headers is None else headers.get("Content-Length")
+    if length is None:  # (else one, of digits: framing_violation)
+        return
+    length = int(length.strip(" \t"))
+    if length:
+        position = reader_position(handler.rfile)
+        if position is not None:
+            handler._framing_body_end = position + length
+
+
+def body_left_unread(handler):
+    """How many bytes of the last request's body the line just read as a
+    request line began before the end of; 0 when it began at or after it."""
+    end = getattr(handler, "_framing_body_end", None)
+    if end is None:
+        return 0
+    handler._framing_body_end = None
+    position = reader_position(handler.rfile)
+    if position is None:
+        return 0
+    return max(0, end - (position - len(handler.raw_requestline)))
+
+
+def end_unanswered(handler, unread):
+    """The connection's end where the last request's body was left unread:
+    counted as a refusal, a log_error line, closed with nothing sent."""
+    state = getattr(getattr(handler, "server", None), "_serving_state", None)
+    if state is not None:
+        core.framing_rejected(state)
+    handler.log_error("Request body left unread (%d bytes): connection closed", unread)
+    handler.close_connection = True
+    return False
 
 
 def refuse(handler, reason):

@@ -29,6 +29,7 @@ import _socket
 import io
 import socket
 import sys
+import weakref
 from io import BufferedIOBase
 
 from ._core_select import core
@@ -100,6 +101,42 @@ def head_read(rfile):
     raw = getattr(rfile, "raw", None)
     if type(raw) is _SocketReaderIO:
         raw._head_deadline = 0.0
+
+
+class _ReadCounter:
+    """The ``readinto`` and ``tell`` of one _SocketReaderIO that counts what it
+    reads (instance attributes: other readers pay nothing). Counted from a base
+    far from 0: counting may begin with bytes already in rfile's buffer, which
+    BufferedReader.tell() subtracts, so only differences between two tell()s
+    mean anything. Holds its reader weakly (the reader holds it)."""
+
+    __slots__ = ("_raw", "_received")
+
+    def __init__(self, raw):
+        self._raw = weakref.ref(raw)
+        self._received = 1 << 48
+
+    def readinto(self, b):
+        n = _SocketReaderIO.readinto(self._raw(), b)
+        if n:
+            self._received += n
+        return n
+
+    def tell(self):
+        return self._received
+
+
+def reader_position(rfile):
+    """How far the handler has read ``rfile`` (its tell()), the library's
+    rfile only: comparable with another reader_position of the same rfile,
+    from the first call on; None for another rfile or a closed one."""
+    raw = getattr(rfile, "raw", None)
+    if type(raw) is not _SocketReaderIO or raw.closed:
+        return None
+    if "tell" not in vars(raw):
+        counter = _ReadCounter(raw)
+        raw.readinto, raw.tell = counter.readinto, counter.tell
+    return rfile.tell()
 
 
 # The descriptor's shutdown(), also for an ssl.SSLSocket: its own shutdown()
