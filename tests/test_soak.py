@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -58,6 +59,38 @@ def test_short_soak_finds_the_one_request_lost_on_purpose_and_nothing_else():
     assert stats["http"]["idle_timeouts"] > 0 and stats["http"]["headers_timeouts"] > 0
     assert sum(stats[name]["drained"] for name in ("http", "echo", "tls")) > 0
     assert stats["beyond_ledger"] == 0
+
+
+@needs_openssl
+@needs_proc
+def test_the_clients_end_when_the_server_stops_answering(monkeypatch):
+    """A soak server that stops answering (one that died: under ThreadSanitizer, a
+    report ends it) fails the run with its error, and the client threads end by
+    themselves: a process whose soak failed still exits."""
+    made = []
+    make_clients = soak.Clients.__init__
+
+    def recorded(self, *args):
+        make_clients(self, *args)
+        made.append(self)
+
+    def command(self, text, timeout=60.0, wait=True):
+        raise RuntimeError("the soak server did not answer (for this test)")
+
+    monkeypatch.setattr(soak.Clients, "__init__", recorded)
+    monkeypatch.setattr(soak.ServerProcess, "command", command)
+    try:
+        with pytest.raises(RuntimeError, match="for this test"):
+            soak.run_soak(SHORT_SOAK, say=lambda line: None)
+        [clients] = made
+        deadline = time.monotonic() + soak.CLIENT_TIMEOUT + 10
+        while any(t.is_alive() for t in clients.threads) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [t.name for t in clients.threads if t.is_alive()] == []
+    finally:
+        for clients in made:  # (should the test fail: no thread outlives it)
+            clients.stop.set()
+
 
 
 @needs_openssl

@@ -893,6 +893,7 @@ def run_soak(seconds, say=print, lose_one=False):
         with open(stderr_path, "wb") as stderr:
             server = ServerProcess(int(max(10.0, seconds) * IDS_PER_SECOND), work, stderr, lose_one)
         samples, events = [], []
+        tally, stop = Tally(), threading.Event()
         try:
             time.sleep(0.5)
             baseline = read_proc(server.pid)
@@ -901,7 +902,6 @@ def run_soak(seconds, say=print, lose_one=False):
                     seconds, server.pid, "compiled" if server.info["compiled"] else "pure",
                     server.info["ports"], baseline["fds"], baseline["threads"],
                     baseline["rss_kib"]))
-            tally, stop = Tally(), threading.Event()
             clients = Clients(server.info["ports"], work, tally, stop)
             start = time.monotonic()
             clients.start()
@@ -959,6 +959,9 @@ def run_soak(seconds, say=print, lose_one=False):
             with open(ledger_path, "rb") as f:
                 ledger = f.read()
         finally:
+            # On an error above too (a server that stopped answering): the client
+            # threads end by themselves, within a request's timeout.
+            stop.set()
             server.close()
         verdict = judge(ledger, tally, [s for s in samples if s["t"] <= seconds] or samples,
                         baseline, final, phases["warm-up ends"], server_ok)
