@@ -174,10 +174,13 @@ def test_slowloris_small_run(tmp_path):
     stdlib = cases["slowloris"]["results"]["stdlib"]
     assert stdlib["server_limits"] == dict.fromkeys(
         ("max_threads", "first_byte_timeout", "headers_timeout", "idle_timeout"))
-    # a thread per connection it has taken in (most of the 210 on a quiet machine: its
-    # listen backlog is 5, and the kernel retries a connection the full backlog dropped
-    # later; fewer, 107 seen, when the machine is busy): more than compiled's cap
-    assert stdlib["summary"]["server_peak_threads"] > servers.SLOWLORIS_MAX_THREADS
+    # a thread per slow connection it has taken in, on top of its good clients' (most
+    # of the 210 on a quiet machine: 231 threads against 36 without them; its listen
+    # backlog is 5, and the kernel retries a connection the full backlog dropped
+    # later, so far fewer when the machine is busy: 61, below compiled's cap, in a
+    # full CI run)
+    stdlib_base = cases["slowloris/baseline"]["results"]["stdlib"]["summary"]
+    assert stdlib["summary"]["server_peak_threads"] > stdlib_base["server_peak_threads"]
     assert stdlib["summary"]["rps"] > 0
     compiled = cases["slowloris"]["results"]["compiled"]
     limits = compiled["server_limits"]
