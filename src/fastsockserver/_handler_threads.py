@@ -267,19 +267,26 @@ def run_request_alone(server, ticket, request, client_address):
 
 def run_then_take_pending(server, ticket, request, client_address):
     """run_request, then the requests the core gives this thread, in turn, each
-    under its own ticket (take_pending's come claimed)."""
+    under its own ticket (take_pending's come claimed). A ticket goes back once
+    the next is taken, or, when there is none, as run_request's does: once this
+    thread is idle, so that ``active`` at 0 (a drain's end) means every handler
+    thread is idle, and a drained server's close() leaves them all to its
+    successor (one still on its way would retire: server_close() joins every
+    thread that is not idle)."""
     if not ticket.claim():
-        return
+        return None
     state = ticket.state
     take_pending, begin_grace = core.take_pending, core.begin_grace
     while True:
         begin_grace()
         try:
             server.process_request_thread(request, client_address)
-        finally:
+            request = client_address = None
+            item = take_pending(server, state)
+        except BaseException:
             ticket.release()
-        request = client_address = ticket = None
-        item = take_pending(server, state)
+            raise
         if item is None:
-            return
+            return ticket.release
+        ticket.release()
         request, client_address, ticket = item
