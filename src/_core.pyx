@@ -437,7 +437,9 @@ cdef int _wake_if_resumed(ServingState state) except -1:
 # interval (5 ms): with many threads waiting for it, a request handed to
 # one of them waits several intervals. So at most every GIL_SHARE_SECONDS
 # the fast paths release the GIL and yield the CPU: a waiting thread runs,
-# and when none waits it costs a system call.
+# and when none waits it costs a system call. A process with one thread
+# (a ForkingMixIn child, a server without ThreadingMixIn) has no one to share
+# with: it does not yield, which would only give its CPU to other processes.
 cdef double GIL_SHARE_SECONDS = 0.0001
 cdef extern from *:
     """
@@ -445,6 +447,7 @@ cdef extern from *:
        relaxed atomics, as without the GIL they run at once (a lost update
        only means one more or one fewer yield). */
     static double fss_last_shared = 0;
+    static unsigned long fss_shares = 0;
     static double fss_get_last_shared(void) {
         double when;
         __atomic_load(&fss_last_shared, &when, __ATOMIC_RELAXED);
@@ -452,10 +455,36 @@ cdef extern from *:
     }
     static void fss_set_last_shared(double when) {
         __atomic_store(&fss_last_shared, &when, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&fss_shares, 1, __ATOMIC_RELAXED);
+    }
+    static unsigned long fss_get_shares(void) {
+        return __atomic_load_n(&fss_shares, __ATOMIC_RELAXED);
+    }
+    /* Whether the interpreter has a thread state besides the caller's: one
+       that may wait for the GIL. Read with the GIL held, where threads join
+       and leave the list holding it too (a thread of C code that makes its
+       state with PyGILState_Ensure may be missed once: it waits at most the
+       switch interval, as with the stdlib). With the GIL disabled the list is
+       not read without its lock: assume there is one. */
+    static int fss_other_threads(void) {
+    #ifdef Py_GIL_DISABLED
+        return 1;
+    #else
+        PyThreadState *head = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
+        return head != NULL && PyThreadState_Next(head) != NULL;
+    #endif
     }
     """
     double _get_last_shared "fss_get_last_shared"() noexcept nogil
     void _set_last_shared "fss_set_last_shared"(double when) noexcept nogil
+    unsigned long _get_shares "fss_get_shares"() noexcept nogil
+    bint _other_threads "fss_other_threads"() noexcept
+
+
+def gil_shares():
+    """How many times a fast path of this process released the GIL and
+    yielded the CPU (_share_gil): for tests and diagnostics."""
+    return _get_shares()
 
 
 # Where handler threads take the next request themselves (serve's
@@ -492,7 +521,7 @@ cdef bint _share_gil(double now) noexcept:
     """Let threads waiting for the GIL run if none could for a while; True if it did.
 
     ``now``: _now(), read by the caller."""
-    if now - _get_last_shared() < GIL_SHARE_SECONDS:
+    if now - _get_last_shared() < GIL_SHARE_SECONDS or not _other_threads():
         return False
     with nogil:
         sched_yield()
