@@ -907,12 +907,16 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                 grace_left = state.grace_ends - _now()
             if draining:
                 # drain() began: nothing more from the listener; held connections
-                # that speak within the grace are served, the silent rest closed.
+                # that speak within the grace are served (within max_handlers,
+                # however long they wait for a slot), the silent rest closed.
                 if room is None:
                     break
                 if grace_left <= 0:
-                    connections_drained(state, room.close_all())
-                    break
+                    closed = room.end_grace()
+                    if closed:
+                        connections_drained(state, closed)
+                    if not room.has_ready():
+                        break
             if pause:
                 pause -= _now()
             want_room = room is not None and not at_capacity
@@ -939,7 +943,7 @@ def serve(server, plan, ServingState state not None, int wake_fd, poll_interval)
                 if want_room and room.has_ready():
                     wait_ms = 0  # spoke while the server was at capacity: a slot is free
                 wait_ms = _sooner_ms(wait_ms, room.next_timeout())
-                if draining:
+                if draining and grace_left > 0:
                     wait_ms = _sooner_ms(wait_ms, grace_left)
             _poll(fds, nfds, wait_ms, epfd)
             # bpo-35017: shutdown() called during the wait, exit immediately.

@@ -11,6 +11,11 @@ bounded, every client on loopback.
 6. ForkingMixIn's children report their counts to the parent's stats().
 7. socket.setdefaulttimeout() leaves first_byte_timeout working.
 8. A drain() that begins as serve_forever() starts is never missed.
+
+A second review found two more, tested beside 5: a held connection that spoke in a
+drain's grace was closed unread if still waiting for a slot when the grace ended;
+serve_forever()'s wake-up pipe leaked when a wake() was still writing to it as the
+loop ended and began again.
 """
 import hashlib
 import os
@@ -559,28 +564,41 @@ def test_fork_from_a_handler_at_capacity_never_hangs(fast_impl, harness):
 
 # ------------------------------------------------------------------ 5. drain within max_threads
 
-def test_drain_hands_held_connections_on_within_max_threads(fast_impl, harness):
-    concurrency = _Concurrency()
-
+def _serving_slowly(fast_impl, harness, max_threads, seconds, concurrency):
+    """A served server with first_byte_timeout (5 s) and ``max_threads``, whose
+    handler answers a line with itself after ``seconds`` of work."""
     class Slow(fast_impl.StreamRequestHandler):
         def handle(self):
             line = self.rfile.readline()
             with concurrency:
-                time.sleep(0.1)
+                time.sleep(seconds)
             self.wfile.write(line)
 
     class Server(fast_impl.ThreadingTCPServer):
         first_byte_timeout = 5.0
-        max_threads = 2
 
+    Server.max_threads = max_threads
     server = harness.server(Server, ("127.0.0.1", 0), Slow)
     harness.serve(server)
-    clients = [harness.connect(server) for _ in range(10)]
-    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 10)
+    return server
+
+
+def _drain_begun(server):
+    """drain() called on a thread of its own, 0.05 s ago: (the thread, a list
+    that gets what drain() returned)."""
     drained = []
     drainer = threading.Thread(target=lambda: drained.append(server.drain(WAIT * 2)))
     drainer.start()
     time.sleep(0.05)
+    return drainer, drained
+
+
+def test_drain_hands_held_connections_on_within_max_threads(fast_impl, harness):
+    concurrency = _Concurrency()
+    server = _serving_slowly(fast_impl, harness, 2, 0.1, concurrency)
+    clients = [harness.connect(server) for _ in range(10)]
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 10)
+    drainer, drained = _drain_begun(server)
     for i, client in enumerate(clients):
         client.sendall(b"%d\n" % i)
     for i, client in enumerate(clients):
@@ -588,6 +606,95 @@ def test_drain_hands_held_connections_on_within_max_threads(fast_impl, harness):
     drainer.join(WAIT * 3)
     assert drained == [True]
     assert concurrency.most <= 2
+
+
+def test_drain_serves_held_connections_that_spoke_in_its_grace_however_long_they_wait(
+        fast_impl, harness, monkeypatch):
+    """Three held connections speak early in a drain's grace; max_threads 1 and
+    handlers slower than the grace: each is served in turn, none closed unread
+    when the grace ends (the silent ones are)."""
+    monkeypatch.setattr(sys.modules[fast_impl.__name__ + "._server"],
+                        "NEW_CONNECTION_GRACE", 0.3)
+    concurrency = _Concurrency()
+    server = _serving_slowly(fast_impl, harness, 1, 0.25, concurrency)
+    talkers = [harness.connect(server) for _ in range(3)]
+    silent = harness.connect(server)
+    assert wait_for(lambda: server.stats()["awaiting_first_byte"] == 4)
+    drainer, drained = _drain_begun(server)
+    for i, client in enumerate(talkers):
+        client.sendall(b"%d\n" % i)
+    for i, client in enumerate(talkers):
+        client.settimeout(WAIT)
+        assert _read_reply(client) == b"%d\n" % i
+    silent.settimeout(WAIT)
+    assert silent.recv(10) == b""
+    drainer.join(WAIT * 3)
+    assert drained == [True]
+    stats = server.stats()
+    assert (stats["finished"], stats["drained"], concurrency.most) == (3, 1, 1), stats
+
+
+def test_a_pipe_closed_under_a_wake_is_closed_by_it_after_the_next_open(
+        fast_impl, monkeypatch):
+    """serve_forever()'s wake-up pipe: a wake() still writing when its loop ended
+    (close()) and the next serve_forever() began (open()) closes the old pipe
+    when its write ends; none is closed twice, none left open."""
+    server_module = sys.modules[fast_impl.__name__ + "._server"]
+    writing, finish = threading.Event(), threading.Event()
+    real_os = os
+
+    class SlowWrite:
+        def __getattr__(self, name):
+            return getattr(real_os, name)
+
+        @staticmethod
+        def write(fd, data):
+            if threading.current_thread().name == "waking":
+                writing.set()
+                finish.wait(WAIT)
+            return real_os.write(fd, data)
+
+    monkeypatch.setattr(server_module, "os", SlowWrite())
+    waker = server_module._Waker()
+    first = waker.open()
+    first_inode = os.fstat(first).st_ino
+    wake = threading.Thread(target=waker.wake, name="waking")
+    wake.start()
+    assert writing.wait(WAIT)
+    waker.close()
+    assert os.fstat(first).st_ino == first_inode  # still written to: left open
+    second = waker.open()
+    finish.set()
+    wake.join(WAIT)
+
+    assert _closed(first, first_inode)
+    second_inode = os.fstat(second).st_ino
+    waker.wake()  # the open pipe still works
+    assert os.read(second, 10) == b"\0"
+    waker.close()
+    assert _closed(second, second_inode)
+
+
+def _closed(fd, inode):
+    """Whether the descriptor ``fd`` that was ``inode`` is closed (its number
+    may have been reused since)."""
+    try:
+        return os.fstat(fd).st_ino != inode
+    except OSError:
+        return True
+
+
+def test_a_waker_opened_again_without_a_close_closes_its_old_pipe(fast_impl):
+    """A serve_forever() interrupted between opening its pipe and the try that
+    closes it leaves the pipe open: the next open() closes it."""
+    waker = sys.modules[fast_impl.__name__ + "._server"]._Waker()
+    first = waker.open()
+    first_inode = os.fstat(first).st_ino
+    second = waker.open()
+    second_inode = os.fstat(second).st_ino
+    assert _closed(first, first_inode)
+    waker.close()
+    assert _closed(second, second_inode)
 
 
 # ------------------------------------------------------------------ 6. forked children's counts

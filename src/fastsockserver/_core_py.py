@@ -253,12 +253,16 @@ def serve(server, plan, state, wake_fd, poll_interval):
                 draining, grace_left = state.draining, state.grace_ends - monotonic()
             if draining:
                 # drain() began: nothing more from the listener; held connections
-                # that speak within the grace are served, the silent rest closed.
+                # that speak within the grace are served (within max_handlers,
+                # however long they wait for a slot), the silent rest closed.
                 if room is None:
                     break
                 if grace_left <= 0:
-                    connections_drained(state, room.close_all())
-                    break
+                    closed = room.end_grace()
+                    if closed:
+                        connections_drained(state, closed)
+                    if not room.has_ready():
+                        break
             pause = state.accept_resume_at
             if pause:
                 pause -= monotonic()
@@ -276,7 +280,7 @@ def serve(server, plan, state, wake_fd, poll_interval):
                 if not at_capacity and room.has_ready():
                     timeout = 0  # spoke while the server was at capacity: a slot is free
                 timeout = _sooner(timeout, room.next_timeout())
-                if draining:
+                if draining and grace_left > 0:
                     timeout = _sooner(timeout, grace_left)
             ready = selector.select(timeout)
             # bpo-35017: shutdown() called during select(), exit immediately.

@@ -153,72 +153,102 @@ class _Waker:
     """A self-pipe: shutdown() interrupts serve_forever's wait at once.
 
     The stdlib only notices shutdown() after up to ``poll_interval``. The
-    pipe exists only while serve_forever() runs. No lock is held across the
-    write (a thread that fork()s meanwhile would leave its child waiting on
-    a lock no one releases): wake() counts itself in while it writes, and
-    close() leaves the last writer to close the descriptors, so none is
-    closed (and reused by the OS) under a write. In a fork()ed child the
-    waker forgets the parent's pipe (the child never serves the parent's
-    loop) and gets a lock of its own.
+    pipe exists only while serve_forever() runs; each serve_forever() opens
+    one of its own (a _Pipe). No lock is held across the write (a thread that
+    fork()s meanwhile would leave its child waiting on a lock no one
+    releases): wake() counts itself in on the pipe it writes to, and close()
+    leaves that pipe's last writer to close its descriptors, so none is
+    closed (and reused by the OS) under a write, and a pipe closed while a
+    writer was still on it is closed by that writer even after the next
+    serve_forever() has opened another. In a fork()ed child the waker forgets
+    the parent's pipes (the child never serves the parent's loop) and gets a
+    lock of its own.
     """
 
-    __slots__ = ("_lock", "_read_fd", "_write_fd", "_writers", "_closing", "__weakref__")
+    __slots__ = ("_lock", "_pipe", "_closing_pipes", "__weakref__")
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._read_fd = self._write_fd = -1
-        self._writers = 0
-        self._closing = False
+        self._pipe = None           # the open pipe, or None
+        self._closing_pipes = []    # closed with a writer still on them: it closes them
         forget_in_child(_after_fork_in_child)  # (first: a fork after the add has it)
         _wakers.add(self)
 
     def open(self):
-        """Create the pipe; returns the descriptor to wait on."""
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
+        """Create the pipe; returns the descriptor to wait on. A pipe still
+        open (its serve_forever() interrupted before its close()) is closed."""
+        pipe = _Pipe()
         with self._lock:
-            self._read_fd, self._write_fd = read_fd, write_fd
-            self._closing = False
-        return read_fd
+            previous, self._pipe = self._pipe, pipe
+        if previous is not None:
+            self._close_pipe(previous)
+        return pipe.read_fd
 
     def wake(self):
         with self._lock:
-            write_fd = self._write_fd
-            if write_fd < 0 or self._closing:
+            pipe = self._pipe
+            if pipe is None:
                 return
-            self._writers += 1
+            pipe.writers += 1
         try:
-            os.write(write_fd, b"\0")
+            os.write(pipe.write_fd, b"\0")
         except OSError:  # pipe full: a wake-up is pending anyway
             pass
         finally:
             with self._lock:
-                self._writers -= 1
-                last = self._closing and not self._writers
+                pipe.writers -= 1
+                last = pipe.writers == 0 and pipe in self._closing_pipes
+                if last:
+                    self._closing_pipes.remove(pipe)
             if last:
-                self._close_fds()
+                pipe.close_fds()
 
     def close(self):
         with self._lock:
-            self._closing = True
-            if self._writers:
-                return  # the last writer closes them
-        self._close_fds()
+            pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            self._close_pipe(pipe)
 
-    def _close_fds(self):
+    def _close_pipe(self, pipe):
+        """Close ``pipe`` now, or leave it to its last writer."""
         with self._lock:
-            read_fd, write_fd = self._read_fd, self._write_fd
-            self._read_fd = self._write_fd = -1
-        if read_fd >= 0:
-            os.close(read_fd)
-            os.close(write_fd)
+            if pipe.writers:
+                self._closing_pipes.append(pipe)
+                return
+        pipe.close_fds()
 
     def _forget_in_child(self):
         self._lock = threading.Lock()
-        read_fd, write_fd = self._read_fd, self._write_fd
-        self._read_fd = self._write_fd = -1
-        self._writers = 0
+        pipes = self._closing_pipes + ([self._pipe] if self._pipe is not None else [])
+        self._pipe = None
+        self._closing_pipes = []
+        for pipe in pipes:
+            pipe.writers = 0
+            pipe.close_fds()
+
+
+class _Pipe:
+    """One serve_forever()'s wake-up pipe: its descriptors, and how many
+    wake() calls are writing to it (changed under its _Waker's lock). Its
+    descriptors are closed once (close_fds)."""
+
+    __slots__ = ("read_fd", "write_fd", "writers")
+
+    def __init__(self):
+        self.read_fd, self.write_fd = -1, -1
+        self.writers = 0
+        read_fd, write_fd = os.pipe()
+        self.read_fd, self.write_fd = read_fd, write_fd  # (one step: closed by close_fds)
+        try:
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+        except BaseException:
+            self.close_fds()
+            raise
+
+    def close_fds(self):
+        read_fd, write_fd = self.read_fd, self.write_fd
+        self.read_fd = self.write_fd = -1
         for fd in (read_fd, write_fd):
             if fd >= 0:
                 try:
@@ -370,7 +400,8 @@ class BaseServer:
         and answered, with ``Connection: close`` under install()); one
         accepted and silent gets NEW_CONNECTION_GRACE (2 s). Connections
         held for first_byte_timeout are handed on by the loop, within
-        max_threads, if they speak within the grace, and closed after it.
+        max_threads, if they speak within the grace (however long they then
+        wait for a slot); the silent ones are closed after it.
         Returns True when every handler ended within ``timeout`` seconds
         (None: no limit), False otherwise (they keep running). Call it from a
         thread other than serve_forever's and the handlers'.

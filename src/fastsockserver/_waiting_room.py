@@ -156,6 +156,25 @@ class WaitingRoom:
             closed += 1
         return closed
 
+    def end_grace(self):
+        """A drain's grace is over: close the held connections still silent;
+        how many. Those that spoke wait, ready, for a slot (take_ready), as
+        at capacity outside a drain: the loop hands them on before it ends."""
+        closed = 0
+        for fd in list(self._held):
+            item = self._release(fd)
+            try:
+                spoke = _speaks(item[0])
+            except (OSError, ValueError):
+                spoke = True  # its handler sees what became of it
+            if spoke:
+                self._ready.append(item)
+            else:
+                self._close(*item)
+                closed += 1
+        self._order.clear()
+        return closed
+
     def close_all(self):
         """Close every held connection (server_close, or a drain's end); how many."""
         closed = 0
