@@ -228,33 +228,26 @@ class _Waker:
 
 
 class _Pipe:
-    """One serve_forever()'s wake-up pipe: its descriptors, and how many
-    wake() calls are writing to it (changed under its _Waker's lock). Its
-    descriptors are closed once (close_fds)."""
+    """One serve_forever()'s wake-up channel, a connected socket pair (not an
+    os.pipe(): socket objects own their descriptors, so a pair an interrupt
+    takes from its owner, as the call that made it returns, is closed by
+    their finalizers, where a pipe's two numbers would leak), and how many
+    wake() calls are writing to it (changed under its _Waker's lock)."""
 
-    __slots__ = ("read_fd", "write_fd", "writers")
+    __slots__ = ("_reader", "_writer", "read_fd", "write_fd", "writers")
 
     def __init__(self):
-        self.read_fd, self.write_fd = -1, -1
         self.writers = 0
-        read_fd, write_fd = os.pipe()
-        self.read_fd, self.write_fd = read_fd, write_fd  # (one step: closed by close_fds)
-        try:
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-        except BaseException:
-            self.close_fds()
-            raise
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self.read_fd, self.write_fd = self._reader.fileno(), self._writer.fileno()
 
     def close_fds(self):
-        read_fd, write_fd = self.read_fd, self.write_fd
+        """Close both ends (again: nothing)."""
         self.read_fd = self.write_fd = -1
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        self._reader.close()
+        self._writer.close()
 
 
 _wakers = weakref.WeakSet()
