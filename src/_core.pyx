@@ -29,6 +29,7 @@ from socket import SocketIO as _SocketIO
 from socket import socket as _socket_class
 from socket import timeout as _socket_timeout
 from weakref import WeakSet as _WeakSet
+import threading as _threading
 
 from os import pipe as _os_pipe
 
@@ -460,25 +461,36 @@ cdef extern from *:
     static unsigned long fss_get_shares(void) {
         return __atomic_load_n(&fss_shares, __ATOMIC_RELAXED);
     }
-    /* Whether the interpreter has a thread state besides the caller's: one
-       that may wait for the GIL. Read with the GIL held, where threads join
-       and leave the list holding it too (a thread of C code that makes its
-       state with PyGILState_Ensure may be missed once: it waits at most the
-       switch interval, as with the stdlib). With the GIL disabled the list is
-       not read without its lock: assume there is one. */
-    static int fss_other_threads(void) {
     #ifdef Py_GIL_DISABLED
-        return 1;
+    #define FSS_FREE_THREADED_BUILD 1
     #else
-        PyThreadState *head = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
-        return head != NULL && PyThreadState_Next(head) != NULL;
+    #define FSS_FREE_THREADED_BUILD 0
     #endif
-    }
     """
     double _get_last_shared "fss_get_last_shared"() noexcept nogil
     void _set_last_shared "fss_set_last_shared"(double when) noexcept nogil
     unsigned long _get_shares "fss_get_shares"() noexcept nogil
-    bint _other_threads "fss_other_threads"() noexcept
+    const bint FREE_THREADED_BUILD "FSS_FREE_THREADED_BUILD"
+
+
+# threading's registries of its threads (the same dicts for the life of the
+# process: a fork()ed child's threading empties and refills them in place).
+_threads_active = getattr(_threading, "_active", None)
+_threads_starting = getattr(_threading, "_limbo", None)
+if type(_threads_active) is not dict or type(_threads_starting) is not dict:
+    _threads_active = _threads_starting = None
+
+
+cdef bint _other_threads() noexcept:
+    """Whether a thread besides the caller may wait for the GIL: threading
+    knows of another, running or starting (read with the GIL held). A thread
+    made without threading (_thread.start_new_thread, C code) is not seen: it
+    gets the GIL at the switch interval, as with the stdlib's server. On a
+    free-threaded build, and where threading's registries are not dicts,
+    assume there is one."""
+    if FREE_THREADED_BUILD or _threads_active is None:
+        return True
+    return len(<dict>_threads_active) > 1 or len(<dict>_threads_starting) > 0
 
 
 def gil_shares():

@@ -2,10 +2,12 @@
 block, take_pending) release the GIL and yield the CPU at most every 0.1 ms so
 that threads waiting for the GIL get it (see _core.pyx, _share_gil). A yield
 also hands the CPU to other processes; a process with one thread has no one to
-share with, so it must not yield at all (issue 28: fair on a shared CPU)."""
+share with, so it must not yield at all (issue 28: fair on a shared CPU). A
+free-threaded build always assumes another thread (its GIL may be off)."""
 import socket
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -15,8 +17,8 @@ from support import WAIT
 pytestmark = [
     pytest.mark.c_extension,
     pytest.mark.skipif(not fastsockserver.COMPILED, reason="compiled core not built"),
-    pytest.mark.skipif(not getattr(sys, "_is_gil_enabled", lambda: True)(),
-                       reason="the GIL is off: nothing to share, every thread runs"),
+    pytest.mark.skipif(bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                       reason="a free-threaded build: the core assumes another thread"),
 ]
 
 # A server without ThreadingMixIn, serving REQUESTS requests in its main thread.

@@ -398,6 +398,11 @@ for t in clients:
 def interrupt(signum, frame):
     raise KeyboardInterrupt
 
+# One serve_forever() first, untimed: the server's drain descriptor, made once
+# with its first loop (an os.pipe() in the pure core), is not what is counted.
+threading.Timer(0.05, server.shutdown).start()
+server.serve_forever(0.01)
+
 signal.signal(signal.SIGALRM, interrupt)
 interrupts = 0
 deadline = time.monotonic() + {seconds}
@@ -454,7 +459,7 @@ def test_keyboard_interrupts_across_dispatch_leave_active_exact(name, request):
         # pure core accepts with socket.accept(), whose descriptor is lost to
         # an interrupt as its C call returns: as with the stdlib's server.
         left = result["left"]
-        assert left["pipe"] == 0 and (name == "py" or left["socket"] == 0), result
+        assert left["pipe"] == 0 and (name == "py" or left["socket"] == 0), left
 
 
 def test_an_interrupt_in_serve_forevers_event_leaves_it_unlocked(fast_impl, harness):

@@ -46,6 +46,7 @@ Every hook is called through the instance, where the stdlib calls it, so an
 override or an instance attribute runs at its usual place: the plan keeps a
 step in the core only while the hook it replaces is the library's own.
 """
+import _socket
 import os
 import socket
 import sys
@@ -101,6 +102,7 @@ def _before_finish(server, request, client_address):
 
 
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
+_socketpair = getattr(_socket, "socketpair", None) or socket.socketpair
 _PY311 = sys.version_info >= (3, 11)  # allow_reuse_port, SO_REUSE* guards
 _PY312 = sys.version_info >= (3, 12)  # ForkingUnixStreamServer / ForkingUnixDatagramServer
 
@@ -238,7 +240,9 @@ class _Pipe:
 
     def __init__(self):
         self.writers = 0
-        self._reader, self._writer = socket.socketpair()
+        # _socket's own pair: socket.socketpair() wraps each end with Python
+        # code (detach(), then socket()), between which an interrupt loses one.
+        self._reader, self._writer = _socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self.read_fd, self.write_fd = self._reader.fileno(), self._writer.fileno()
