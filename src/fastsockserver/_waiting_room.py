@@ -143,17 +143,8 @@ class WaitingRoom:
             held = self._held.get(fd)
             if held is None or held[0] is not request:
                 continue  # taken meanwhile
-            item = self._release(fd)
-            try:
-                spoke = _speaks(request)
-            except (OSError, ValueError):
-                spoke = True  # its handler sees what became of it
-            if spoke:
-                self._ready.append(item)
-                continue
-            core.first_byte_timed_out(self._state)
-            self._close(*item)
-            closed += 1
+            if not self._ready_if_it_spoke(fd, timed_out=True):
+                closed += 1
         return closed
 
     def end_grace(self):
@@ -162,15 +153,7 @@ class WaitingRoom:
         at capacity outside a drain: the loop hands them on before it ends."""
         closed = 0
         for fd in list(self._held):
-            item = self._release(fd)
-            try:
-                spoke = _speaks(item[0])
-            except (OSError, ValueError):
-                spoke = True  # its handler sees what became of it
-            if spoke:
-                self._ready.append(item)
-            else:
-                self._close(*item)
+            if not self._ready_if_it_spoke(fd, timed_out=False):
                 closed += 1
         self._order.clear()
         return closed
@@ -202,6 +185,23 @@ class WaitingRoom:
         self._ready.clear()
         self._order.clear()
         self._selector._selector.close()  # the epoll/kqueue object, without unregistering
+
+    def _ready_if_it_spoke(self, fd, timed_out):
+        """Release held ``fd``: ready for take_ready if it spoke (True), else
+        closed (False), counted first as a first-byte timeout if ``timed_out``
+        (before the close: a client that sees its end sees it counted)."""
+        item = self._release(fd)
+        try:
+            spoke = _speaks(item[0])
+        except (OSError, ValueError):
+            spoke = True  # its handler sees what became of it
+        if spoke:
+            self._ready.append(item)
+            return True
+        if timed_out:
+            core.first_byte_timed_out(self._state)
+        self._close(*item)
+        return False
 
     def _release(self, fd):
         self._selector.unregister(fd)  # before the descriptor can be closed and reused
