@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastsockserver import _http_patches as _http
+from fastsockserver import _http_py
+from fastsockserver._http_select import http_paths
 from support import code_result, run_code
 
 HYP = dict(deadline=None, database=None, derandomize=True,
@@ -106,6 +108,48 @@ def test_plain_blocks_same_message_without_the_email_parser(lines, end, body):
 def test_any_block_same_message_as_the_stdlib(lines, end, body):
     data = b"".join(lines) + end + body
     assert outcome(fast_parse_headers, data) == outcome(stdlib_parse_headers, data)
+
+
+# Each build of the request path (pure, and compiled where built): pairs_by_scan
+# is what the compiled build runs on every block, pairs_by_regex the pure one.
+BUILDS = [pytest.param(path, id="py" if path is _http_py else "c") for path in http_paths()]
+
+
+def _as_read(block):
+    """``block``'s lines as readline gives them, up to its end."""
+    return io.BytesIO(block).readlines() + [b""]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@settings(max_examples=400, **HYP)
+@given(st.lists(st.one_of(plain_lines, odd_lines), max_size=10), terminators,
+       st.lists(st.binary(max_size=12), max_size=4))
+def test_scan_finds_the_pairs_the_regular_expressions_find(build, lines, end, items):
+    as_read = _as_read(b"".join(lines) + end)
+    assert build.pairs_by_scan(as_read) == build.pairs_by_regex(as_read)
+    # Any other items: where the scan finds pairs, they are the regex's; it
+    # may refuse (None: the email parser's) a line split over two items.
+    found = build.pairs_by_scan(items)
+    assert found is None or found == build.pairs_by_regex(items)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("lines", [
+    [], [b""], [b"\r\n"], [b"\n"], [b"\r"], [b"A:\r\n", b""], [b"A: \t\r\n"],
+    [b":\r\n"], [b"A\r\n"], [b"A: b\r\r\n"], [b"A: b\x00\r\n"], [b"A: b\x7f\r\n"],
+    [b"A:b\n", b"\n", b"B:c\n"], [b"A:b\n", b"\r\n", b"", b""], [b"A:b"],
+    [b"A:\tb\t\n", b"\n"], [b"\x80: b\n"], [b"A: \x80\n"],
+])
+def test_scan_edges(build, lines):
+    assert build.pairs_by_scan(lines) == build.pairs_by_regex(lines)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_scan_refuses_what_is_not_one_line_per_bytes_item(build):
+    assert build.pairs_by_regex([b"Ho", b"st: x\r\n"]) == [("Host", "x")]
+    assert build.pairs_by_scan([b"Ho", b"st: x\r\n"]) is None
+    assert build.pairs_by_scan([bytearray(b"Host: x\r\n")]) is None
+    assert build.pairs_by_scan([b"Host: x\r\n", memoryview(b"\r\n")]) is None
 
 
 @pytest.mark.parametrize("block", [

@@ -24,6 +24,14 @@ import time
 
 # ---------------------------------------------------------------- header blocks
 
+# Whether this source runs compiled (as fastsockserver._http): Cython reads
+# ``import cython`` itself; run as Python, the module may be absent.
+try:
+    import cython
+    COMPILED = cython.compiled
+except ImportError:
+    COMPILED = False
+
 # A block the feed parser reads as nothing but headers: "Name: value" lines,
 # where the name has only the characters the parser's headerRE allows in one
 # and the value only printable ASCII and tabs (no line break str.splitlines
@@ -36,6 +44,61 @@ _plain_block = _PLAIN_BLOCK.fullmatch
 # its leading blanks and line end. The blank line has no name: no pair.
 _HEADER_PAIRS = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([\t\x20-\x7e]*)\r?\n")
 _header_pairs = _HEADER_PAIRS.findall
+
+
+def pairs_by_regex(lines):
+    """The (name, value) pairs of ``lines`` (a header block, as read) where
+    they make a plain block, else None."""
+    block = b"".join(lines)
+    if _plain_block(block) is None:
+        return None
+    return _header_pairs(block.decode("ascii"))
+
+
+def pairs_by_scan(lines):
+    """pairs_by_regex(lines), found by one pass over each line's bytes: what
+    the compiled build runs (typed in _http.pxd, a loop over C chars; as
+    Python the regular expressions are faster). None also where a line is
+    split over two items, or is not exact bytes: readline gives neither,
+    and the email parser gives those the same message."""
+    pairs = []
+    ended = False  # the blank line was seen: only empty items may follow
+    for item in lines:
+        if type(item) is not bytes:
+            return None
+        line = item
+        size = len(line)
+        if size == 0:
+            continue
+        if ended or line[size - 1] != 0x0a:  # "\n"
+            return None
+        end = size - 1
+        if end > 0 and line[end - 1] == 0x0d:  # "\r"
+            end -= 1
+        if end == 0:
+            ended = True
+            continue
+        colon = 0
+        while colon < end:
+            char = line[colon]
+            if char == 0x3a:  # ":"
+                break
+            if char < 0x21 or char > 0x7e:
+                return None
+            colon += 1
+        if colon == 0 or colon == end:  # no name, or no colon
+            return None
+        start = colon + 1
+        while start < end and (line[start] == 0x20 or line[start] == 0x09):
+            start += 1
+        index = start
+        while index < end:
+            char = line[index]
+            if (char < 0x20 and char != 0x09) or char > 0x7e:
+                return None
+            index += 1
+        pairs.append((line[:colon].decode("ascii"), line[start:end].decode("ascii")))
+    return pairs
 
 # id(http.client module) -> (its HTTPMessage, the vars() of a new one): what
 # the email parser's message holds before the headers go in.
@@ -63,14 +126,13 @@ def plain_message_and_values(module, lines):
     """plain_message(module, lines), and what its get("Connection", "") and
     get("Expect", "") return (HTTPMessage.get of the compat32 policy gives
     the first value of that name as it is: plain values are ASCII), or None."""
-    block = b"".join(lines)
-    if _plain_block(block) is None:
+    headers = pairs_by_scan(lines) if COMPILED else pairs_by_regex(lines)
+    if headers is None:
         return None
     # What email.parser.Parser(_class=HTTPMessage) gives: the message made
     # with the compat32 policy, each header as header_source_parse splits it,
     # payload "". Made from a new message's attributes without its __init__
     # (a Python call); its lists are the only mutable ones, each made anew.
-    headers = _header_pairs(block.decode("ascii"))
     connection = expect = None
     for name, value in headers:
         size = len(name)
