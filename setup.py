@@ -1,8 +1,9 @@
 """Build of the compiled core ``fastsockserver._core`` (from ``src/_core.pyx``, declared in
 ``src/fastsockserver/_core.pxd``), of http.server's request path ``fastsockserver._http``
-(the pure ``src/fastsockserver/_http_py.py`` compiled unchanged: one source, two builds;
-see _http_source) and, on Linux only, of the benchmark's load generator
-``fastsockserver._loadgen`` (from ``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
+(the pure ``src/fastsockserver/_http_py.py`` compiled unchanged, typed by
+``src/fastsockserver/_http.pxd``: one source, two builds; see _http_source) and, on Linux
+only, of the benchmark's load generator ``fastsockserver._loadgen`` (from
+``src/_loadgen.pyx``: epoll, RUSAGE_THREAD).
 
 Switches, all environment variables (one place for build settings):
   FASTSOCKSERVER_NO_EXTENSIONS=1       build no extension: a pure-Python install
@@ -166,13 +167,17 @@ def _switches_file(macros, compile_args):
 def _http_source():
     """The pure ``_http_py.py`` as ``build/http/_http.py``, the name Cython
     makes the module's init function of (``PyInit__http``); rewritten only
-    when it differs, so an unchanged source is not compiled again."""
-    with open(os.path.join(HERE, "src", "fastsockserver", "_http_py.py"), "rb") as f:
+    when it differs, or its C types (``src/fastsockserver/_http.pxd``, which
+    cythonize does not count among the copy's dependencies) changed since, so
+    an unchanged source is not compiled again."""
+    package = os.path.join(HERE, "src", "fastsockserver")
+    with open(os.path.join(package, "_http_py.py"), "rb") as f:
         text = f.read()
     path = os.path.join(HERE, "build", "http", "_http.py")
     try:
         with open(path, "rb") as f:
-            if f.read() == text:
+            if (f.read() == text and os.path.getmtime(path)
+                    >= os.path.getmtime(os.path.join(package, "_http.pxd"))):
                 return os.path.relpath(path, HERE)
     except OSError:
         pass
