@@ -3,6 +3,8 @@ compiled build, fastsockserver._http) against the stdlib's, on a generated
 corpus of request streams: the same handler state after each request, the
 same calls of overridden methods, log lines, bytes written and bytes left.
 See tests/http_differential.py for how each side runs."""
+import contextlib
+import io
 import os
 import random
 import subprocess
@@ -58,6 +60,51 @@ def test_each_override_called_as_the_stdlib_calls_it(protocol_version, override)
         _check(wire, protocol_version, (override,))
     # The check has a subject (an HTTP/1.0 server never answers Expect).
     assert calls or (override, protocol_version) == ("handle_expect_100", "HTTP/1.0")
+
+
+class _Text(str):
+    def __str__(self):
+        return "told " + str.__str__(self)
+
+
+# Per request: (how server_version is set, the Date text). send_response's
+# Server and Date lines are kept by their texts' identity: every change of
+# them, and texts that are not exact str, must give the stdlib's lines.
+_VERSIONS = [("class", "BaseHTTP/0.6", "Mon, 07 Dec 2026 10:00:00 GMT"),
+             ("class", "BaseHTTP/0.6", "Mon, 07 Dec 2026 10:00:00 GMT"),
+             ("instance", "Mine/1.0", "Mon, 07 Dec 2026 10:00:01 GMT"),
+             ("class", "Other/2.0", _Text("Mon, 07 Dec 2026 10:00:01 GMT")),
+             ("instance", _Text("Str/3.0"), _Text("Mon, 07 Dec 2026 10:00:01 GMT")),
+             ("class", "Caf\xe9/1", "Mon, 07 Dec 2026 10:00:02 GMT"),
+             ("class", "Snow\u2603/1", "Mon, 07 Dec 2026 10:00:03 GMT")]
+
+
+def _with_changing_versions(module):
+    handler = module.BaseHTTPRequestHandler
+    Handler = type("Handler", (handler,), {"protocol_version": "HTTP/1.1"})
+    handler = Handler.__new__(Handler)
+    handler.server, handler.client_address = object(), ("127.0.0.1", 40000)
+    handler.wfile = io.BytesIO()
+    heads = []
+    for where, version, date in _VERSIONS:
+        handler.__dict__.pop("server_version", None)
+        setattr(handler if where == "instance" else Handler, "server_version", version)
+        Handler.date_time_string = lambda self, timestamp=None, date=date: date
+        handler.request_version, handler.requestline = "HTTP/1.1", "GET / HTTP/1.1"
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                handler.send_response(200)
+        except UnicodeEncodeError as exc:
+            heads.append(("raised", str(exc)))
+        heads.append(list(handler.__dict__.pop("_headers_buffer", [])))
+    return heads
+
+
+def test_server_and_date_lines_follow_every_change_of_their_texts():
+    expected = _with_changing_versions(MODULES[0][1])
+    assert "raised" in str(expected) and "told" in str(expected)  # (cases it has)
+    for name, module in MODULES[1:]:
+        assert _with_changing_versions(module) == expected, name
 
 
 def test_a_difference_is_seen(monkeypatch):

@@ -252,7 +252,7 @@ def _patch_handler_methods(handler_class, module, methods, path=http_path):
     stdlib_methods = _stdlib_handler_methods(module, methods)
     if stdlib_methods is None:
         return False
-    fast = path.handler_methods(module, stdlib_methods, _close_if_draining)
+    fast = path.handler_methods(module, stdlib_methods, _close_if_draining, checking_framing)
     for name, function in fast.items():
         functools.update_wrapper(function, stdlib_methods[name])  # __wrapped__: the stdlib's
         setattr(handler_class, name, function)
@@ -278,8 +278,12 @@ def patch_http_server(module, path=http_path):
     parse_request = methods.get("parse_request")
     if callable(parse_request) and not hasattr(parse_request, "_fastsockserver_framing"):
         handler_class.parse_request = checking_framing(parse_request)
-        handler_class.strict_framing = False
-        handler_class.decodes_chunked = False
+    methods = getattr(handler_class, "__dict__", {})
+    if hasattr(methods.get("parse_request"), "_fastsockserver_framing"):
+        # its switches, where an install put the checking parse_request
+        for name in ("strict_framing", "decodes_chunked"):
+            if name not in methods:
+                setattr(handler_class, name, False)
     module_globals = vars(module)
     if module_globals.get("time") is not time:  # the text_at functions use this one
         return

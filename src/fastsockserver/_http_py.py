@@ -290,12 +290,15 @@ _STATUS_LINES = {}
 _STATUS_LINES_KEPT = 512
 
 
-def handler_methods(module, originals, close_if_draining):
+def handler_methods(module, originals, close_if_draining, checking_framing):
     """The fast methods for http.server ``module``'s BaseHTTPRequestHandler,
     as a dict name -> function. ``originals``: the stdlib's methods (name ->
     function) this module calls or does in place, and its class's
     ``_control_char_table``; ``close_if_draining(handler)``: end_headers' first step (see
-    _http_patches._closing_while_draining)."""
+    _http_patches._closing_while_draining); ``checking_framing(parse_request)``:
+    the parse_request that honours ``strict_framing`` (_framing), made here of
+    the fast one, so that handle_one_request calls the fast one itself where
+    strict_framing is off (as that wrapper would)."""
     g = vars(module)
     own = dict(originals)
     control_char_table = own.pop("_control_char_table")
@@ -399,7 +402,8 @@ def handler_methods(module, originals, close_if_draining):
                 self.close_connection = True
                 return
             if is_own(self, "parse_request"):
-                if not parse_request(self):
+                if not (checked_parse_request(self) if self.strict_framing
+                        else parse_request(self)):
                     return
             elif not self.parse_request():
                 return
@@ -469,11 +473,14 @@ def handler_methods(module, originals, close_if_draining):
     def buffer_header(self, keyword, value):
         # send_header's first part: the line into the head's buffer
         if self.request_version != 'HTTP/0.9':
-            try:
-                buffer = self._headers_buffer
-            except AttributeError:
-                buffer = self._headers_buffer = []
-            buffer.append(("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
+            buffer_line(self, ("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
+
+    def buffer_line(self, line):
+        try:
+            buffer = self._headers_buffer
+        except AttributeError:
+            buffer = self._headers_buffer = []
+        buffer.append(line)
 
     def send_header(self, keyword, value):
         buffer_header(self, keyword, value)
@@ -483,10 +490,27 @@ def handler_methods(module, originals, close_if_draining):
             elif value.lower() == 'keep-alive':
                 self.close_connection = False
 
+    # send_response's Server and Date lines as last made, by keyword: (the
+    # value, its line), for a value that is an exact str (equal ones make the
+    # same line); the same object is the value again until the server's
+    # version changes (the text of version_string, kept in kept_version) or
+    # the second ends (date_time_string's). Each entry replaced as one object.
+    kept_lines = {}
+    kept_version = _Kept()
+    kept_version.now = (None, None, None)  # (server_version, sys_version, text)
+
     def _header(self, keyword, value):
-        # send_header(keyword, value) for a keyword that is not Connection.
+        # send_header(keyword, value) for send_response's Server and Date.
         if is_own(self, "send_header"):
-            buffer_header(self, keyword, value)
+            if self.request_version != 'HTTP/0.9':
+                kept = kept_lines.get(keyword)
+                if kept is not None and kept[0] is value:
+                    line = kept[1]
+                else:
+                    line = ("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict')
+                    if type(value) is str:
+                        kept_lines[keyword] = (value, line)
+                buffer_line(self, line)
         else:
             self.send_header(keyword, value)
 
@@ -500,7 +524,14 @@ def handler_methods(module, originals, close_if_draining):
         else:
             self.send_response_only(code, message)
         if is_own(self, "version_string"):
-            _header(self, 'Server', self.server_version + ' ' + self.sys_version)
+            server_version = self.server_version
+            sys_version = self.sys_version
+            server, system, text = kept_version.now
+            if server is not server_version or system is not sys_version:
+                text = server_version + ' ' + sys_version
+                if type(server_version) is str and type(sys_version) is str:
+                    kept_version.now = (server_version, sys_version, text)
+            _header(self, 'Server', text)
         else:
             _header(self, 'Server', self.version_string())
         _header(self, 'Date', self.date_time_string())
@@ -516,8 +547,9 @@ def handler_methods(module, originals, close_if_draining):
             else:
                 self.flush_headers()
 
+    checked_parse_request = checking_framing(parse_request)
     methods = {
-        "parse_request": parse_request,
+        "parse_request": checked_parse_request,
         "handle_one_request": handle_one_request,
         "log_message": log_message,
         "log_request": log_request,
