@@ -6,7 +6,7 @@ which=${1:-install}
 python=${2:-python}
 logging=${3:-log}
 count() {
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$python" \
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$python" \
         "$(dirname "$0")/http_alone.py" "$which" "$1" 1 "$logging" 2>&1 |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }

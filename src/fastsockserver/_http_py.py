@@ -162,15 +162,17 @@ def plain_message_and_values(module, lines):
 def read_header_lines(module, fp):
     """http.client._read_headers of 3.9-3.13, with its limits and errors."""
     max_line = module._MAXLINE
+    size = max_line + 1
+    max_headers = module._MAXHEADERS
     readline = fp.readline
     lines = []
     while True:
-        line = readline(max_line + 1)
+        line = readline(size)
         if len(line) > max_line:
             raise module.LineTooLong("header line")
         lines.append(line)
-        if len(lines) > module._MAXHEADERS:
-            raise module.HTTPException("got more than %d headers" % module._MAXHEADERS)
+        if len(lines) > max_headers:
+            raise module.HTTPException("got more than %d headers" % max_headers)
         if line == b"\r\n" or line == b"\n" or line == b"":
             return lines
 
