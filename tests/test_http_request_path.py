@@ -4,6 +4,7 @@ corpus of request streams: the same handler state after each request, the
 same calls of overridden methods, log lines, bytes written and bytes left.
 See tests/http_differential.py for how each side runs."""
 import contextlib
+import http.client
 import io
 import os
 import random
@@ -105,6 +106,93 @@ def test_server_and_date_lines_follow_every_change_of_their_texts():
     assert "raised" in str(expected) and "told" in str(expected)  # (cases it has)
     for name, module in MODULES[1:]:
         assert _with_changing_versions(module) == expected, name
+
+
+def _bare_handler(module, **attributes):
+    Handler = type("Handler", (module.BaseHTTPRequestHandler,), attributes)
+    handler = Handler.__new__(Handler)
+    handler.request_version, handler.requestline = "HTTP/1.1", "GET / HTTP/1.1"
+    handler.wfile = io.BytesIO()
+    return handler
+
+
+def _result(call):
+    try:
+        return call()
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _header_that_fails_to_encode(module):
+    # The stdlib makes the head's buffer before the line: the buffer stays.
+    handler = _bare_handler(module)
+    raised = _result(lambda: handler.send_header("X-Name", "\u20ac"))
+    return raised, _result(handler.end_headers), handler.wfile.getvalue()
+
+
+def _versions_that_are_not_str(module):
+    seen = []
+
+    class Version(str):
+        def __add__(self, other):
+            seen.append("server_version + %r" % other)
+            return str.__add__(self, other)
+
+    def sys_version(self):
+        seen.append("sys_version read")
+        return "Python/3"
+
+    results = []
+    for server_version, system in [(None, None), (Version("Srv/1"), property(sys_version)),
+                                   (None, property(sys_version)), ("Srv/2", 3)]:
+        handler = _bare_handler(module, server_version=server_version, sys_version=system,
+                                log_request=lambda self, *args: None,
+                                date_time_string=lambda self, timestamp=None: "D")
+        results.append(_result(lambda: handler.send_response(200)))
+        results.append(list(handler.__dict__.get("_headers_buffer", [])))
+    return results, seen
+
+
+@pytest.mark.parametrize("case", [_header_that_fails_to_encode, _versions_that_are_not_str])
+def test_response_head_errors_and_order_as_the_stdlib(case):
+    expected = case(MODULES[0][1])
+    for name, module in MODULES[1:]:
+        assert case(module) == expected, name
+
+
+class _LimitsChangedMidHead(io.BufferedReader):
+    """As if another thread changed http.client's limits while a head is read."""
+
+    def __init__(self, raw, limits):
+        super().__init__(raw)
+        self.calls, self.limits = 0, limits
+
+    def readline(self, size=-1):
+        self.calls += 1
+        if self.calls == 3:  # the request line, one header line, then this
+            http.client._MAXHEADERS, http.client._MAXLINE = self.limits
+        return super().readline(size)
+
+
+@pytest.mark.parametrize("limits", [(2, 65536), (100, 20)], ids=["headers", "line"])
+def test_header_limits_read_line_by_line_as_the_stdlib(limits):
+    wire = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: " + b"x" * 40 + b"\r\n\r\n"
+    answers = []
+    for name, module in MODULES:
+        handler = _bare_handler(module, protocol_version="HTTP/1.1", do_GET=diff._answer,
+                                log_message=lambda self, *args: None)
+        handler.server, handler.client_address = diff._Server(), ("127.0.0.1", 40000)
+        handler.rfile = _LimitsChangedMidHead(io.BytesIO(wire), limits)
+        saved = http.client.parse_headers, http.client._MAXHEADERS, http.client._MAXLINE
+        http.client.parse_headers = (diff.stdlib_parse_headers if name == "stdlib"
+                                     else diff.fast_parse_headers)
+        try:
+            handler.handle_one_request()
+        finally:
+            http.client.parse_headers, http.client._MAXHEADERS, http.client._MAXLINE = saved
+        answers.append((name, handler.wfile.getvalue().split(b"\r\n")[0]))
+    assert answers[0][1].startswith(b"HTTP/1.1 431 ")  # (the limit changed mid-head)
+    assert answers == [(name, answers[0][1]) for name, _ in MODULES]
 
 
 def test_a_difference_is_seen(monkeypatch):

@@ -161,18 +161,21 @@ def plain_message_and_values(module, lines):
 
 def read_header_lines(module, fp):
     """http.client._read_headers of 3.9-3.13, with its limits and errors."""
-    max_line = module._MAXLINE
-    size = max_line + 1
-    max_headers = module._MAXHEADERS
+    # The limits read where that function reads them, each line; from its
+    # namespace, where they are its globals (it raises NameError, after one
+    # line, where one is missing: then it runs).
+    names = vars(module)
+    if "_MAXLINE" not in names or "_MAXHEADERS" not in names:
+        return module._read_headers(fp)
     readline = fp.readline
     lines = []
     while True:
-        line = readline(size)
-        if len(line) > max_line:
+        line = readline(names["_MAXLINE"] + 1)
+        if len(line) > names["_MAXLINE"]:
             raise module.LineTooLong("header line")
         lines.append(line)
-        if len(lines) > max_headers:
-            raise module.HTTPException("got more than %d headers" % max_headers)
+        if len(lines) > names["_MAXHEADERS"]:
+            raise module.HTTPException("got more than %d headers" % names["_MAXHEADERS"])
         if line == b"\r\n" or line == b"\n" or line == b"":
             return lines
 
@@ -208,7 +211,11 @@ _MARGIN = 1e-6
 
 
 class _Kept:
-    """kept_for_the_second's text, with what it holds for."""
+    """A text kept (kept_for_the_second's, a response line's), with what it
+    holds for, as one attribute."""
+
+
+_NOTHING = object()  # what no value is: a _Kept's key before the first
 
 
 def kept_for_the_second(original, text_at, still_valid, reads):
@@ -475,14 +482,18 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
     def buffer_header(self, keyword, value):
         # send_header's first part: the line into the head's buffer
         if self.request_version != 'HTTP/0.9':
-            buffer_line(self, ("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
+            headers_buffer(self).append(
+                ("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict'))
 
-    def buffer_line(self, line):
+    def headers_buffer(self):
+        # the head's buffer, made where there is none (before the line that
+        # goes into it is made, as the stdlib's: a line that fails to encode
+        # leaves the buffer)
         try:
-            buffer = self._headers_buffer
+            return self._headers_buffer
         except AttributeError:
             buffer = self._headers_buffer = []
-        buffer.append(line)
+            return buffer
 
     def send_header(self, keyword, value):
         buffer_header(self, keyword, value)
@@ -492,27 +503,30 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
             elif value.lower() == 'keep-alive':
                 self.close_connection = False
 
-    # send_response's Server and Date lines as last made, by keyword: (the
-    # value, its line), for a value that is an exact str (equal ones make the
-    # same line); the same object is the value again until the server's
-    # version changes (the text of version_string, kept in kept_version) or
-    # the second ends (date_time_string's). Each entry replaced as one object.
-    kept_lines = {}
+    # send_response's Server and Date lines as last made: (the value, its
+    # line), for a value that is an exact str (equal ones make the same
+    # line); the same object is the value again until the server's version
+    # changes (the text of version_string, kept in kept_version) or the
+    # second ends (date_time_string's). Each replaced as one object, in an
+    # instance's dict (see kept_for_the_second).
+    kept_server = _Kept()
+    kept_date = _Kept()
     kept_version = _Kept()
-    kept_version.now = (None, None, None)  # (server_version, sys_version, text)
+    kept_server.now = kept_date.now = (_NOTHING, None)
+    kept_version.now = (_NOTHING, _NOTHING, None)  # (server_version, sys_version, text)
 
-    def _header(self, keyword, value):
-        # send_header(keyword, value) for send_response's Server and Date.
+    def _header(self, keyword, value, kept_line):
+        # send_header(keyword, value) for send_response's Server and Date;
+        # kept_line: kept_server or kept_date.
         if is_own(self, "send_header"):
             if self.request_version != 'HTTP/0.9':
-                kept = kept_lines.get(keyword)
-                if kept is not None and kept[0] is value:
-                    line = kept[1]
-                else:
+                buffer = headers_buffer(self)
+                kept, line = kept_line.now
+                if kept is not value:
                     line = ("%s: %s\r\n" % (keyword, value)).encode('latin-1', 'strict')
                     if type(value) is str:
-                        kept_lines[keyword] = (value, line)
-                buffer_line(self, line)
+                        kept_line.now = (value, line)
+                buffer.append(line)
         else:
             self.send_header(keyword, value)
 
@@ -527,16 +541,20 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
             self.send_response_only(code, message)
         if is_own(self, "version_string"):
             server_version = self.server_version
-            sys_version = self.sys_version
-            server, system, text = kept_version.now
-            if server is not server_version or system is not sys_version:
-                text = server_version + ' ' + sys_version
-                if type(server_version) is str and type(sys_version) is str:
-                    kept_version.now = (server_version, sys_version, text)
-            _header(self, 'Server', text)
+            if type(server_version) is str:
+                # (its + ' ' has no effect to come before the next read)
+                sys_version = self.sys_version
+                server, system, text = kept_version.now
+                if server is not server_version or system is not sys_version:
+                    text = server_version + ' ' + sys_version
+                    if type(sys_version) is str:
+                        kept_version.now = (server_version, sys_version, text)
+            else:
+                text = server_version + ' ' + self.sys_version
+            _header(self, 'Server', text, kept_server)
         else:
-            _header(self, 'Server', self.version_string())
-        _header(self, 'Date', self.date_time_string())
+            _header(self, 'Server', self.version_string(), kept_server)
+        _header(self, 'Date', self.date_time_string(), kept_date)
 
     def end_headers(self):
         close_if_draining(self)
