@@ -7,3 +7,7 @@ cimport cython
 @cython.locals(line=bytes, size=Py_ssize_t, end=Py_ssize_t, colon=Py_ssize_t,
                start=Py_ssize_t, index=Py_ssize_t, char=cython.uchar, ended=bint)
 cpdef list pairs_by_scan(lines)
+
+
+# (a C call where compiled: the fast methods ask it several times per request)
+cdef bint is_own(dict own, handler, str name) except -1

@@ -294,6 +294,15 @@ def same_month_name(handler, detail):
 
 # ---------------------------------------------------------------- the handler's methods
 
+def is_own(own, handler, name):
+    """Whether the method ``name`` the stdlib would call on ``handler`` is the
+    one it is here, ``own[name]``: neither overridden in a subclass nor set
+    on the instance. (``own`` is not changed once its methods are made: its
+    reads need no lock with the GIL off.)"""
+    return (getattr(type(handler), name, None) is own[name]
+            and name not in handler.__dict__)
+
+
 # Status lines already made: (protocol_version, code, message) -> bytes.
 _STATUS_LINES = {}
 _STATUS_LINES_KEPT = 512
@@ -311,12 +320,6 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
     g = vars(module)
     own = dict(originals)
     control_char_table = own.pop("_control_char_table")
-
-    def is_own(handler, name):
-        # The method the stdlib would call is the one it is here: neither
-        # overridden in a subclass nor set on the instance.
-        return (getattr(type(handler), name, None) is own[name]
-                and name not in handler.__dict__)
 
     stdlib_parse_request = originals["parse_request"]
 
@@ -410,7 +413,7 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
             if not self.raw_requestline:
                 self.close_connection = True
                 return
-            if is_own(self, "parse_request"):
+            if is_own(own, self, "parse_request"):
                 if not (checked_parse_request(self) if self.strict_framing
                         else parse_request(self)):
                     return
@@ -436,7 +439,7 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
         # The same steps in the same order as the stdlib's.
         message = format % args
         stderr = g["sys"].stderr
-        if is_own(self, "address_string"):
+        if is_own(own, self, "address_string"):
             address = self.client_address[0]
         else:
             address = self.address_string()
@@ -449,7 +452,7 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
     def log_request(self, code='-', size='-'):
         if isinstance(code, g["HTTPStatus"]):
             code = code.value
-        if is_own(self, "log_message"):
+        if is_own(own, self, "log_message"):
             log_message(self, '"%s" %s %s', self.requestline, str(code), str(size))
         else:
             self.log_message('"%s" %s %s', self.requestline, str(code), str(size))
@@ -518,7 +521,7 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
     def _header(self, keyword, value, kept_line):
         # send_header(keyword, value) for send_response's Server and Date;
         # kept_line: kept_server or kept_date.
-        if is_own(self, "send_header"):
+        if is_own(own, self, "send_header"):
             if self.request_version != 'HTTP/0.9':
                 buffer = headers_buffer(self)
                 kept, line = kept_line.now
@@ -531,15 +534,15 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
             self.send_header(keyword, value)
 
     def send_response(self, code, message=None):
-        if is_own(self, "log_request"):
+        if is_own(own, self, "log_request"):
             log_request(self, code)
         else:
             self.log_request(code)
-        if is_own(self, "send_response_only"):
+        if is_own(own, self, "send_response_only"):
             send_response_only(self, code, message)
         else:
             self.send_response_only(code, message)
-        if is_own(self, "version_string"):
+        if is_own(own, self, "version_string"):
             server_version = self.server_version
             if type(server_version) is str:
                 # (its + ' ' has no effect to come before the next read)
@@ -560,7 +563,7 @@ def handler_methods(module, originals, close_if_draining, checking_framing):
         close_if_draining(self)
         if self.request_version != 'HTTP/0.9':
             self._headers_buffer.append(b"\r\n")
-            if is_own(self, "flush_headers"):
+            if is_own(own, self, "flush_headers"):
                 if hasattr(self, '_headers_buffer'):
                     self.wfile.write(b"".join(self._headers_buffer))
                     self._headers_buffer = []
@@ -598,15 +601,11 @@ def wsgi_handler_methods(module, originals):
     own = dict(originals)
     stdlib_send_headers = originals["send_headers"]
 
-    def is_own(handler, name):
-        return (getattr(type(handler), name, None) is own[name]
-                and name not in handler.__dict__)
-
     def head(self, data):
         # send_headers' work with the pieces it would write joined, then
         # ``data``; None where an overridden send_preamble or _write must be
         # called as the stdlib calls them (then nothing is done here).
-        if not (is_own(self, "send_preamble") and is_own(self, "_write")):
+        if not (is_own(own, self, "send_preamble") and is_own(own, self, "_write")):
             return None
         self.cleanup_headers()
         self.headers_sent = True
@@ -648,7 +647,7 @@ def wsgi_handler_methods(module, originals):
         elif not self.headers_sent:
             # Before the first output, send the stored headers
             self.bytes_sent = len(data)    # make sure we know content-length
-            if is_own(self, "send_headers"):
+            if is_own(own, self, "send_headers"):
                 whole = head(self, data)
                 if whole is not None:
                     self._write(whole)
