@@ -437,16 +437,48 @@ cdef int _wake_if_resumed(ServingState state) except -1:
 # that way would let go of the GIL only at the interpreter's switch
 # interval (5 ms): with many threads waiting for it, a request handed to
 # one of them waits several intervals. So at most every GIL_SHARE_SECONDS
-# the fast paths release the GIL and yield the CPU: a waiting thread runs,
-# and when none waits it costs a system call. A process with one thread
-# (a ForkingMixIn child, a server without ThreadingMixIn) has no one to share
-# with: it does not yield, which would only give its CPU to other processes.
+# the fast paths let a waiting thread have the GIL.
+#
+# In rfile/wfile, where the core can tell (Linux, a build with a GIL), it
+# hands the GIL over (_share_gil). The threads it counts are those coming
+# back from its own waits (_poll, a blocking recv), between the end of the
+# wait and taking the GIL (want_gil .. got_gil; a thread giving the GIL over
+# counts too while it takes it back). When one is counted and this thread
+# has had the GIL for a share interval since it got it back, the fast path
+# releases it and sleeps until one of them has it (or HAND_OVER_NANOSECONDS
+# pass), then takes it back in turn; otherwise it keeps the GIL. It never
+# yields the CPU: sched_yield() gave the core to any other process on it (a
+# CPU-bound neighbour took a third of a shared core from the server, issue
+# 28), and a process with nothing of its own to run has nothing to hand
+# over. A thread that wants the GIL for reasons of its own (a user's
+# thread, one back from a lock) gets it at the switch interval, as from
+# any CPU-bound thread.
+#
+# take_pending, and rfile/wfile elsewhere (macOS, the BSDs, the portable
+# build; a free-threaded build, where there may be no GIL), release the GIL
+# and sched_yield() when threading knows of another thread (_yield_cpu).
 cdef double GIL_SHARE_SECONDS = 0.0001
+cdef long HAND_OVER_NANOSECONDS = 1000000
 cdef extern from *:
     """
-    /* When a thread last shared the GIL. Every thread reads and writes it:
-       relaxed atomics, as without the GIL they run at once (a lost update
-       only means one more or one fewer yield). */
+    #ifdef Py_GIL_DISABLED
+    #define FSS_FREE_THREADED_BUILD 1
+    #else
+    #define FSS_FREE_THREADED_BUILD 0
+    #endif
+    #if defined(__linux__) && !FSS_PORTABLE && !FSS_FREE_THREADED_BUILD
+    #define FSS_HANDS_OVER 1
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #include <limits.h>
+    #include <pthread.h>
+    #else
+    #define FSS_HANDS_OVER 0
+    #endif
+
+    /* Process-wide, read and written by every thread, some without the GIL:
+       atomics. When a thread last shared (relaxed: a lost update only means
+       one more or one fewer share) and how often (for tests). */
     static double fss_last_shared = 0;
     static unsigned long fss_shares = 0;
     static double fss_get_last_shared(void) {
@@ -456,21 +488,96 @@ cdef extern from *:
     }
     static void fss_set_last_shared(double when) {
         __atomic_store(&fss_last_shared, &when, __ATOMIC_RELAXED);
+    }
+    static void fss_count_share(void) {
         __atomic_add_fetch(&fss_shares, 1, __ATOMIC_RELAXED);
     }
     static unsigned long fss_get_shares(void) {
         return __atomic_load_n(&fss_shares, __ATOMIC_RELAXED);
     }
-    #ifdef Py_GIL_DISABLED
-    #define FSS_FREE_THREADED_BUILD 1
-    #else
-    #define FSS_FREE_THREADED_BUILD 0
+
+    /* The hand-over. gil_wanted: threads counted between want_gil and
+       got_gil. gil_taken (a futex word): bumped by each got_gil. handing_over:
+       threads asleep in fss_hand_over, for got_gil to wake (sequentially
+       consistent on both sides: either got_gil sees the sleeper, or the
+       sleeper sees gil_taken moved). */
+    static int fss_gil_wanted = 0;
+    static unsigned int fss_gil_taken = 0;
+    static __thread double fss_gil_since = 0;  /* when this thread last got the GIL in got_gil */
+    static int fss_handing_over = 0;
+    static unsigned long fss_hand_over_timeouts = 0;
+    static inline void fss_want_gil(void) {
+    #if FSS_HANDS_OVER
+        __atomic_add_fetch(&fss_gil_wanted, 1, __ATOMIC_SEQ_CST);
     #endif
+    }
+    static inline void fss_got_gil(double now) {
+    #if FSS_HANDS_OVER
+        fss_gil_since = now;
+        __atomic_sub_fetch(&fss_gil_wanted, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&fss_gil_taken, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&fss_handing_over, __ATOMIC_SEQ_CST))
+            syscall(SYS_futex, &fss_gil_taken, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    #endif
+    }
+    static inline int fss_gil_wanted_now(void) {
+        return __atomic_load_n(&fss_gil_wanted, __ATOMIC_SEQ_CST);
+    }
+    static inline unsigned int fss_gil_taken_now(void) {
+        return __atomic_load_n(&fss_gil_taken, __ATOMIC_SEQ_CST);
+    }
+    /* With the GIL released: sleep until a counted thread took it since
+       ``taken`` was read, at most ``nanoseconds``. One wait: a signal or a
+       spurious wake-up ends it early, which only makes the share shorter. */
+    static void fss_hand_over(unsigned int taken, long nanoseconds) {
+    #if FSS_HANDS_OVER
+        struct timespec limit = {0, nanoseconds};
+        __atomic_add_fetch(&fss_handing_over, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&fss_gil_taken, __ATOMIC_SEQ_CST) == taken
+                && syscall(SYS_futex, &fss_gil_taken, FUTEX_WAIT_PRIVATE, taken,
+                           &limit, NULL, 0) == -1 && errno == ETIMEDOUT)
+            __atomic_add_fetch(&fss_hand_over_timeouts, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&fss_handing_over, 1, __ATOMIC_SEQ_CST);
+    #endif
+    }
+    static double fss_get_gil_since(void) {
+        return fss_gil_since;
+    }
+    static unsigned long fss_get_hand_over_timeouts(void) {
+        return __atomic_load_n(&fss_hand_over_timeouts, __ATOMIC_RELAXED);
+    }
+    /* A fork()ed child has only the forking thread, which holds the GIL:
+       no other thread is coming back for it, and none is asleep. */
+    static void fss_forget_gil_wanted(void) {
+        fss_gil_wanted = 0;
+        fss_handing_over = 0;
+    }
+    static int fss_forget_gil_wanted_in_child(void) {
+    #if FSS_HANDS_OVER
+        return pthread_atfork(NULL, NULL, fss_forget_gil_wanted);
+    #else
+        return 0;
+    #endif
+    }
     """
     double _get_last_shared "fss_get_last_shared"() noexcept nogil
     void _set_last_shared "fss_set_last_shared"(double when) noexcept nogil
+    void _count_share "fss_count_share"() noexcept nogil
     unsigned long _get_shares "fss_get_shares"() noexcept nogil
+    void _want_gil "fss_want_gil"() noexcept nogil
+    void _got_gil "fss_got_gil"(double now) noexcept nogil
+    double _gil_since "fss_get_gil_since"() noexcept nogil
+    int _gil_wanted_now "fss_gil_wanted_now"() noexcept nogil
+    unsigned int _gil_taken_now "fss_gil_taken_now"() noexcept nogil
+    void _hand_over "fss_hand_over"(unsigned int taken, long nanoseconds) noexcept nogil
+    unsigned long _get_hand_over_timeouts "fss_get_hand_over_timeouts"() noexcept nogil
+    int _forget_gil_wanted_in_child "fss_forget_gil_wanted_in_child"() noexcept nogil
     const bint FREE_THREADED_BUILD "FSS_FREE_THREADED_BUILD"
+    const bint HANDS_OVER "FSS_HANDS_OVER"
+
+if _forget_gil_wanted_in_child() != 0:
+    raise MemoryError("pthread_atfork")  # its only error: ENOMEM
+SYSTEM_CALLS["share"] = "futex hand-over" if HANDS_OVER else "sched_yield"
 
 
 # threading's registries of its threads (the same dicts for the life of the
@@ -494,9 +601,22 @@ cdef bint _other_threads() noexcept:
 
 
 def gil_shares():
-    """How many times a fast path of this process released the GIL and
-    yielded the CPU (_share_gil): for tests and diagnostics."""
+    """How many times a fast path of this process let another thread have the
+    GIL (_share_gil): for tests and diagnostics."""
     return _get_shares()
+
+
+def gil_wanted():
+    """How many threads are counted as coming back from the core's waits for
+    the GIL (want_gil .. got_gil; 0 where the core does not hand over): for
+    tests and diagnostics."""
+    return _gil_wanted_now()
+
+
+def gil_hand_over_timeouts():
+    """How many hand-overs of this process ended with no counted thread having
+    taken the GIL in HAND_OVER_NANOSECONDS: for tests and diagnostics."""
+    return _get_hand_over_timeouts()
 
 
 # Where handler threads take the next request themselves (serve's
@@ -530,7 +650,35 @@ cdef inline bint _share_gil_in_io() noexcept:
 
 
 cdef bint _share_gil(double now) noexcept:
-    """Let threads waiting for the GIL run if none could for a while; True if it did.
+    """rfile/wfile: hand the GIL to a thread back from the core's waits if this
+    one has had it for a while (a share interval since it got it back from a
+    wait or a hand-over); True if it did. Where the core cannot hand over: _yield_cpu.
+
+    ``now``: _now(), read by the caller."""
+    cdef unsigned int taken
+    if not HANDS_OVER:
+        return _yield_cpu(now)
+    if now - _gil_since() < GIL_SHARE_SECONDS or _gil_wanted_now() == 0:
+        return False
+    taken = _gil_taken_now()
+    with nogil:
+        _hand_over(taken, HAND_OVER_NANOSECONDS)
+        _want_gil()
+    _got_gil(_now())
+    _count_share()
+    return True
+
+
+cdef bint _yield_cpu(double now) noexcept:
+    """Release the GIL and yield the CPU if no thread did for a share interval
+    and threading knows of another thread; True if it did.
+
+    take_pending's share on every platform: there the thread to let run is
+    mostly the loop on its way to queue a request for a taker, and a
+    hand-over (the giver asleep until the loop has the GIL, then woken) cost
+    8-15 % more CPU per connection than a yield (connrate, http-close;
+    2026-12-08). A connection-per-request server on a shared core still
+    gives some of it to its neighbours there.
 
     ``now``: _now(), read by the caller."""
     if now - _get_last_shared() < GIL_SHARE_SECONDS or not _other_threads():
@@ -538,6 +686,7 @@ cdef bint _share_gil(double now) noexcept:
     with nogil:
         sched_yield()
     _set_last_shared(_now())
+    _count_share()
     return True
 
 
@@ -580,6 +729,8 @@ cdef int _poll(pollfd *fds, int nfds, int timeout_ms, int epfd=-1) except -1:
             else:
                 n = poll(fds, nfds, timeout_ms)
             err = errno
+            _want_gil()
+        _got_gil(_now())
         if n >= 0:
             if epfd >= 0:
                 for j in range(n):
@@ -744,7 +895,7 @@ def take_pending(server, ServingState state not None):
     # taker still to look at the queue, or gone.
     with cython.critical_section(state):
         state.takers += 1
-    _share_gil(_now())
+    _yield_cpu(_now())
     item = handoff = None
     with cython.critical_section(state):
         state.takers -= 1
@@ -1253,6 +1404,8 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
         with nogil:
             n = recv(fd, view.buf, view.len, 0)
             err = errno
+            _want_gil()
+        _got_gil(_now())
         if n >= 0:
             if n and self._request_open is not True:
                 _request_opens(self)

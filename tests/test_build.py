@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 
 import pytest
@@ -62,11 +63,15 @@ def test_info_reports_the_build():
         if PORTABLE_RUN:
             assert report["wait"] == "poll()"
             assert report["system calls"] == (
-                "wait poll, accept accept+fcntl, send no MSG_NOSIGNAL (portable core: "
+                "wait poll, accept accept+fcntl, send no MSG_NOSIGNAL, share sched_yield "
+                "(portable core: "
                 "the macOS/BSD path, FASTSOCKSERVER_PORTABLE_CORE)")
         else:
             assert report["wait"].startswith("epoll")
-            assert report["system calls"] == "wait epoll, accept accept4, send MSG_NOSIGNAL"
+            share = ("sched_yield" if sysconfig.get_config_var("Py_GIL_DISABLED")
+                     else "futex hand-over")
+            assert report["system calls"] == (
+                "wait epoll, accept accept4, send MSG_NOSIGNAL, share " + share)
 
 
 def test_info_says_why_pure():
@@ -75,7 +80,8 @@ def test_info_says_why_pure():
     assert "core: pure Python: {} is set".format(_env.ENV_VAR) in result.stdout
     assert "core features: none" in result.stdout
     assert "wait: PollSelector" in result.stdout
-    assert ("system calls: wait PollSelector, accept socket.accept(), send socket.sendall() "
+    assert ("system calls: wait PollSelector, accept socket.accept(), send socket.sendall(), "
+            "share none "
             "(the stdlib's)") in result.stdout
 
 

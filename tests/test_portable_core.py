@@ -1,5 +1,6 @@
-"""The compiled core's two sets of system calls: Linux's (epoll, accept4, MSG_NOSIGNAL) and
-the portable ones macOS and the BSDs compile (poll, accept + fcntl, no MSG_NOSIGNAL), which
+"""The compiled core's two sets of system calls: Linux's (epoll, accept4, MSG_NOSIGNAL, a
+futex to hand the GIL over) and the portable ones macOS and the BSDs compile (poll, accept +
+fcntl, no MSG_NOSIGNAL, sched_yield), which
 ``FASTSOCKSERVER_PORTABLE_CORE=1`` (setup.py) builds here. tools/run_tests.py runs the whole
 suite once on such a build, with the variable set: these tests fail if the core in use is not
 the build the run asked for, and check what differs between the two."""
@@ -8,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import sysconfig
 
 import pytest
 
@@ -16,6 +18,9 @@ from fastsockserver import _core_api
 from support import PORTABLE_RUN, import_line, run_code, subprocess_env
 
 pytestmark = pytest.mark.c_extension
+
+# (where there may be no GIL, the core yields instead of handing it over)
+FREE_THREADED_BUILD = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @pytest.fixture
@@ -31,11 +36,13 @@ def test_the_core_is_the_build_the_run_asked_for(compiled_core):
     assert compiled_core.PORTABLE_CORE is PORTABLE_RUN
     if PORTABLE_RUN:
         assert compiled_core.SYSTEM_CALLS == {
-            "wait": "poll", "accept": "accept+fcntl", "send": "no MSG_NOSIGNAL"}
+            "wait": "poll", "accept": "accept+fcntl", "send": "no MSG_NOSIGNAL",
+            "share": "sched_yield"}
         assert _core_api.EPOLL not in compiled_core.FEATURES
     else:
         assert compiled_core.SYSTEM_CALLS == {
-            "wait": "epoll", "accept": "accept4", "send": "MSG_NOSIGNAL"}
+            "wait": "epoll", "accept": "accept4", "send": "MSG_NOSIGNAL",
+            "share": "sched_yield" if FREE_THREADED_BUILD else "futex hand-over"}
         assert _core_api.EPOLL in compiled_core.FEATURES
     assert {_core_api.RECEIVES, _core_api.HANDLERS_TAKE} <= compiled_core.FEATURES
 

@@ -24,10 +24,12 @@ ALL_FEATURES = frozenset((RECEIVES, HANDLERS_TAKE, EPOLL))
 
 # Each core also says which system calls its own code makes, for
 # `python -m fastsockserver info` and the tests: SYSTEM_CALLS, a dict with
-# "wait", "accept" and "send"; and PORTABLE_CORE, True where the compiled core
-# was built with FASTSOCKSERVER_PORTABLE_CORE (setup.py): on Linux, the calls
-# macOS and the BSDs make (poll, accept + fcntl, no MSG_NOSIGNAL).
-SYSTEM_CALL_KINDS = ("wait", "accept", "send")
+# "wait", "accept", "send" and "share" (how a fast path that keeps the GIL
+# lets other threads have it: _core.pyx, _share_gil); and PORTABLE_CORE,
+# True where the compiled core was built with FASTSOCKSERVER_PORTABLE_CORE
+# (setup.py): on Linux, the calls macOS and the BSDs make (poll, accept +
+# fcntl, no MSG_NOSIGNAL, sched_yield).
+SYSTEM_CALL_KINDS = ("wait", "accept", "send", "share")
 
 # Requests taken per wake-up: enough to drain a burst of connects, few enough
 # that service_actions() runs often (shutdown() ends a batch early).

@@ -39,7 +39,7 @@ else:
 # The stdlib's calls, on every platform (_core_api.SYSTEM_CALLS).
 PORTABLE_CORE = False
 SYSTEM_CALLS = {"wait": _ServerSelector.__name__, "accept": "socket.accept()",
-                "send": "socket.sendall()"}
+                "send": "socket.sendall()", "share": "none"}
 
 
 class ServingState:
