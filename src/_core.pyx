@@ -446,13 +446,14 @@ cdef int _wake_if_resumed(ServingState state) except -1:
 # counts too while it takes it back). When one is counted and this thread
 # has had the GIL for a share interval since it got it back, the fast path
 # releases it and sleeps until one of them has it (or HAND_OVER_NANOSECONDS
-# pass), then takes it back in turn; otherwise it keeps the GIL. It never
-# yields the CPU: sched_yield() gave the core to any other process on it (a
-# CPU-bound neighbour took a third of a shared core from the server, issue
-# 28), and a process with nothing of its own to run has nothing to hand
-# over. A thread that wants the GIL for reasons of its own (a user's
-# thread, one back from a lock) gets it at the switch interval, as from
-# any CPU-bound thread.
+# pass), then takes it back in turn; otherwise it keeps the GIL. It does
+# not yield the CPU: sched_yield() gave the core to any other process on it
+# (a CPU-bound neighbour took a third of a shared core from the server,
+# issue 28); the sleep lasts until a thread of its own has the GIL, and a
+# process with nothing of its own to run has nothing to hand over. A
+# thread that wants the GIL for reasons of its own (a user's thread, one
+# back from a lock) gets it at the switch interval, as from any CPU-bound
+# thread.
 #
 # take_pending, and rfile/wfile elsewhere (macOS, the BSDs, the portable
 # build; a free-threaded build, where there may be no GIL), release the GIL
@@ -467,13 +468,28 @@ cdef extern from *:
     #define FSS_FREE_THREADED_BUILD 0
     #endif
     #if defined(__linux__) && !FSS_PORTABLE && !FSS_FREE_THREADED_BUILD
-    #define FSS_HANDS_OVER 1
-    #include <linux/futex.h>
     #include <sys/syscall.h>
+    #endif
+    /* The futex's timeout is the kernel's timespec of longs: where time_t is
+       wider than a pointer (32-bit systems with a 64-bit time_t) SYS_futex
+       would misread it, and riscv32 has no SYS_futex: those yield. */
+    #if defined(__linux__) && !FSS_PORTABLE && !FSS_FREE_THREADED_BUILD \
+            && defined(SYS_futex) && __SIZEOF_POINTER__ == 8
+    #define FSS_HANDS_OVER 1
     #include <limits.h>
     #include <pthread.h>
+    #include <time.h>
+    #ifndef FUTEX_WAIT_PRIVATE  /* linux/futex.h's values: not every C library ships it */
+    #define FUTEX_WAIT_PRIVATE 128
+    #define FUTEX_WAKE_PRIVATE 129
+    #endif
     #else
     #define FSS_HANDS_OVER 0
+    #endif
+    #if PY_VERSION_HEX >= 0x030D0000
+    #define FSS_FINALIZING() Py_IsFinalizing()
+    #else
+    #define FSS_FINALIZING() _Py_IsFinalizing()
     #endif
 
     /* Process-wide, read and written by every thread, some without the GIL:
@@ -500,12 +516,16 @@ cdef extern from *:
        got_gil. gil_taken (a futex word): bumped by each got_gil. handing_over:
        threads asleep in fss_hand_over, for got_gil to wake (sequentially
        consistent on both sides: either got_gil sees the sleeper, or the
-       sleeper sees gil_taken moved). */
+       sleeper sees gil_taken moved). timed_out_at: gil_taken + 1 as it was
+       when a hand-over last timed out (0: never); none is tried again
+       until gil_taken moves, so a count left by a thread that never took
+       the GIL costs a timeout per move, not per share. */
     static int fss_gil_wanted = 0;
     static unsigned int fss_gil_taken = 0;
     static __thread double fss_gil_since = 0;  /* when this thread last got the GIL in got_gil */
     static int fss_handing_over = 0;
     static unsigned long fss_hand_over_timeouts = 0;
+    static unsigned int fss_timed_out_at = 0;
     static inline void fss_want_gil(void) {
     #if FSS_HANDS_OVER
         __atomic_add_fetch(&fss_gil_wanted, 1, __ATOMIC_SEQ_CST);
@@ -535,10 +555,21 @@ cdef extern from *:
         __atomic_add_fetch(&fss_handing_over, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&fss_gil_taken, __ATOMIC_SEQ_CST) == taken
                 && syscall(SYS_futex, &fss_gil_taken, FUTEX_WAIT_PRIVATE, taken,
-                           &limit, NULL, 0) == -1 && errno == ETIMEDOUT)
+                           &limit, NULL, 0) == -1 && errno == ETIMEDOUT) {
             __atomic_add_fetch(&fss_hand_over_timeouts, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&fss_timed_out_at, taken + 1, __ATOMIC_RELAXED);
+        }
         __atomic_sub_fetch(&fss_handing_over, 1, __ATOMIC_SEQ_CST);
     #endif
+    }
+    /* Whether a hand-over is worth trying: a thread is counted, the last
+       one did not time out with gil_taken where it is now, and the
+       interpreter is not finalizing (a daemon thread coming back from a
+       wait then ends in PyEval_RestoreThread, still counted). */
+    static int fss_hand_over_worth(unsigned int taken) {
+        return __atomic_load_n(&fss_gil_wanted, __ATOMIC_SEQ_CST) > 0
+            && __atomic_load_n(&fss_timed_out_at, __ATOMIC_RELAXED) != taken + 1
+            && !FSS_FINALIZING();
     }
     static double fss_get_gil_since(void) {
         return fss_gil_since;
@@ -549,8 +580,9 @@ cdef extern from *:
     /* A fork()ed child has only the forking thread, which holds the GIL:
        no other thread is coming back for it, and none is asleep. */
     static void fss_forget_gil_wanted(void) {
-        fss_gil_wanted = 0;
-        fss_handing_over = 0;
+        __atomic_store_n(&fss_gil_wanted, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&fss_handing_over, 0, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&fss_timed_out_at, 0, __ATOMIC_SEQ_CST);
     }
     static int fss_forget_gil_wanted_in_child(void) {
     #if FSS_HANDS_OVER
@@ -570,6 +602,7 @@ cdef extern from *:
     int _gil_wanted_now "fss_gil_wanted_now"() noexcept nogil
     unsigned int _gil_taken_now "fss_gil_taken_now"() noexcept nogil
     void _hand_over "fss_hand_over"(unsigned int taken, long nanoseconds) noexcept nogil
+    bint _hand_over_worth "fss_hand_over_worth"(unsigned int taken) noexcept
     unsigned long _get_hand_over_timeouts "fss_get_hand_over_timeouts"() noexcept nogil
     int _forget_gil_wanted_in_child "fss_forget_gil_wanted_in_child"() noexcept nogil
     const bint FREE_THREADED_BUILD "FSS_FREE_THREADED_BUILD"
@@ -658,9 +691,11 @@ cdef bint _share_gil(double now) noexcept:
     cdef unsigned int taken
     if not HANDS_OVER:
         return _yield_cpu(now)
-    if now - _gil_since() < GIL_SHARE_SECONDS or _gil_wanted_now() == 0:
+    if now - _gil_since() < GIL_SHARE_SECONDS:
         return False
     taken = _gil_taken_now()
+    if not _hand_over_worth(taken):
+        return False
     with nogil:
         _hand_over(taken, HAND_OVER_NANOSECONDS)
         _want_gil()
