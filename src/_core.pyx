@@ -523,7 +523,9 @@ cdef extern from *:
     static int fss_gil_wanted = 0;
     static unsigned int fss_gil_taken = 0;
     static __thread double fss_gil_since = 0;  /* when this thread last got the GIL in got_gil */
+    #if FSS_HANDS_OVER
     static int fss_handing_over = 0;
+    #endif
     static unsigned long fss_hand_over_timeouts = 0;
     static unsigned int fss_timed_out_at = 0;
     static inline void fss_want_gil(void) {
@@ -579,11 +581,13 @@ cdef extern from *:
     }
     /* A fork()ed child has only the forking thread, which holds the GIL:
        no other thread is coming back for it, and none is asleep. */
+    #if FSS_HANDS_OVER
     static void fss_forget_gil_wanted(void) {
         __atomic_store_n(&fss_gil_wanted, 0, __ATOMIC_SEQ_CST);
         __atomic_store_n(&fss_handing_over, 0, __ATOMIC_SEQ_CST);
         __atomic_store_n(&fss_timed_out_at, 0, __ATOMIC_SEQ_CST);
     }
+    #endif
     static int fss_forget_gil_wanted_in_child(void) {
     #if FSS_HANDS_OVER
         return pthread_atfork(NULL, NULL, fss_forget_gil_wanted);
