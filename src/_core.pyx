@@ -637,6 +637,13 @@ cdef bint _other_threads() noexcept:
     return len(<dict>_threads_active) > 1 or len(<dict>_threads_starting) > 0
 
 
+cdef inline void _took_gil_back() noexcept:
+    """After a wait counted by _want_gil: this thread has the GIL again (the
+    clock is read only where the core hands over)."""
+    if HANDS_OVER:
+        _got_gil(_now())
+
+
 def gil_shares():
     """How many times a fast path of this process let another thread have the
     GIL (_share_gil): for tests and diagnostics."""
@@ -703,7 +710,7 @@ cdef bint _share_gil(double now) noexcept:
     with nogil:
         _hand_over(taken, HAND_OVER_NANOSECONDS)
         _want_gil()
-    _got_gil(_now())
+    _took_gil_back()
     _count_share()
     return True
 
@@ -769,7 +776,7 @@ cdef int _poll(pollfd *fds, int nfds, int timeout_ms, int epfd=-1) except -1:
                 n = poll(fds, nfds, timeout_ms)
             err = errno
             _want_gil()
-        _got_gil(_now())
+        _took_gil_back()
         if n >= 0:
             if epfd >= 0:
                 for j in range(n):
@@ -1444,7 +1451,7 @@ cdef object _wait_readinto(self, sock, int fd, Py_buffer *view, b):
             n = recv(fd, view.buf, view.len, 0)
             err = errno
             _want_gil()
-        _got_gil(_now())
+        _took_gil_back()
         if n >= 0:
             if n and self._request_open is not True:
                 _request_opens(self)
